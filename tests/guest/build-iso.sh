@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Builds the live ISO that anweddol's tests boot as a container:
+#   build-iso.sh OUTPUT.iso
+# Everything comes from Debian packages (the kernel is taken with
+# `apt-get download` + `dpkg-deb -x`, never installed on the host). The whole
+# system lives in an initramfs: isolinux loads the kernel and the initramfs
+# from the CD, and nothing reads the CD afterwards.
+# The ISO is rebuilt only when its inputs change: this script, rootfs/, the
+# kernel package and the host binaries copied into the image.
+set -euo pipefail
+
+output=${1:?usage: build-iso.sh OUTPUT.iso}
+here=$(cd "$(dirname "$0")" && pwd)
+output=$(realpath -m "$output")
+work="$output.d"
+
+die() { echo "build-iso.sh: $*" >&2; exit 1; }
+for tool in xorriso cpio gzip gcc /usr/sbin/sshd /usr/bin/ssh-keygen /bin/busybox \
+            /usr/lib/ISOLINUX/isolinux.bin; do
+  command -v "$tool" >/dev/null || [[ -e $tool ]] ||
+    die "missing $tool: run scripts/setup.sh first"
+done
+
+# The cloud kernel is small and has every virtio driver we need as modules.
+kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 |
+  awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+[[ -n $kernel_pkg ]] || die "apt knows no linux-image-cloud-amd64: run apt-get update"
+kernel_version=$(apt-cache policy "$kernel_pkg" | awk '/Candidate:/ { print $2 }')
+
+# Modules in load order: each one's dependencies come before it.
+modules=(
+  drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko
+  drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci_modern_dev.ko
+  drivers/virtio/virtio_pci.ko
+  net/core/failover.ko drivers/net/net_failover.ko drivers/net/virtio_net.ko
+  drivers/virtio/virtio_balloon.ko
+  drivers/input/evdev.ko drivers/acpi/button.ko
+)
+
+stamp=$(
+  {
+    echo "$kernel_pkg $kernel_version"
+    cat "$0"
+    find "$here/rootfs" -type f -print0 | sort -z | xargs -0 cat
+    sha256sum /bin/busybox /usr/sbin/sshd /usr/bin/ssh-keygen
+  } | sha256sum | cut -d' ' -f1
+)
+if [[ -f $output && -f $output.stamp && $(cat "$output.stamp") == "$stamp" ]]; then
+  echo "build-iso.sh: $output is up to date"
+  exit 0
+fi
+
+echo "build-iso.sh: building $output ($kernel_pkg $kernel_version)"
+rm -rf "$work"
+mkdir -p "$work/deb" "$work/root" "$work/cd/isolinux"
+
+(cd "$work/deb" && apt-get download -q "$kernel_pkg=$kernel_version" 2>&1 |
+  grep -v 'Download is performed unsandboxed' || true)
+dpkg-deb -x "$work"/deb/*.deb "$work/kernel"
+kernel_release=$(ls "$work/kernel/lib/modules")
+cp "$work/kernel/boot/vmlinuz-$kernel_release" "$work/cd/isolinux/vmlinuz"
+
+root=$work/root
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/ssh,etc/acpi/PWRF,lib/modules} \
+         "$root"/{proc,sys,dev,run,tmp,root,home/endpoint,var/log}
+chmod 1777 "$root/tmp"
+
+# busybox provides the shell, init, udhcpc, mkpasswd and the rest.
+cp /bin/busybox "$root/bin/busybox"
+for applet in $(/bin/busybox --list-full); do
+  [[ -e $root/$applet ]] || ln -s /bin/busybox "$root/$applet"
+done
+
+# OpenSSH's server, with the shared libraries it links against. (dropbear
+# would be smaller, but refuses passwords over 100 characters, and the
+# reference's client passwords have 120.)
+copy_with_libraries() {
+  local binary=$1
+  install -D -m 755 "$binary" "$root$binary"
+  ldd "$binary" | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' |
+    while read -r lib; do
+      [[ -e $root$lib ]] || install -D -m 755 "$(realpath "$lib")" "$root$lib"
+    done
+}
+copy_with_libraries /usr/sbin/sshd
+copy_with_libraries /usr/bin/ssh-keygen
+install -m 644 "$here/rootfs/sshd_config" "$root/etc/ssh/sshd_config"
+
+for module in "${modules[@]}"; do
+  cp "$work/kernel/lib/modules/$kernel_release/kernel/$module" "$root/lib/modules/"
+done
+printf '%s\n' "${modules[@]##*/}" >"$root/etc/modules"
+
+# The guest's own files; see rootfs/README.md.
+install -m 755 "$here/rootfs/rcS" "$root/etc/rcS"
+install -m 644 "$here/rootfs/inittab" "$root/etc/inittab"
+install -m 755 "$here/rootfs/udhcpc.script" "$root/etc/udhcpc.script"
+install -m 755 "$here/rootfs/power-button" "$root/etc/acpi/PWRF/00000080"
+install -m 755 "$here/rootfs/anweddol_container_setup.sh" \
+  "$root/bin/anweddol_container_setup.sh"
+gcc -static -Os -Wall -Wextra -Werror -o "$root/usr/bin/sudo" "$here/rootfs/sudo.c"
+chmod 4755 "$root/usr/bin/sudo"
+
+endpoint_hash=$(printf 'endpoint\n' | /bin/busybox mkpasswd -m sha512 -P 0)
+cat >"$root/etc/passwd" <<PASSWD
+root:x:0:0:root:/root:/bin/sh
+sshd:x:100:65534:sshd privilege separation:/run/sshd:/bin/false
+endpoint:x:1000:1000:anweddol endpoint:/home/endpoint:/bin/sh
+PASSWD
+cat >"$root/etc/shadow" <<SHADOW
+root:*:19000:0:99999:7:::
+sshd:*:19000:0:99999:7:::
+endpoint:$endpoint_hash:19000:0:99999:7:::
+SHADOW
+chmod 600 "$root/etc/shadow"
+printf 'root:x:0:\nnogroup:x:65534:\nendpoint:x:1000:\n' >"$root/etc/group"
+printf '/bin/sh\n/bin/ash\n' >"$root/etc/shells"
+echo anweddol-container >"$root/etc/hostname"
+ln -s /bin/busybox "$root/init"
+
+# Every file belongs to root; rcS gives endpoint its home at boot.
+(cd "$root" && find . -print0 | cpio --null -o -H newc -R +0:+0 --quiet |
+  gzip -9 >"$work/cd/isolinux/initrd.gz")
+
+cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 \
+   "$work/cd/isolinux/"
+cat >"$work/cd/isolinux/isolinux.cfg" <<'CFG'
+DEFAULT live
+PROMPT 0
+TIMEOUT 0
+LABEL live
+  KERNEL vmlinuz
+  APPEND initrd=initrd.gz console=tty0 console=ttyS0,115200 quiet panic=5
+CFG
+
+xorriso -as mkisofs -quiet -o "$output.tmp" -V ANWEDDOL_TEST \
+  -isohybrid-mbr /usr/lib/ISOLINUX/isohdpfx.bin \
+  -c isolinux/boot.cat -b isolinux/isolinux.bin \
+  -no-emul-boot -boot-load-size 4 -boot-info-table "$work/cd"
+mv "$output.tmp" "$output"
+echo "$stamp" >"$output.stamp"
+rm -rf "$work"
+echo "build-iso.sh: wrote $output ($(du -h "$output" | cut -f1))"
