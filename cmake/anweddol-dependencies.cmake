@@ -1,0 +1,12 @@
+# What anweddol's headers need; shared by the build and the installed package.
+include(CMakeFindDependencyMacro)
+find_dependency(Threads)
+find_dependency(Boost 1.81 CONFIG COMPONENTS json)
+find_dependency(OpenSSL 3)
+find_dependency(PkgConfig)
+if(NOT TARGET PkgConfig::libvirt)
+  pkg_check_modules(libvirt REQUIRED IMPORTED_TARGET GLOBAL libvirt>=9.0)
+endif()
+if(NOT TARGET PkgConfig::libssh)
+  pkg_check_modules(libssh REQUIRED IMPORTED_TARGET GLOBAL libssh>=0.10)
+endif()

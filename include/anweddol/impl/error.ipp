@@ -1,0 +1,65 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_IMPL_ERROR_IPP
+#define ANWEDDOL_IMPL_ERROR_IPP
+
+#include <anweddol/error.hpp>
+
+#include <string>
+
+namespace anweddol {
+namespace detail {
+
+class anweddol_error_category final : public boost::system::error_category {
+public:
+    const char* name() const noexcept override { return "anweddol"; }
+
+    std::string message(int value) const override {
+        switch (static_cast<errc>(value)) {
+        case errc::domain_not_created:
+            return "the container has no domain: start it with start_domain() first";
+        case errc::domain_not_running:
+            return "the container's domain is not running";
+        case errc::domain_already_running:
+            return "the container's domain is already running: stop it first";
+        case errc::iso_path_not_set:
+            return "no ISO file path is set: call set_iso_file_path() first";
+        case errc::invalid_memory:
+            return "invalid memory size: a container needs at least 512 MiB";
+        case errc::invalid_vcpus:
+            return "invalid vCPU count: a container needs at least one vCPU";
+        case errc::invalid_argument:
+            return "invalid argument";
+        case errc::container_already_stored:
+            return "a container with this UUID is already stored";
+        case errc::ip_wait_timeout:
+            return "the container got no IP address within the wait budget";
+        case errc::shell_not_open:
+            return "the endpoint shell is not open: call open_shell() first";
+        case errc::shell_already_open:
+            return "the endpoint shell is already open";
+        case errc::endpoint_credentials_not_set:
+            return "no endpoint credentials are set: call set_endpoint_credentials() first";
+        case errc::client_credentials_not_set:
+            return "no client credentials are stored: call generate_client_ssh_credentials() "
+                   "or store_client_ssh_credentials() first";
+        case errc::administration_failed:
+            return "the container's setup script failed";
+        case errc::lease_file_malformed:
+            return "dnsmasq's lease status file is malformed";
+        }
+        return "unknown anweddol error " + std::to_string(value);
+    }
+};
+
+} // namespace detail
+
+inline const boost::system::error_category& error_category() noexcept {
+    static const detail::anweddol_error_category category;
+    return category;
+}
+
+} // namespace anweddol
+
+#endif
