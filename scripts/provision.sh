@@ -19,7 +19,7 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$build" -j2 --target anweddol-first-container
 tests/guest/build-iso.sh "$build/guest/anweddol-test.iso"
 
-trap 'scripts/sandbox.sh down' EXIT
+trap '"$repo/scripts/sandbox.sh" down' EXIT
 scripts/sandbox.sh up
 scripts/sandbox.sh exec "$build/tools/anweddol-first-container" \
   --iso "$build/guest/anweddol-test.iso" "$@"

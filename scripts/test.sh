@@ -20,7 +20,7 @@ cmake --build "$build" -j2
 # The ISO needs apt (for the kernel package), which the sandbox cannot reach.
 tests/guest/build-iso.sh "$build/guest/anweddol-test.iso"
 
-trap 'scripts/sandbox.sh down' EXIT
+trap '"$repo/scripts/sandbox.sh" down' EXIT
 scripts/sandbox.sh up
 cd "$build"
 "$repo/scripts/sandbox.sh" exec ctest --output-on-failure "$@"
