@@ -1,0 +1,360 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_IMPL_LIBVIRT_EVENT_LOOP_IPP
+#define ANWEDDOL_IMPL_LIBVIRT_EVENT_LOOP_IPP
+
+#include <anweddol/detail/libvirt_event_loop.hpp>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/post.hpp>
+
+#include <chrono>
+#include <vector>
+
+#include <poll.h>
+
+namespace anweddol::detail {
+
+// One registered descriptor per fd: libvirt may watch one fd several times
+// (for reading and for writing), and Asio's reactor takes an fd only once.
+struct libvirt_event_loop::fd_entry {
+    fd_entry(const boost::asio::any_io_executor& executor, int fd)
+        : descriptor(executor, fd) {}
+    boost::asio::posix::stream_descriptor descriptor;
+    bool read_pending = false;
+    bool write_pending = false;
+    bool dispatch_posted = false;
+};
+
+struct libvirt_event_loop::handle_watch {
+    int fd;
+    int events;
+    virEventHandleCallback callback;
+    void* opaque;
+    virFreeCallback free_opaque;
+};
+
+struct libvirt_event_loop::timeout_watch {
+    timeout_watch(const boost::asio::any_io_executor& executor, int id, int period_ms,
+                  virEventTimeoutCallback callback, void* opaque, virFreeCallback free_opaque)
+        : id(id)
+        , period_ms(period_ms)
+        , callback(callback)
+        , opaque(opaque)
+        , free_opaque(free_opaque)
+        , timer(executor) {}
+    int id;
+    int period_ms;
+    virEventTimeoutCallback callback;
+    void* opaque;
+    virFreeCallback free_opaque;
+    boost::asio::steady_timer timer; // touched on the strand only
+    unsigned generation = 0;         // bumped by every update: stale expiries are ignored
+    bool removed = false;
+};
+
+namespace event_loop_impl {
+
+inline libvirt_event_loop* instance = nullptr;
+
+inline short to_poll_events(int events) {
+    return static_cast<short>(((events & VIR_EVENT_HANDLE_READABLE) ? POLLIN : 0) |
+                              ((events & VIR_EVENT_HANDLE_WRITABLE) ? POLLOUT : 0));
+}
+
+inline int from_poll_events(short revents) {
+    return ((revents & POLLIN) ? VIR_EVENT_HANDLE_READABLE : 0) |
+           ((revents & POLLOUT) ? VIR_EVENT_HANDLE_WRITABLE : 0) |
+           ((revents & POLLHUP) ? VIR_EVENT_HANDLE_HANGUP : 0) |
+           ((revents & (POLLERR | POLLNVAL)) ? VIR_EVENT_HANDLE_ERROR : 0);
+}
+
+// Which of `events` the fd has right now. Asio's reactor is edge-triggered,
+// libvirt expects level-triggered watches: before waiting again we ask the
+// kernel whether the fd is still ready, so that data libvirt left unread
+// is not forgotten until more arrives.
+inline int ready_now(int fd, int events) {
+    pollfd probe{fd, to_poll_events(events), 0};
+    if (::poll(&probe, 1, 0) <= 0)
+        return 0;
+    return from_poll_events(probe.revents);
+}
+
+} // namespace event_loop_impl
+
+inline libvirt_event_loop::libvirt_event_loop(const boost::asio::any_io_executor& executor)
+    : strand_(boost::asio::make_strand(executor)) {}
+
+inline libvirt_event_loop&
+libvirt_event_loop::install(const boost::asio::any_io_executor& executor) {
+    static libvirt_event_loop* const installed = [&] {
+        // Never destroyed: libvirt may call the hooks until the process ends.
+        event_loop_impl::instance = new libvirt_event_loop(executor);
+        virEventRegisterImpl(&add_handle, &update_handle, &remove_handle, &add_timeout,
+                             &update_timeout, &remove_timeout);
+        return event_loop_impl::instance;
+    }();
+    return *installed;
+}
+
+inline libvirt_event_loop& libvirt_event_loop::loop() noexcept {
+    return *event_loop_impl::instance;
+}
+
+inline std::size_t libvirt_event_loop::handle_count() const {
+    std::lock_guard lock(mutex_);
+    return handles_.size();
+}
+
+inline std::size_t libvirt_event_loop::timeout_count() const {
+    std::lock_guard lock(mutex_);
+    return timeouts_.size();
+}
+
+inline int libvirt_event_loop::wanted_events(int fd) const {
+    int events = 0;
+    for (const auto& [id, watch] : handles_)
+        if (watch.fd == fd)
+            events |= watch.events;
+    return events;
+}
+
+// Called with mutex_ held.
+inline void libvirt_event_loop::arm(const std::shared_ptr<fd_entry>& entry) {
+    const int fd = entry->descriptor.native_handle();
+    const int wanted = wanted_events(fd) & (VIR_EVENT_HANDLE_READABLE | VIR_EVENT_HANDLE_WRITABLE);
+    if (wanted == 0 || entry->dispatch_posted)
+        return;
+    if (event_loop_impl::ready_now(fd, wanted) != 0) {
+        entry->dispatch_posted = true;
+        boost::asio::post(strand_, [this, entry] {
+            {
+                std::lock_guard lock(mutex_);
+                entry->dispatch_posted = false;
+            }
+            on_ready(entry);
+        });
+        return;
+    }
+    auto wait = [&](boost::asio::posix::descriptor_base::wait_type type, bool fd_entry::*pending) {
+        if (entry.get()->*pending)
+            return;
+        entry.get()->*pending = true;
+        entry->descriptor.async_wait(
+            type,
+            boost::asio::bind_executor(strand_, [this, entry, pending](boost::system::error_code) {
+                {
+                    std::lock_guard lock(mutex_);
+                    entry.get()->*pending = false;
+                }
+                // Also after an error or a cancellation: on_ready asks the
+                // kernel, and ignores an entry that was removed meanwhile.
+                on_ready(entry);
+            }));
+    };
+    if (wanted & VIR_EVENT_HANDLE_READABLE)
+        wait(boost::asio::posix::descriptor_base::wait_read, &fd_entry::read_pending);
+    if (wanted & VIR_EVENT_HANDLE_WRITABLE)
+        wait(boost::asio::posix::descriptor_base::wait_write, &fd_entry::write_pending);
+}
+
+// Runs on the strand: calls every watch of the fd that wants what is ready.
+inline void libvirt_event_loop::on_ready(const std::shared_ptr<fd_entry>& entry) {
+    struct due {
+        int id;
+        int events;
+        virEventHandleCallback callback;
+        void* opaque;
+    };
+    std::vector<due> calls;
+    int fd = -1;
+    {
+        std::lock_guard lock(mutex_);
+        auto current = fds_.find(entry->descriptor.native_handle());
+        if (!entry->descriptor.is_open() || current == fds_.end() || current->second != entry)
+            return; // removed (a late completion)
+        fd = entry->descriptor.native_handle();
+        const int ready = event_loop_impl::ready_now(fd, wanted_events(fd));
+        for (const auto& [id, watch] : handles_) {
+            const int events =
+                ready & (watch.events | VIR_EVENT_HANDLE_HANGUP | VIR_EVENT_HANDLE_ERROR);
+            if (watch.fd == fd && watch.events != 0 && events != 0)
+                calls.push_back({id, events, watch.callback, watch.opaque});
+        }
+    }
+    for (const due& call : calls) {
+        {
+            // An earlier callback may have removed or disabled this watch.
+            std::lock_guard lock(mutex_);
+            auto watch = handles_.find(call.id);
+            if (watch == handles_.end() || watch->second.events == 0)
+                continue;
+        }
+        call.callback(call.id, fd, call.events, call.opaque);
+    }
+    std::lock_guard lock(mutex_);
+    auto current = fds_.find(fd);
+    if (current != fds_.end() && current->second == entry)
+        arm(entry);
+}
+
+inline void libvirt_event_loop::free_later(virFreeCallback free_opaque, void* opaque) {
+    // libvirt may hold its own locks while it removes a watch: run the free
+    // callback later, from a clean stack.
+    if (free_opaque)
+        boost::asio::post(strand_, [free_opaque, opaque] { free_opaque(opaque); });
+}
+
+inline int libvirt_event_loop::add_handle(int fd, int events, virEventHandleCallback callback,
+                                          void* opaque, virFreeCallback free_opaque) {
+    libvirt_event_loop& self = loop();
+    std::lock_guard lock(self.mutex_);
+    auto entry = self.fds_.find(fd);
+    if (entry == self.fds_.end()) {
+        try {
+            entry = self.fds_.emplace(fd, std::make_shared<fd_entry>(self.strand_, fd)).first;
+        } catch (const std::exception&) {
+            return -1; // not a pollable fd
+        }
+    }
+    const int id = self.next_id_++;
+    self.handles_.emplace(id, handle_watch{fd, events, callback, opaque, free_opaque});
+    self.arm(entry->second);
+    return id;
+}
+
+inline void libvirt_event_loop::update_handle(int watch, int events) {
+    libvirt_event_loop& self = loop();
+    std::lock_guard lock(self.mutex_);
+    auto found = self.handles_.find(watch);
+    if (found == self.handles_.end())
+        return;
+    found->second.events = events;
+    self.arm(self.fds_.at(found->second.fd));
+}
+
+inline int libvirt_event_loop::remove_handle(int watch) {
+    libvirt_event_loop& self = loop();
+    virFreeCallback free_opaque = nullptr;
+    void* opaque = nullptr;
+    {
+        std::lock_guard lock(self.mutex_);
+        auto found = self.handles_.find(watch);
+        if (found == self.handles_.end())
+            return -1;
+        const int fd = found->second.fd;
+        free_opaque = found->second.free_opaque;
+        opaque = found->second.opaque;
+        self.handles_.erase(found);
+        if (self.wanted_events(fd) == 0) {
+            bool other_watch = false;
+            for (const auto& [id, other] : self.handles_)
+                other_watch = other_watch || other.fd == fd;
+            if (!other_watch) {
+                // libvirt owns the fd and may close it as soon as we return:
+                // deregister it now, synchronously, and never close it.
+                auto entry = self.fds_.find(fd);
+                entry->second->descriptor.release();
+                self.fds_.erase(entry);
+            }
+        }
+    }
+    self.free_later(free_opaque, opaque);
+    return 0;
+}
+
+inline int libvirt_event_loop::add_timeout(int period_ms, virEventTimeoutCallback callback,
+                                           void* opaque, virFreeCallback free_opaque) {
+    libvirt_event_loop& self = loop();
+    std::shared_ptr<timeout_watch> timeout;
+    {
+        std::lock_guard lock(self.mutex_);
+        const int id = self.next_id_++;
+        timeout = std::make_shared<timeout_watch>(self.strand_, id, period_ms, callback, opaque,
+                                                  free_opaque);
+        self.timeouts_.emplace(id, timeout);
+    }
+    boost::asio::post(self.strand_, [&self, timeout] { self.schedule(timeout); });
+    return timeout->id;
+}
+
+inline void libvirt_event_loop::update_timeout(int timer, int period_ms) {
+    libvirt_event_loop& self = loop();
+    std::shared_ptr<timeout_watch> timeout;
+    {
+        std::lock_guard lock(self.mutex_);
+        auto found = self.timeouts_.find(timer);
+        if (found == self.timeouts_.end())
+            return;
+        timeout = found->second;
+        timeout->period_ms = period_ms;
+        ++timeout->generation; // applies at once, also to a timer already running
+    }
+    boost::asio::post(self.strand_, [&self, timeout] { self.schedule(timeout); });
+}
+
+inline int libvirt_event_loop::remove_timeout(int timer) {
+    libvirt_event_loop& self = loop();
+    std::shared_ptr<timeout_watch> timeout;
+    {
+        std::lock_guard lock(self.mutex_);
+        auto found = self.timeouts_.find(timer);
+        if (found == self.timeouts_.end())
+            return -1;
+        timeout = found->second;
+        timeout->removed = true;
+        self.timeouts_.erase(found);
+    }
+    boost::asio::post(self.strand_, [timeout] { timeout->timer.cancel(); });
+    self.free_later(timeout->free_opaque, timeout->opaque);
+    return 0;
+}
+
+// Runs on the strand: (re)starts the timeout for its current period.
+inline void libvirt_event_loop::schedule(const std::shared_ptr<timeout_watch>& timeout) {
+    int period_ms;
+    unsigned generation;
+    {
+        std::lock_guard lock(mutex_);
+        if (timeout->removed)
+            return;
+        period_ms = timeout->period_ms;
+        generation = timeout->generation;
+    }
+    timeout->timer.cancel();
+    if (period_ms < 0)
+        return; // disabled
+    if (period_ms == 0) {
+        // 0: fire on every loop iteration, i.e. once per pass through the queue.
+        boost::asio::post(strand_, [this, timeout, generation] { fire(timeout, generation); });
+        return;
+    }
+    timeout->timer.expires_after(std::chrono::milliseconds(period_ms));
+    timeout->timer.async_wait([this, timeout, generation](boost::system::error_code ec) {
+        if (!ec)
+            fire(timeout, generation);
+    });
+}
+
+// Runs on the strand.
+inline void libvirt_event_loop::fire(const std::shared_ptr<timeout_watch>& timeout,
+                                     unsigned generation) {
+    {
+        std::lock_guard lock(mutex_);
+        if (timeout->removed || timeout->generation != generation)
+            return; // removed or updated meanwhile: the update scheduled anew
+    }
+    timeout->callback(timeout->id, timeout->opaque);
+    bool unchanged;
+    {
+        std::lock_guard lock(mutex_);
+        unchanged = !timeout->removed && timeout->generation == generation;
+    }
+    if (unchanged)
+        schedule(timeout); // periodic
+}
+
+} // namespace anweddol::detail
+
+#endif
