@@ -34,6 +34,16 @@ enum class errc : int {
 /// The category of `anweddol::errc`; its name is "anweddol".
 const boost::system::error_category& error_category() noexcept;
 
+/// The category of libvirt's error codes (`virErrorNumber`, such as
+/// VIR_ERR_NO_DOMAIN); its name is "libvirt". libvirt's own message for the
+/// failed call travels in the `system_error`'s what().
+const boost::system::error_category& libvirt_category() noexcept;
+
+/// The category of libssh's session error codes (SSH_REQUEST_DENIED,
+/// SSH_FATAL); its name is "libssh". libssh's own message (ssh_get_error)
+/// travels in the `system_error`'s what().
+const boost::system::error_category& libssh_category() noexcept;
+
 /// Makes `errc` values usable wherever an `error_code` is expected.
 inline boost::system::error_code make_error_code(errc e) noexcept {
     return {static_cast<int>(e), error_category()};

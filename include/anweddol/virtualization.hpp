@@ -7,6 +7,7 @@
 /// Brings in every public part of anweddol.
 
 #include <anweddol/error.hpp>
+#include <anweddol/hypervisor_connection.hpp>
 #include <anweddol/version.hpp>
 
 #endif

@@ -1,3 +1,5 @@
+#include "test_context.hpp"
+
 #include <anweddol/detail/libvirt_event_loop.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -19,28 +21,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// The loop is process-wide and stays bound to the first executor: every
-// test drives this one io_context.
 boost::asio::io_context& loop_context() {
-    static boost::asio::io_context context;
-    libvirt_event_loop::install(context.get_executor());
-    return context;
+    return anweddol::test::test_context();
 }
-
-// Runs the loop until `done` holds or `limit` passes; false on timeout.
-template <class Predicate>
-bool run_until(Predicate done, std::chrono::milliseconds limit = 5s) {
-    auto& context = loop_context();
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    context.restart();
-    while (!done()) {
-        if (std::chrono::steady_clock::now() > deadline)
-            return false;
-        context.run_for(5ms);
-        context.restart();
-    }
-    return true;
-}
+using anweddol::test::run_until;
 
 struct pipe_pair {
     int fds[2];

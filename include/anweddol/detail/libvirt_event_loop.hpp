@@ -10,6 +10,7 @@
 #include <boost/asio/strand.hpp>
 
 #include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
 
 #include <map>
 #include <memory>

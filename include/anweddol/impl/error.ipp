@@ -6,6 +6,9 @@
 
 #include <anweddol/error.hpp>
 
+#include <libssh/libssh.h>
+#include <libvirt/virterror.h>
+
 #include <string>
 
 namespace anweddol {
@@ -53,10 +56,80 @@ public:
     }
 };
 
+class libvirt_error_category final : public boost::system::error_category {
+public:
+    const char* name() const noexcept override { return "libvirt"; }
+
+    std::string message(int value) const override {
+        // libvirt formats messages only for an error that happened; these
+        // are the codes a caller most often has to act on.
+        switch (value) {
+        case VIR_ERR_OK:
+            return "success";
+        case VIR_ERR_NO_CONNECT:
+            return "no hypervisor connection: is libvirtd running and the URI right?";
+        case VIR_ERR_INVALID_CONN:
+            return "invalid hypervisor connection";
+        case VIR_ERR_NO_DOMAIN:
+            return "domain not found";
+        case VIR_ERR_OPERATION_INVALID:
+            return "operation not valid in the domain's current state";
+        case VIR_ERR_OPERATION_FAILED:
+            return "operation failed";
+        case VIR_ERR_OPERATION_TIMEOUT:
+            return "operation timed out";
+        case VIR_ERR_SYSTEM_ERROR:
+            return "system error in libvirt";
+        case VIR_ERR_RPC:
+            return "RPC error talking to libvirtd";
+        case VIR_ERR_XML_ERROR:
+            return "malformed XML";
+        case VIR_ERR_INTERNAL_ERROR:
+            return "libvirt internal error";
+        case VIR_ERR_AUTH_FAILED:
+            return "authentication to libvirtd failed";
+        case VIR_ERR_DOM_EXIST:
+            return "a domain with this name or UUID already exists";
+        default:
+            return "libvirt error " + std::to_string(value);
+        }
+    }
+};
+
+class libssh_error_category final : public boost::system::error_category {
+public:
+    const char* name() const noexcept override { return "libssh"; }
+
+    std::string message(int value) const override {
+        switch (value) {
+        case SSH_NO_ERROR:
+            return "success";
+        case SSH_REQUEST_DENIED:
+            return "the SSH server denied the request";
+        case SSH_FATAL:
+            return "fatal SSH error: the session is unusable";
+        case SSH_EINTR:
+            return "interrupted SSH call";
+        default:
+            return "libssh error " + std::to_string(value);
+        }
+    }
+};
+
 } // namespace detail
 
 inline const boost::system::error_category& error_category() noexcept {
     static const detail::anweddol_error_category category;
+    return category;
+}
+
+inline const boost::system::error_category& libvirt_category() noexcept {
+    static const detail::libvirt_error_category category;
+    return category;
+}
+
+inline const boost::system::error_category& libssh_category() noexcept {
+    static const detail::libssh_error_category category;
     return category;
 }
 

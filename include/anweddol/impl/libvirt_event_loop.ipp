@@ -91,6 +91,9 @@ libvirt_event_loop::install(const boost::asio::any_io_executor& executor) {
     static libvirt_event_loop* const installed = [&] {
         // Never destroyed: libvirt may call the hooks until the process ends.
         event_loop_impl::instance = new libvirt_event_loop(executor);
+        // libvirt prints every error to stderr unless told otherwise; ours
+        // travel as exceptions with libvirt's message instead.
+        virSetErrorFunc(nullptr, [](void*, virErrorPtr) {});
         virEventRegisterImpl(&add_handle, &update_handle, &remove_handle, &add_timeout,
                              &update_timeout, &remove_timeout);
         return event_loop_impl::instance;

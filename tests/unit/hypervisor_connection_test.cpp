@@ -1,0 +1,227 @@
+#include "test_context.hpp"
+
+#include <anweddol/detail/libvirt_call.hpp>
+#include <anweddol/hypervisor_connection.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <libvirt/virterror.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+using anweddol::hypervisor_connection;
+using anweddol::test::run_coroutine;
+using anweddol::test::run_until;
+using boost::asio::awaitable;
+using boost::asio::use_awaitable;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string test_uri = "test:///default";
+
+// A transient domain of the test driver, named `name`.
+std::string domain_xml(const std::string& name) {
+    return "<domain type='test'><name>" + name +
+           "</name><memory>65536</memory><os><type>hvm</type></os></domain>";
+}
+
+std::string uuid_of(virDomainPtr domain) {
+    char uuid[VIR_UUID_STRING_BUFLEN] = {};
+    virDomainGetUUIDString(domain, uuid);
+    return uuid;
+}
+
+template <class Work>
+boost::system::system_error failure_of(Work work) {
+    try {
+        run_coroutine(work());
+    } catch (const boost::system::system_error& e) {
+        return e;
+    }
+    FAIL("no error");
+    throw;
+}
+
+} // namespace
+
+TEST_CASE("connection: one connection per URI, shared by every caller") {
+    auto [first, second] =
+        run_coroutine([]() -> awaitable<std::pair<std::shared_ptr<hypervisor_connection>,
+                                                  std::shared_ptr<hypervisor_connection>>> {
+            auto a = co_await hypervisor_connection::open(test_uri);
+            auto b = co_await hypervisor_connection::open(test_uri);
+            co_return std::pair{a, b};
+        }());
+    CHECK(first == second);
+    CHECK(first->is_open());
+    CHECK(first->open_count() == 1);
+    CHECK(first->uri() == test_uri);
+}
+
+TEST_CASE("connection: a bad URI fails with libvirt's code and message") {
+    const auto error = failure_of([]() -> awaitable<int> {
+        co_await hypervisor_connection::open("nosuchdriver:///system");
+        co_return 0;
+    });
+    CHECK(std::string(error.code().category().name()) == "libvirt");
+    CHECK(error.code().value() != VIR_ERR_OK);
+    CHECK(std::string(error.what()).find("cannot connect to nosuchdriver:///system: ") !=
+          std::string::npos);
+}
+
+TEST_CASE("connection: an unknown domain's error carries VIR_ERR_NO_DOMAIN and libvirt's message") {
+    const auto error = failure_of([]() -> awaitable<int> {
+        auto connection = co_await hypervisor_connection::open(test_uri);
+        co_await connection->call([](virConnectPtr c) {
+            anweddol::detail::domain_handle domain(virDomainLookupByName(c, "no-such-domain"));
+            if (!domain)
+                anweddol::detail::throw_last_libvirt_error("looking up no-such-domain");
+        });
+        co_return 0;
+    });
+    CHECK(error.code() ==
+          boost::system::error_code(VIR_ERR_NO_DOMAIN, anweddol::libvirt_category()));
+    CHECK(std::string(error.what()).find("no-such-domain") != std::string::npos);
+    CHECK(std::string(error.what()).find("looking up no-such-domain: ") != std::string::npos);
+}
+
+TEST_CASE("connection: 10,000 concurrent calls stay within the in-flight cap, off the io thread") {
+    const auto io_thread = std::this_thread::get_id();
+    std::atomic<int> on_io_thread{0};
+    std::atomic<int> finished{0};
+    auto connection = run_coroutine(hypervisor_connection::open(test_uri));
+    for (int i = 0; i < 10'000; ++i)
+        boost::asio::co_spawn(
+            anweddol::test::test_context(),
+            [&, connection]() -> awaitable<void> {
+                const int version = (co_await connection->call([&](virConnectPtr c) {
+                    if (std::this_thread::get_id() == io_thread)
+                        ++on_io_thread;
+                    unsigned long version = 0;
+                    if (virConnectGetLibVersion(c, &version) < 0)
+                        anweddol::detail::throw_last_libvirt_error("virConnectGetLibVersion");
+                    return static_cast<int>(version);
+                }));
+                if (version >= 9'000'000)
+                    ++finished;
+            },
+            boost::asio::detached);
+    REQUIRE(run_until([&] { return finished == 10'000; }, 60s));
+    CHECK(on_io_thread == 0);
+    CHECK(connection->peak_calls_in_flight() >= 2);
+    CHECK(connection->peak_calls_in_flight() <= connection->max_calls_in_flight());
+}
+
+TEST_CASE("connection: cancelling a queued call completes it with operation_aborted, unrun") {
+    auto connection = run_coroutine(hypervisor_connection::open(test_uri));
+    std::atomic<bool> release{false};
+    std::atomic<int> started{0};
+    // Fill every in-flight slot with a call that waits for `release`.
+    for (std::size_t i = 0; i < connection->max_calls_in_flight(); ++i)
+        boost::asio::co_spawn(anweddol::test::test_context(), connection->call([&](virConnectPtr) {
+            ++started;
+            while (!release)
+                std::this_thread::sleep_for(1ms);
+        }),
+                              boost::asio::detached);
+    REQUIRE(
+        run_until([&] { return started == static_cast<int>(connection->max_calls_in_flight()); }));
+
+    boost::asio::cancellation_signal cancel;
+    bool ran = false;
+    std::exception_ptr error;
+    bool done = false;
+    boost::asio::co_spawn(anweddol::test::test_context(),
+                          connection->call([&](virConnectPtr) { ran = true; }),
+                          boost::asio::bind_cancellation_slot(
+                              cancel.slot(), [&](std::exception_ptr e, std::monostate) {
+                                  error = e;
+                                  done = true;
+                              }));
+    run_until([] { return false; }, 20ms);
+    CHECK_FALSE(done);
+    cancel.emit(boost::asio::cancellation_type::terminal);
+    REQUIRE(run_until([&] { return done; }));
+    REQUIRE(error);
+    try {
+        std::rethrow_exception(error);
+    } catch (const boost::system::system_error& e) {
+        CHECK(e.code() == boost::asio::error::operation_aborted);
+    }
+    release = true;
+    run_until([] { return false; }, 50ms);
+    CHECK_FALSE(ran);
+}
+
+TEST_CASE("connection: lifecycle events arrive on the io_context thread, awaitable by UUID") {
+    using namespace boost::asio::experimental::awaitable_operators;
+    const auto io_thread = std::this_thread::get_id();
+    std::vector<int> events;
+    std::thread::id event_thread;
+    const auto started = run_coroutine([&]() -> awaitable<anweddol::domain_lifecycle_event> {
+        auto connection = co_await hypervisor_connection::open(test_uri);
+        auto all = connection->subscribe(co_await boost::asio::this_coro::executor,
+                                         [&](const anweddol::domain_lifecycle_event& e) {
+                                             if (e.name == "anweddol-events") {
+                                                 events.push_back(e.event);
+                                                 event_thread = std::this_thread::get_id();
+                                             }
+                                         });
+        auto domain = co_await connection->call([](virConnectPtr c) {
+            anweddol::detail::domain_handle domain(
+                virDomainCreateXML(c, domain_xml("anweddol-events").c_str(), 0));
+            if (!domain)
+                anweddol::detail::throw_last_libvirt_error("virDomainCreateXML");
+            return std::shared_ptr<virDomain>(domain.release(), virDomainFree);
+        });
+        const std::string uuid = uuid_of(domain.get());
+        // Subscribed before the destroy: the STOPPED event cannot be missed.
+        auto stopped = connection->wait_for_event(uuid, VIR_DOMAIN_EVENT_STOPPED, 5s);
+        auto destroy = connection->call([domain](virConnectPtr) {
+            if (virDomainDestroy(domain.get()) < 0)
+                anweddol::detail::throw_last_libvirt_error("virDomainDestroy");
+        });
+        auto both = co_await (std::move(stopped) && std::move(destroy));
+        co_return std::get<0>(both);
+    }());
+    CHECK(started.event == VIR_DOMAIN_EVENT_STOPPED);
+    CHECK(started.name == "anweddol-events");
+    REQUIRE(run_until([&] { return events.size() >= 2; }));
+    CHECK(events.front() == VIR_DOMAIN_EVENT_STARTED);
+    CHECK(events.back() == VIR_DOMAIN_EVENT_STOPPED);
+    CHECK(event_thread == io_thread);
+}
+
+TEST_CASE("connection: waiting for an event that never comes times out, and can be cancelled") {
+    using namespace boost::asio::experimental::awaitable_operators;
+    const auto timeout = failure_of([]() -> awaitable<int> {
+        auto connection = co_await hypervisor_connection::open(test_uri);
+        co_await connection->wait_for_event("00000000-0000-0000-0000-000000000000",
+                                            VIR_DOMAIN_EVENT_STARTED, 50ms);
+        co_return 0;
+    });
+    CHECK(timeout.code() == boost::asio::error::timed_out);
+
+    // Losing a race to a timer cancels the wait.
+    const auto winner = run_coroutine([]() -> awaitable<int> {
+        auto connection = co_await hypervisor_connection::open(test_uri);
+        boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, 20ms);
+        auto result = co_await (connection->wait_for_event("00000000-0000-0000-0000-000000000000",
+                                                           VIR_DOMAIN_EVENT_STARTED, 60s) ||
+                                timer.async_wait(use_awaitable));
+        co_return static_cast<int>(result.index());
+    }());
+    CHECK(winner == 1);
+}

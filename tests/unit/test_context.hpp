@@ -1,0 +1,65 @@
+// The io_context every unit test that touches libvirt runs on: libvirt's
+// event loop is process-wide and stays bound to the first executor.
+#ifndef ANWEDDOL_TESTS_UNIT_TEST_CONTEXT_HPP
+#define ANWEDDOL_TESTS_UNIT_TEST_CONTEXT_HPP
+
+#include <anweddol/detail/libvirt_event_loop.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <exception>
+#include <optional>
+
+namespace anweddol::test {
+
+inline boost::asio::io_context& test_context() {
+    static boost::asio::io_context context;
+    static auto& loop = detail::libvirt_event_loop::install(context.get_executor());
+    (void)loop;
+    return context;
+}
+
+/// Runs the loop until `done` holds or `limit` passes; false on timeout.
+template <class Predicate>
+bool run_until(Predicate done, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+    auto& context = test_context();
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() > deadline)
+            return false;
+        context.restart();
+        context.run_for(std::chrono::milliseconds(5));
+    }
+    return true;
+}
+
+/// Runs `coroutine` on the test context and returns its result, rethrowing
+/// its exception; fails the test instead of hanging when it has not
+/// finished within `limit`.
+template <class T>
+T run_coroutine(boost::asio::awaitable<T> coroutine,
+                std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+    std::optional<T> result;
+    std::exception_ptr error;
+    bool done = false;
+    boost::asio::co_spawn(test_context(), std::move(coroutine), [&](std::exception_ptr e, T value) {
+        error = e;
+        if (!e)
+            result.emplace(std::move(value));
+        done = true;
+    });
+    if (!run_until([&] { return done; }, limit))
+        FAIL("the coroutine did not finish within " << limit.count() << " ms");
+    if (error)
+        std::rethrow_exception(error);
+    return std::move(*result);
+}
+
+} // namespace anweddol::test
+
+#endif
