@@ -53,17 +53,28 @@ echo "$username:$hash:19000:0:99999:7:::" >>/etc/shadow
 quietly mkdir -p "/home/$username"
 quietly chown "$uid:$uid" "/home/$username"
 
+# Port 22's server, read before another sshd starts and could write a pid
+# file of its own.
+endpoint_server=$(cat /run/sshd.22.pid 2>/dev/null || true)
+
 # Serve SSH on the client's port, for the client only (port 22's server
-# already runs and serves whoever is not locked).
+# already runs and serves whoever is not locked). sshd daemonizes before it
+# binds: wait until the port listens, so that success means "log in now".
 if [ "$port" -ne 22 ]; then
   quietly /usr/sbin/sshd -p "$port" -o "AllowUsers=$username" \
     -o "PidFile=/run/sshd.$port.pid" -E "/var/log/sshd.$port.log"
+  tries=0
+  until netstat -ltn | grep -q ":$port "; do
+    tries=$((tries + 1))
+    [ $tries -le 100 ] || die "sshd did not listen on port $port: $(cat "/var/log/sshd.$port.log")"
+    usleep 50000
+  done
 fi
 
 # Disable endpoint: lock its password, then stop port 22's listener unless the
 # client uses it. Sessions already open, such as the caller's, keep running.
 quietly passwd -l endpoint
-if [ "$port" -ne 22 ] && [ -f /run/sshd.22.pid ]; then
-  quietly kill "$(cat /run/sshd.22.pid)"
+if [ "$port" -ne 22 ] && [ -n "$endpoint_server" ]; then
+  quietly kill "$endpoint_server"
 fi
 exit 0
