@@ -9,6 +9,9 @@
 #                                  remove the namespace; safe after a failure
 #   scripts/sandbox.sh exec CMD..  run CMD inside the namespace
 #   scripts/sandbox.sh status      say whether it runs
+#   scripts/sandbox.sh kill-libvirtd
+#                                  SIGKILL libvirtd (a crash, for the tests
+#                                  that check reconnection); `up` restarts it
 #
 # Pid files and logs live in $ANWEDDOL_SANDBOX_DIR (default build/sandbox).
 # No systemd is needed. If a libvirtd runs on the machine outside the sandbox,
@@ -33,6 +36,8 @@ pid_of() { # the live pid recorded in pid file $1, or nothing
 in_netns() { ip netns exec "$netns" "$@"; }
 
 virsh_quiet() { virsh -q -c "$uri" "$@"; }
+
+network_active() { virsh_quiet net-info default 2>/dev/null | grep -q '^Active: *yes'; }
 
 stop_pid() { # SIGTERM, then SIGKILL after 10 s
   local pid=$1
@@ -117,8 +122,12 @@ CONF
   if ! virsh_quiet net-info default >/dev/null 2>&1; then
     virsh_quiet net-define /usr/share/libvirt/networks/default.xml >/dev/null
   fi
-  if ! virsh_quiet net-info default | grep -q '^Active: *yes'; then
-    virsh_quiet net-start default >/dev/null
+  # A restarted libvirtd answers, and calls its running network inactive,
+  # before it has taken that network back: then net-start says "already
+  # active", which is as good.
+  if ! network_active && ! virsh_quiet net-start default >/dev/null 2>"$state/net-start.err" &&
+    ! grep -q 'network is already active' "$state/net-start.err"; then
+    die "cannot start network default: $(cat "$state/net-start.err")"
   fi
   say "up: libvirtd pid $(pid_of "$state/libvirtd.pid") in netns '$netns'," \
     "network default on virbr0 ($(in_netns ip -4 -o addr show virbr0 | awk '{ print $4 }'))"
@@ -162,8 +171,24 @@ status() {
   fi
 }
 
+# A crash, not a shutdown: the tests check that clients notice and recover.
+kill_libvirtd() {
+  require_root
+  local pid
+  pid=$(pid_of "$state/libvirtd.pid")
+  [[ -n $pid ]] || die "libvirtd is not running"
+  kill -9 "$pid"
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  rm -f "$state/libvirtd.pid"
+  say "killed libvirtd (pid $pid)"
+}
+
 case ${1:-} in
   up) up ;;
+  kill-libvirtd) kill_libvirtd ;;
   down) down ;;
   status) status ;;
   exec)
@@ -172,5 +197,5 @@ case ${1:-} in
     status >/dev/null 2>&1 || die "not up: run 'scripts/sandbox.sh up' first"
     ANWEDDOL_SANDBOX=1 exec ip netns exec "$netns" "$@"
     ;;
-  *) die "usage: sandbox.sh up | down | status | exec CMD [ARGS...]" ;;
+  *) die "usage: sandbox.sh up | down | status | kill-libvirtd | exec CMD [ARGS...]" ;;
 esac

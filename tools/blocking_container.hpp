@@ -91,6 +91,7 @@ inline std::string random_username() {
 /// What the test domains are made of; the library's own definition differs.
 struct domain_spec {
     std::string name;
+    std::string uuid; ///< empty: libvirt picks one
     std::string iso_path;
     std::string mac = random_mac();
     unsigned memory_mib = 256;
@@ -102,16 +103,16 @@ struct domain_spec {
 /// The spec's values are the caller's own (paths, generated names), so they
 /// are only checked, not escaped.
 inline std::string transient_domain_xml(const domain_spec& spec) {
-    for (const std::string* value : {&spec.name, &spec.iso_path, &spec.bridge, &spec.type})
+    for (const std::string* value :
+         {&spec.name, &spec.uuid, &spec.iso_path, &spec.bridge, &spec.type})
         if (value->find_first_of("<>&'\"") != std::string::npos)
             throw std::invalid_argument("domain spec value with XML metacharacters: " + *value);
     return "<domain type='" + spec.type +
            "'>\n"
            "  <name>" +
-           spec.name +
-           "</name>\n"
-           "  <memory unit='MiB'>" +
-           std::to_string(spec.memory_mib) +
+           spec.name + "</name>\n" +
+           (spec.uuid.empty() ? "" : "  <uuid>" + spec.uuid + "</uuid>\n") +
+           "  <memory unit='MiB'>" + std::to_string(spec.memory_mib) +
            "</memory>\n"
            "  <vcpu>" +
            std::to_string(spec.vcpus) +
