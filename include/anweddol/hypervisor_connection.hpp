@@ -10,6 +10,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <libvirt/libvirt.h>
@@ -37,10 +38,11 @@ struct domain_lifecycle_event {
 /// A connection to a libvirt driver URI, shared by everything in the process
 /// that uses that URI, and reopened on next use after libvirtd dropped it.
 ///
-/// Every libvirt call runs on anweddol's bounded worker pool and resumes on
-/// the calling coroutine's executor, with at most `max_calls_in_flight` calls
-/// of this connection at once (libvirtd's max_client_requests is 5): excess
-/// calls queue in order without blocking any thread. libvirt's event loop runs
+/// Every libvirt call runs on one of the connection's `max_calls_in_flight`
+/// worker threads ("lanes"; libvirtd's max_client_requests is 5) and resumes
+/// on the calling coroutine's executor: excess calls queue in order without
+/// blocking any thread, and lanes take queued calls back to back without
+/// sleeping in between. libvirt's event loop runs
 /// on the executor of the first connection ever opened; its io_context must
 /// keep running while connections exist. Thread-safe.
 class hypervisor_connection : public std::enable_shared_from_this<hypervisor_connection> {
@@ -49,6 +51,12 @@ public:
         std::size_t max_calls_in_flight = 5;
         int keepalive_interval_seconds = 5; ///< virConnectSetKeepAlive; -1 disables
         unsigned keepalive_count = 3;
+        /// Subscribe to libvirt's domain lifecycle events (subscribe(),
+        /// wait_for_event()). libvirt then runs a callback on the io_context
+        /// for every domain event of the connection; a connection used for
+        /// calls alone can do without. Once one opener of a URI asked for
+        /// events, its shared connection has them.
+        bool lifecycle_events = true;
     };
 
     /// async: the open connection to `uri` (such as "qemu:///system"),
@@ -64,10 +72,10 @@ public:
     hypervisor_connection& operator=(const hypervisor_connection&) = delete;
     ~hypervisor_connection();
 
-    /// async: runs `work(virConnectPtr)` on the worker pool and returns its
+    /// async: runs `work(virConnectPtr)` on one of the lanes and returns its
     /// result (std::monostate for void). `work` reports a failure by throwing,
     /// typically with detail::throw_last_libvirt_error right after the failing
-    /// call. Waits for a free in-flight slot first; cancelling the wait
+    /// call. Waits in the queue for a free lane first; cancelling it there
     /// completes with operation_aborted and runs nothing. A call that started
     /// runs to its end. Reopens the connection first if libvirtd dropped it.
     template <class Work>
@@ -81,6 +89,8 @@ public:
     std::size_t max_calls_in_flight() const noexcept { return options_.max_calls_in_flight; }
     /// The most calls that ever ran at once on the worker pool.
     std::size_t peak_calls_in_flight() const noexcept { return peak_in_flight_.load(); }
+    /// Whether libvirt delivers lifecycle events to this connection's subscribers.
+    bool lifecycle_events() const noexcept { return events_wanted_.load(); }
     /// How often the connection was opened (1 + reopens).
     unsigned open_count() const noexcept { return open_count_.load(); }
 
@@ -104,6 +114,7 @@ public:
 
     /// Calls `handler` on `executor` for every lifecycle event of every
     /// domain of this connection, until the subscription is destroyed.
+    /// Needs a connection opened with options::lifecycle_events (the default).
     [[nodiscard]] subscription
     subscribe(boost::asio::any_io_executor executor,
               std::function<void(const domain_lifecycle_event&)> handler);
@@ -132,6 +143,8 @@ private:
     static std::shared_ptr<hypervisor_connection> shared_for(const std::string& uri, options opts);
     static boost::asio::awaitable<void> reopen(std::shared_ptr<hypervisor_connection> self);
     void reopen_blocking();
+    int register_lifecycle(virConnectPtr connection);
+    void register_lifecycle_blocking(virConnectPtr connection);
     detail::connect_handle current() const;
     int add_subscriber(subscriber s);
     void remove_subscriber(int id);
@@ -145,9 +158,12 @@ private:
 
     const std::string uri_;
     const options options_;
-    detail::async_semaphore slots_;
+    // max_calls_in_flight threads that run this connection's calls back to
+    // back while calls queue.
+    std::shared_ptr<boost::asio::thread_pool> lanes_;
     detail::async_semaphore reopen_lock_{1};
     std::atomic<bool> open_{false};
+    std::atomic<bool> events_wanted_;
     std::atomic<std::size_t> in_flight_{0};
     std::atomic<std::size_t> peak_in_flight_{0};
     std::atomic<unsigned> open_count_{0};

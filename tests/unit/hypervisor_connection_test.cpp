@@ -109,6 +109,8 @@ TEST_CASE("connection: 10,000 concurrent calls stay within the in-flight cap, of
                 const int version = (co_await connection->call([&](virConnectPtr c) {
                     if (std::this_thread::get_id() == io_thread)
                         ++on_io_thread;
+                    // Long enough for calls to overlap, so that the cap matters.
+                    std::this_thread::sleep_for(50us);
                     unsigned long version = 0;
                     if (virConnectGetLibVersion(c, &version) < 0)
                         anweddol::detail::throw_last_libvirt_error("virConnectGetLibVersion");
@@ -224,4 +226,33 @@ TEST_CASE("connection: waiting for an event that never comes times out, and can 
         co_return static_cast<int>(result.index());
     }());
     CHECK(winner == 1);
+}
+
+TEST_CASE("connection: opened for calls alone, it gains events when an opener asks for them") {
+    const auto seen = run_coroutine([&]() -> awaitable<std::vector<int>> {
+        hypervisor_connection::options calls_only;
+        calls_only.lifecycle_events = false;
+        auto first = co_await hypervisor_connection::open(test_uri, calls_only);
+        CHECK_FALSE(first->lifecycle_events());
+        auto second = co_await hypervisor_connection::open(test_uri);
+        CHECK(first == second); // shared per URI
+        CHECK(second->lifecycle_events());
+
+        std::vector<int> events;
+        auto all = second->subscribe(co_await boost::asio::this_coro::executor,
+                                     [&](const anweddol::domain_lifecycle_event& e) {
+                                         if (e.name == "anweddol-late-events")
+                                             events.push_back(e.event);
+                                     });
+        co_await first->call([](virConnectPtr c) {
+            anweddol::detail::domain_handle domain(
+                virDomainCreateXML(c, domain_xml("anweddol-late-events").c_str(), 0));
+            if (!domain || virDomainDestroy(domain.get()) < 0)
+                anweddol::detail::throw_last_libvirt_error("create and destroy");
+        });
+        boost::asio::steady_timer settle(co_await boost::asio::this_coro::executor, 100ms);
+        co_await settle.async_wait(use_awaitable);
+        co_return events;
+    }());
+    CHECK(seen == std::vector<int>{VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STOPPED});
 }

@@ -34,9 +34,14 @@ struct semaphore_release {
 inline hypervisor_connection::hypervisor_connection(std::string uri, options opts)
     : uri_(std::move(uri))
     , options_(opts)
-    , slots_(opts.max_calls_in_flight == 0 ? 1 : opts.max_calls_in_flight) {}
+    , lanes_(std::make_shared<boost::asio::thread_pool>(
+          opts.max_calls_in_flight == 0 ? 1 : opts.max_calls_in_flight))
+    , events_wanted_(opts.lifecycle_events) {}
 
 inline hypervisor_connection::~hypervisor_connection() {
+    // The lanes may be running the call that dropped the last reference:
+    // they finish on a thread of their own.
+    boost::asio::post(detail::blocking_pool(), [lanes = std::move(lanes_)] { lanes->join(); });
     // Deregister on a worker: virConnectDomainEventDeregisterAny is an RPC.
     std::lock_guard lock(mutex_);
     if (connection_)
@@ -53,6 +58,11 @@ hypervisor_connection::open(std::string uri, options opts) {
     detail::libvirt_event_loop::install(co_await boost::asio::this_coro::executor);
     std::shared_ptr<hypervisor_connection> connection = shared_for(uri, opts);
     co_await reopen(connection); // no-op when open
+    if (opts.lifecycle_events && !connection->events_wanted_.exchange(true)) {
+        // Shared with an opener that did not want events: subscribe now.
+        co_await connection->call(
+            [self = connection.get()](virConnectPtr c) { self->register_lifecycle_blocking(c); });
+    }
     co_return connection;
 }
 
@@ -71,12 +81,12 @@ hypervisor_connection::shared_for(const std::string& uri, options opts) {
 template <class Work>
 boost::asio::awaitable<detail::blocking_result_t<std::invoke_result_t<Work&, virConnectPtr>>>
 hypervisor_connection::call(Work work) {
-    co_await slots_.async_acquire(boost::asio::use_awaitable);
-    connection_impl::semaphore_release release{slots_};
-    co_await reopen(shared_from_this()); // no-op when open
+    if (!is_open())
+        co_await reopen(shared_from_this());
     // Built outside the co_await expression: GCC 12 destroys temporaries
     // with captures inside one twice.
-    auto running = detail::async_run_blocking(
+    auto running = detail::async_run_blocking_on(
+        lanes_->get_executor(),
         [self = shared_from_this(), connection = current(), work = std::move(work)]() mutable {
             const std::size_t now = ++self->in_flight_;
             std::size_t peak = self->peak_in_flight_.load();
@@ -135,12 +145,7 @@ inline void hypervisor_connection::reopen_blocking() {
         free_weak_self(close_opaque);
         virResetLastError();
     }
-    const int lifecycle = virConnectDomainEventRegisterAny(
-        fresh.get(), nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-        VIR_DOMAIN_EVENT_CALLBACK(&on_lifecycle),
-        new std::weak_ptr<hypervisor_connection>(weak_from_this()), &free_weak_self);
-    if (lifecycle < 0)
-        detail::throw_last_libvirt_error("cannot subscribe to domain events on " + uri_);
+    const int lifecycle = events_wanted_ ? register_lifecycle(fresh.get()) : -1;
 
     detail::connect_handle old;
     int old_lifecycle;
@@ -152,10 +157,32 @@ inline void hypervisor_connection::reopen_blocking() {
     open_ = true;
     ++open_count_;
     if (old) { // dropped: its RPCs fail at once, but free libvirt's side of the callbacks
-        virConnectDomainEventDeregisterAny(old.get(), old_lifecycle);
+        if (old_lifecycle >= 0)
+            virConnectDomainEventDeregisterAny(old.get(), old_lifecycle);
         virConnectUnregisterCloseCallback(old.get(), &on_closed);
         virResetLastError();
     }
+}
+
+// On a worker.
+inline int hypervisor_connection::register_lifecycle(virConnectPtr connection) {
+    const int id = virConnectDomainEventRegisterAny(
+        connection, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+        VIR_DOMAIN_EVENT_CALLBACK(&on_lifecycle),
+        new std::weak_ptr<hypervisor_connection>(weak_from_this()), &free_weak_self);
+    if (id < 0)
+        detail::throw_last_libvirt_error("cannot subscribe to domain events on " + uri_);
+    return id;
+}
+
+// On a worker, for a connection opened without events.
+inline void hypervisor_connection::register_lifecycle_blocking(virConnectPtr connection) {
+    const int id = register_lifecycle(connection);
+    std::lock_guard lock(mutex_);
+    if (connection_.get() == connection && lifecycle_callback_ < 0)
+        lifecycle_callback_ = id;
+    else // reopened meanwhile, with events
+        virConnectDomainEventDeregisterAny(connection, id);
 }
 
 inline int hypervisor_connection::on_lifecycle(virConnectPtr, virDomainPtr domain, int event,
