@@ -6,8 +6,11 @@
 
 /// Brings in every public part of anweddol.
 
+#include <anweddol/boot_admission.hpp>
+#include <anweddol/container_instance.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 #include <anweddol/version.hpp>
+#include <anweddol/virtualization_interface.hpp>
 
 #endif

@@ -30,10 +30,16 @@ namespace anweddol::detail {
 /// file) runs on, so that no io_context thread ever blocks. Bounded: excess
 /// work queues. One per process, started on first use.
 inline boost::asio::thread_pool& blocking_pool() {
-    // libvirt's per-connection limit (5 calls in flight) bounds each
-    // connection; the pool bounds them all together.
-    static boost::asio::thread_pool pool(std::max(8u, 2 * std::thread::hardware_concurrency()));
-    return pool;
+    // Joined, not stopped, at exit: work queued by destructors (destroying a
+    // container's domain) still runs before the process ends.
+    struct joined_at_exit {
+        // libvirt's per-connection limit (5 calls in flight) bounds each
+        // connection; the pool bounds the other blocking work.
+        boost::asio::thread_pool pool{std::max(8u, 2 * std::thread::hardware_concurrency())};
+        ~joined_at_exit() { pool.join(); }
+    };
+    static joined_at_exit instance;
+    return instance.pool;
 }
 
 /// A work result that may be void.
