@@ -1,0 +1,110 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_DETAIL_DOMAIN_XML_HPP
+#define ANWEDDOL_DETAIL_DOMAIN_XML_HPP
+
+#include <string>
+#include <string_view>
+
+namespace anweddol::detail {
+
+/// The XML namespace of the <metadata> element that marks a domain as made
+/// by anweddol, so that a later process can find the ones it left behind.
+inline constexpr std::string_view metadata_namespace = "https://anweddol.org/xmlns/container/1";
+
+/// `value` with XML's five special characters replaced by entities, safe in
+/// element text and in quoted attributes.
+inline std::string xml_escape(std::string_view value) {
+    std::string out;
+    out.reserve(value.size());
+    for (const char c : value) {
+        switch (c) {
+        case '&':
+            out += "&amp;";
+            break;
+        case '<':
+            out += "&lt;";
+            break;
+        case '>':
+            out += "&gt;";
+            break;
+        case '\'':
+            out += "&apos;";
+            break;
+        case '"':
+            out += "&quot;";
+            break;
+        default:
+            out += c;
+        }
+    }
+    return out;
+}
+
+/// What a container's domain is made of.
+struct domain_definition {
+    std::string uuid; ///< also the domain's name
+    std::string type; ///< "kvm", "qemu" (software emulation) or "test"
+    unsigned memory_mib = 2048;
+    unsigned vcpus = 2;
+    std::string iso_path; ///< the live ISO, attached as a read-only IDE cdrom
+    std::string bridge;   ///< the NAT bridge, such as virbr0
+    std::string mac;      ///< 52:54:00:xx:xx:xx
+    std::string owner;    ///< recorded in <metadata>
+};
+
+/// The domain's XML, as the reference defines it (hvm, boot from hd then
+/// cdrom, acpi/apic, vmport off, rtc/pit/hpet timers, destroyed on reboot
+/// and crash, a virtio NIC on the bridge, a virtio balloon), plus anweddol's
+/// <metadata>. Every value is escaped.
+inline std::string domain_xml(const domain_definition& d) {
+    const std::string memory = std::to_string(d.memory_mib);
+    std::string xml;
+    xml.reserve(2048);
+    xml += "<domain type='" + xml_escape(d.type) + "'>\n";
+    xml += "  <name>" + xml_escape(d.uuid) + "</name>\n";
+    xml += "  <uuid>" + xml_escape(d.uuid) + "</uuid>\n";
+    xml += "  <metadata>\n    <anweddol:container xmlns:anweddol='" +
+           std::string(metadata_namespace) + "' owner='" + xml_escape(d.owner) + "'/>\n";
+    xml += "  </metadata>\n";
+    xml += "  <memory unit='MiB'>" + memory + "</memory>\n";
+    xml += "  <currentMemory unit='MiB'>" + memory + "</currentMemory>\n";
+    xml += "  <vcpu placement='static'>" + std::to_string(d.vcpus) + "</vcpu>\n";
+    xml += "  <os>\n    <type arch='x86_64'>hvm</type>\n"
+           "    <boot dev='hd'/>\n    <boot dev='cdrom'/>\n  </os>\n";
+    xml += "  <features>\n    <acpi/>\n    <apic/>\n    <vmport state='off'/>\n  </features>\n";
+    xml += "  <clock offset='utc'>\n"
+           "    <timer name='rtc' tickpolicy='catchup'/>\n"
+           "    <timer name='pit' tickpolicy='delay'/>\n"
+           "    <timer name='hpet' present='no'/>\n"
+           "  </clock>\n";
+    xml += "  <on_poweroff>destroy</on_poweroff>\n"
+           "  <on_reboot>destroy</on_reboot>\n"
+           "  <on_crash>destroy</on_crash>\n";
+    xml += "  <devices>\n";
+    xml += "    <disk type='file' device='cdrom'>\n"
+           "      <driver name='qemu' type='raw'/>\n"
+           "      <source file='" +
+           xml_escape(d.iso_path) +
+           "'/>\n"
+           "      <target dev='hdc' bus='ide'/>\n"
+           "      <readonly/>\n"
+           "    </disk>\n";
+    xml += "    <interface type='bridge'>\n"
+           "      <mac address='" +
+           xml_escape(d.mac) +
+           "'/>\n"
+           "      <source bridge='" +
+           xml_escape(d.bridge) +
+           "'/>\n"
+           "      <model type='virtio'/>\n"
+           "    </interface>\n";
+    xml += "    <memballoon model='virtio'/>\n";
+    xml += "  </devices>\n</domain>\n";
+    return xml;
+}
+
+} // namespace anweddol::detail
+
+#endif

@@ -1,0 +1,92 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_DETAIL_STATUS_FILE_WATCH_HPP
+#define ANWEDDOL_DETAIL_STATUS_FILE_WATCH_HPP
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include <sys/inotify.h>
+#include <unistd.h>
+
+namespace anweddol::detail {
+
+/// Wakes a coroutine when a file is written or replaced, with inotify on its
+/// directory: libvirt's lease helper writes dnsmasq's status file anew and
+/// renames it over the old one, which a watch on the file itself would lose.
+/// One coroutine at a time may wait; the inotify fd closes with the object.
+class status_file_watch {
+public:
+    /// Throws boost::system::system_error when the directory cannot be
+    /// watched (it does not exist, or inotify's limits are reached).
+    status_file_watch(boost::asio::any_io_executor executor, const std::filesystem::path& file)
+        : name_(file.filename().string())
+        , descriptor_(executor) {
+        const int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (fd < 0)
+            throw_errno("inotify_init1");
+        descriptor_.assign(fd);
+        const std::string directory = file.parent_path().string();
+        if (inotify_add_watch(fd, directory.c_str(), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) < 0)
+            throw_errno("cannot watch " + directory);
+    }
+
+    /// async: until the file was written, created or replaced since the last
+    /// wait (or since construction). Cancellable.
+    boost::asio::awaitable<void> changed() {
+        for (;;) {
+            if (drain())
+                co_return;
+            co_await descriptor_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                                            boost::asio::use_awaitable);
+        }
+    }
+
+private:
+    [[noreturn]] static void throw_errno(const std::string& what) {
+        throw boost::system::system_error(errno, boost::system::system_category(), what);
+    }
+
+    // Reads every queued event; true when one was about our file.
+    bool drain() {
+        alignas(inotify_event) std::array<char, 4096> buffer;
+        bool seen = false;
+        for (;;) {
+            const ssize_t length =
+                ::read(descriptor_.native_handle(), buffer.data(), buffer.size());
+            if (length <= 0) {
+                if (length < 0 && errno != EAGAIN && errno != EINTR)
+                    throw_errno("reading inotify events");
+                if (length < 0 && errno == EINTR)
+                    continue;
+                return seen;
+            }
+            for (ssize_t offset = 0; offset < length;) {
+                inotify_event event;
+                std::memcpy(&event, buffer.data() + offset, sizeof event);
+                const char* name = buffer.data() + offset + sizeof(inotify_event);
+                // An overflow may have dropped our event: look again to be safe.
+                if ((event.mask & IN_Q_OVERFLOW) || (event.len > 0 && name_ == name))
+                    seen = true;
+                offset += static_cast<ssize_t>(sizeof(inotify_event) + event.len);
+            }
+        }
+    }
+
+    std::string name_;
+    boost::asio::posix::stream_descriptor descriptor_;
+};
+
+} // namespace anweddol::detail
+
+#endif

@@ -1,0 +1,515 @@
+// Containers and the container store, on libvirt's test:///default driver:
+// every getter, setter and error, the domain's XML, lease discovery through
+// the status file's inotify wake-up, and cancellation at each phase.
+#include "test_context.hpp"
+
+#include <anweddol/container_instance.hpp>
+#include <anweddol/detail/domain_xml.hpp>
+#include <anweddol/detail/libvirt_call.hpp>
+#include <anweddol/virtualization_interface.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+
+using anweddol::container_instance;
+using anweddol::errc;
+using anweddol::virtualization_interface;
+using anweddol::test::run_coroutine;
+using anweddol::test::run_until;
+using anweddol::test::test_context;
+using boost::asio::awaitable;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string test_uri = "test:///default";
+
+// A scratch directory with a stand-in ISO (test:/// never reads it) and a
+// lease directory of its own, removed afterwards.
+struct scratch {
+    fs::path root;
+    fs::path iso;
+    fs::path leases;
+    scratch() {
+        char pattern[] = "/tmp/anweddol-container-test-XXXXXX";
+        root = ::mkdtemp(pattern);
+        iso = root / "live.iso";
+        leases = root / "leases";
+        fs::create_directory(leases);
+        std::ofstream(iso) << "not really an ISO";
+    }
+    ~scratch() {
+        std::error_code ignored;
+        fs::remove_all(root, ignored);
+    }
+    // Writes `text` as `name` the way libvirt's lease helper does: a new file
+    // renamed over the old one.
+    void replace_status_file(const std::string& name, const std::string& text) const {
+        const fs::path temporary = leases / (name + ".new");
+        std::ofstream(temporary) << text;
+        fs::rename(temporary, leases / name);
+    }
+};
+
+std::string lease_json(const std::string& mac, const std::string& ip, long expiry) {
+    return "[{\"ip-address\": \"" + ip + "\", \"mac-address\": \"" + mac +
+           "\", \"hostname\": \"live\", \"expiry-time\": " + std::to_string(expiry) + "}]";
+}
+
+// A container for test:///: the status file in the scratch directory and
+// optionally no asking libvirt, whose test driver makes addresses up at once.
+std::shared_ptr<container_instance> test_container(const scratch& s, bool ask_libvirt = true) {
+    auto container = std::make_shared<container_instance>(test_context().get_executor(),
+                                                          s.iso.string(), "", 512, 1);
+    auto options = container->get_options();
+    options.lease_directory = s.leases;
+    options.admission = nullptr;
+    if (!ask_libvirt)
+        options.address_poll_interval = 0ms;
+    container->set_options(options);
+    return container;
+}
+
+// The names of the domains libvirt's test driver runs now.
+std::set<std::string> running_domains() {
+    return run_coroutine([]() -> awaitable<std::set<std::string>> {
+        auto connection = co_await anweddol::hypervisor_connection::open(test_uri);
+        co_return co_await connection->call([](virConnectPtr c) {
+            virDomainPtr* domains = nullptr;
+            const int count =
+                virConnectListAllDomains(c, &domains, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+            std::set<std::string> names;
+            for (int i = 0; i < count; ++i) {
+                names.insert(virDomainGetName(domains[i]));
+                virDomainFree(domains[i]);
+            }
+            std::free(domains);
+            return names;
+        });
+    }());
+}
+
+bool domain_exists(const std::string& uuid) {
+    return running_domains().contains(uuid);
+}
+
+// The error code that running `coroutine` ends with; fails when it succeeds.
+boost::system::system_error error_of(awaitable<void> coroutine,
+                                     std::chrono::milliseconds limit = 30s) {
+    try {
+        run_coroutine(
+            [&]() -> awaitable<bool> {
+                co_await std::move(coroutine);
+                co_return true;
+            }(),
+            limit);
+    } catch (const boost::system::system_error& e) {
+        return e;
+    }
+    FAIL("the operation succeeded");
+    throw std::logic_error("unreachable");
+}
+
+template <class F>
+boost::system::system_error thrown_by(F f) {
+    try {
+        f();
+    } catch (const boost::system::system_error& e) {
+        return e;
+    }
+    FAIL("no error was thrown");
+    throw std::logic_error("unreachable");
+}
+
+} // namespace
+
+TEST_CASE("container: the reference's defaults, a fresh random UUID each, and the getters") {
+    auto executor = test_context().get_executor();
+    container_instance a(executor);
+    container_instance b(executor, "/srv/live.iso");
+    CHECK(a.get_memory() == 2048);
+    CHECK(a.get_vcpus() == 2);
+    CHECK(a.get_nat_interface_name() == "virbr0");
+    CHECK(a.get_iso_file_path().empty());
+    CHECK(b.get_iso_file_path() == "/srv/live.iso");
+    CHECK(a.get_uuid().size() == 36);
+    CHECK(a.get_uuid()[14] == '4'); // version 4
+    CHECK(a.get_uuid() != b.get_uuid());
+    CHECK_FALSE(a.is_domain_running());
+    CHECK(a.get_domain_descriptor() == nullptr);
+    CHECK(thrown_by([&] { (void)a.get_ip(); }).code() == errc::domain_not_created);
+    CHECK(thrown_by([&] { (void)a.get_mac(); }).code() == errc::domain_not_created);
+
+    container_instance upper(executor, "", "0A1B2C3D-0000-4000-8000-00000000000F");
+    CHECK(upper.get_uuid() == "0a1b2c3d-0000-4000-8000-00000000000f");
+}
+
+TEST_CASE("container: bad values are refused with a specific error and change nothing") {
+    auto executor = test_context().get_executor();
+    CHECK(thrown_by([&] { container_instance(executor, "", "", 511); }).code() ==
+          errc::invalid_memory);
+    CHECK(thrown_by([&] { container_instance(executor, "", "", 2048, 0); }).code() ==
+          errc::invalid_vcpus);
+    for (const char* uuid : {"x", "0a1b2c3d-0000-4000-8000-00000000000", "../../etc/passwd",
+                             "0a1b2c3d00000-4000-8000-00000000000f"})
+        CHECK(thrown_by([&] { container_instance(executor, "", uuid); }).code() ==
+              errc::invalid_argument);
+    for (const char* bridge : {"", "virbr0; reboot", "a/b", "sixteen-chars-xx", ".."})
+        CHECK(thrown_by([&] { container_instance(executor, "", "", 2048, 2, bridge); }).code() ==
+              errc::invalid_argument);
+
+    container_instance container(executor, "", "", 1024, 3, "br0");
+    CHECK(thrown_by([&] { container.set_memory(0); }).code() == errc::invalid_memory);
+    CHECK(thrown_by([&] { container.set_memory(511); }).code() == errc::invalid_memory);
+    CHECK(container.get_memory() == 1024);
+    container.set_memory(512);
+    CHECK(container.get_memory() == 512);
+    CHECK(thrown_by([&] { container.set_vcpus(0); }).code() == errc::invalid_vcpus);
+    CHECK(container.get_vcpus() == 3);
+    container.set_vcpus(1);
+    CHECK(container.get_vcpus() == 1);
+    CHECK(thrown_by([&] { container.set_nat_interface_name("no such/bridge"); }).code() ==
+          errc::invalid_argument);
+    CHECK(container.get_nat_interface_name() == "br0");
+    container.set_nat_interface_name("virbr1");
+    CHECK(container.get_nat_interface_name() == "virbr1");
+    container.set_iso_file_path("/other.iso");
+    CHECK(container.get_iso_file_path() == "/other.iso");
+}
+
+TEST_CASE("container: every value in the domain XML is escaped") {
+    anweddol::detail::domain_definition d;
+    d.uuid = "0a1b2c3d-0000-4000-8000-00000000000f";
+    d.type = "qemu";
+    d.iso_path = "/isos/it's <a> \"live\" & more.iso";
+    d.bridge = "virbr0";
+    d.mac = "52:54:00:aa:bb:cc";
+    d.owner = "server'/><devices><disk";
+    const std::string xml = anweddol::detail::domain_xml(d);
+    CHECK(xml.find("/isos/it&apos;s &lt;a&gt; &quot;live&quot; &amp; more.iso") !=
+          std::string::npos);
+    CHECK(xml.find("server&apos;/&gt;&lt;devices&gt;&lt;disk") != std::string::npos);
+    CHECK(xml.find("it's") == std::string::npos);
+    CHECK(xml.find("<currentMemory unit='MiB'>2048</currentMemory>") != std::string::npos);
+    CHECK(xml.find("<on_crash>destroy</on_crash>") != std::string::npos);
+    CHECK(xml.find("<model type='virtio'/>") != std::string::npos);
+}
+
+TEST_CASE("container: a hostile ISO path reaches libvirt intact, and the domain is transient "
+          "and tagged") {
+    scratch s;
+    const fs::path hostile = s.root / "it's <a> \"live\" & more.iso";
+    std::ofstream(hostile) << "iso";
+    auto container = test_container(s);
+    container->set_iso_file_path(hostile.string());
+    auto options = container->get_options();
+    options.owner = "unit-test's owner";
+    container->set_options(options);
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->start_domain(false, 20, test_uri);
+        co_return true;
+    }());
+    REQUIRE(container->is_domain_running());
+    char* xml = virDomainGetXMLDesc(container->get_domain_descriptor(), 0);
+    REQUIRE(xml);
+    const std::string text = xml;
+    std::free(xml);
+    INFO(text);
+    // libvirt writes the values back escaped its own way: they arrived intact.
+    CHECK(text.find("it&apos;s &lt;a&gt; &quot;live&quot; &amp; more.iso") != std::string::npos);
+    CHECK(text.find(std::string(anweddol::detail::metadata_namespace)) != std::string::npos);
+    CHECK(text.find("owner=\"unit-test's owner\"") != std::string::npos);
+    CHECK(virDomainIsPersistent(container->get_domain_descriptor()) == 0);
+    CHECK(container->get_mac()->starts_with("52:54:00:"));
+    CHECK_FALSE(container->get_ip()); // not waited for
+
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->stop_domain();
+        co_return true;
+    }());
+    CHECK_FALSE(container->is_domain_running());
+    CHECK_FALSE(domain_exists(container->get_uuid()));
+}
+
+TEST_CASE("container: start finds the address through libvirt where no status file has it") {
+    scratch s;
+    auto container = test_container(s);
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->start_domain(true, 20, test_uri);
+        co_return true;
+    }());
+    CHECK(container->get_ip() == "192.168.0.1"); // what the test driver says
+    CHECK(domain_exists(container->get_uuid()));
+    CHECK(error_of(container->start_domain(true, 20, test_uri)).code() ==
+          errc::domain_already_running);
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->stop_domain(true);
+        co_return true;
+    }());
+    CHECK_FALSE(domain_exists(container->get_uuid()));
+    CHECK(error_of(container->stop_domain()).code() == errc::domain_not_running);
+    CHECK(thrown_by([&] { (void)container->get_ip(); }).code() == errc::domain_not_created);
+}
+
+TEST_CASE("container: a replaced status file wakes the waiting start through inotify") {
+    scratch s;
+    auto container = test_container(s, false);
+    bool done = false;
+    std::exception_ptr error;
+    boost::asio::co_spawn(test_context(), container->start_domain(true, 20, test_uri),
+                          [&](std::exception_ptr e) {
+                              error = e;
+                              done = true;
+                          });
+    REQUIRE(run_until([&] { return container->is_domain_running(); }));
+    const std::string mac = *container->get_mac();
+    const long now = static_cast<long>(std::time(nullptr));
+    // Another guest's lease, then an expired one of ours: still waiting.
+    s.replace_status_file("virbr0.status", lease_json("52:54:00:00:00:01", "10.0.0.9", now + 60));
+    s.replace_status_file("virbr0.status", lease_json(mac, "10.0.0.8", now - 5));
+    run_until([] { return false; }, 200ms);
+    CHECK_FALSE(done);
+    s.replace_status_file("virbr0.status", lease_json(mac, "10.0.0.7", now + 3600));
+    REQUIRE(run_until([&] { return done; }));
+    CHECK_FALSE(error);
+    CHECK(container->get_ip() == "10.0.0.7");
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->stop_domain();
+        co_return true;
+    }());
+}
+
+TEST_CASE("container: a malformed status file fails the start and leaves no domain") {
+    scratch s;
+    auto container = test_container(s, false);
+    s.replace_status_file("virbr0.status", "{\"not\": \"an array\"}");
+    CHECK(error_of(container->start_domain(true, 20, test_uri)).code() ==
+          errc::lease_file_malformed);
+    CHECK_FALSE(container->is_domain_running());
+    CHECK_FALSE(domain_exists(container->get_uuid()));
+}
+
+TEST_CASE("container: no address within the budget is ip_wait_timeout, with no domain left") {
+    scratch s;
+    auto container = test_container(s, false);
+    const auto error = error_of(container->start_domain(true, 1, test_uri));
+    CHECK(error.code() == errc::ip_wait_timeout);
+    CHECK_FALSE(container->is_domain_running());
+    CHECK_FALSE(domain_exists(container->get_uuid()));
+}
+
+TEST_CASE("container: a domain that stops while waiting for its address fails the start at once") {
+    scratch s;
+    auto container = test_container(s, false);
+    bool done = false;
+    std::exception_ptr error;
+    boost::asio::co_spawn(test_context(), container->start_domain(true, -1, test_uri),
+                          [&](std::exception_ptr e) {
+                              error = e;
+                              done = true;
+                          });
+    REQUIRE(run_until([&] { return container->is_domain_running(); }));
+    // Someone else destroys it.
+    REQUIRE(virDomainDestroy(container->get_domain_descriptor()) == 0);
+    REQUIRE(run_until([&] { return done; }));
+    REQUIRE(error);
+    try {
+        std::rethrow_exception(error);
+    } catch (const boost::system::system_error& e) {
+        CHECK(e.code() == errc::domain_not_running);
+        CHECK(std::string(e.what()).find("was destroyed") != std::string::npos);
+    }
+    CHECK_FALSE(container->is_domain_running());
+}
+
+TEST_CASE("container: bad input to start_domain is refused before libvirt is touched") {
+    scratch s;
+    auto container = test_container(s);
+    const auto before = running_domains();
+
+    container->set_iso_file_path("");
+    CHECK(error_of(container->start_domain(true, 20, test_uri)).code() == errc::iso_path_not_set);
+    container->set_iso_file_path((s.root / "missing.iso").string());
+    CHECK(error_of(container->start_domain(true, 20, test_uri)).code() ==
+          boost::system::errc::no_such_file_or_directory);
+    container->set_iso_file_path(s.root.string());
+    CHECK(error_of(container->start_domain(true, 20, test_uri)).code() ==
+          boost::system::errc::is_a_directory);
+    container->set_iso_file_path(s.iso.string());
+
+    container->set_nat_interface_name("nosuchbr0");
+    const auto no_bridge = error_of(container->start_domain(true, 20, test_uri));
+    CHECK(no_bridge.code() == errc::invalid_argument);
+    CHECK(std::string(no_bridge.what()).find("nosuchbr0") != std::string::npos);
+    container->set_nat_interface_name("virbr0");
+
+    CHECK(error_of(container->start_domain(true, -2, test_uri)).code() == errc::invalid_argument);
+    const auto unreachable =
+        error_of(container->start_domain(true, 20, "test:///no/such/file.xml"));
+    CHECK(unreachable.code().category() == anweddol::libvirt_category());
+    CHECK(running_domains() == before);
+
+    // A UUID that libvirt already runs.
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->start_domain(false, 20, test_uri);
+        co_return true;
+    }());
+    auto twin = std::make_shared<container_instance>(test_context().get_executor(), s.iso.string(),
+                                                     container->get_uuid(), 512, 1);
+    twin->set_options(container->get_options());
+    CHECK(error_of(twin->start_domain(true, 20, test_uri)).code() == errc::domain_already_running);
+    CHECK(container->is_domain_running()); // untouched
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->stop_domain();
+        co_return true;
+    }());
+}
+
+TEST_CASE("container: cancellation at each phase leaves zero domains") {
+    scratch s;
+    const auto before = running_domains();
+    // Cancels a start after `delay`, or once the domain exists.
+    const auto cancel_start = [&](std::shared_ptr<container_instance> container,
+                                  std::chrono::milliseconds delay, bool once_running) {
+        boost::asio::cancellation_signal cancel;
+        bool done = false;
+        std::exception_ptr error;
+        boost::asio::co_spawn(
+            test_context(), container->start_domain(true, -1, test_uri),
+            boost::asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr e) {
+                error = e;
+                done = true;
+            }));
+        if (once_running)
+            REQUIRE(run_until([&] { return container->is_domain_running(); }));
+        else
+            run_until([] { return false; }, delay);
+        cancel.emit(boost::asio::cancellation_type::terminal);
+        REQUIRE(run_until([&] { return done; }));
+        REQUIRE(error);
+        try {
+            std::rethrow_exception(error);
+        } catch (const boost::system::system_error& e) {
+            CHECK(e.code() == boost::asio::error::operation_aborted);
+        }
+        CHECK_FALSE(container->is_domain_running());
+    };
+
+    SECTION("while it waits for its address") {
+        cancel_start(test_container(s, false), 0ms, true);
+    }
+    SECTION("while it waits for a place to boot") {
+        anweddol::boot_admission admission;
+        admission.set_limit(1);
+        auto first = test_container(s, false);
+        auto second = test_container(s, false);
+        auto options = first->get_options();
+        options.admission = &admission;
+        first->set_options(options);
+        second->set_options(options);
+        bool first_done = false;
+        boost::asio::cancellation_signal cancel_first;
+        boost::asio::co_spawn(
+            test_context(), first->start_domain(true, -1, test_uri),
+            boost::asio::bind_cancellation_slot(cancel_first.slot(),
+                                                [&](std::exception_ptr) { first_done = true; }));
+        REQUIRE(run_until([&] { return first->is_domain_running(); }));
+        CHECK(admission.booting() == 1);
+        cancel_start(second, 100ms, false);
+        CHECK(admission.waiting() == 0);
+        cancel_first.emit(boost::asio::cancellation_type::terminal);
+        REQUIRE(run_until([&] { return first_done; }));
+        CHECK(admission.booting() == 0);
+    }
+    SECTION("at any moment of the start") {
+        for (auto delay : {0ms, 1ms, 2ms, 5ms, 10ms})
+            cancel_start(test_container(s, false), delay, false);
+    }
+    CHECK(running_domains() == before);
+}
+
+TEST_CASE("container: a graceful stop waits for the guest to power off") {
+    scratch s;
+    auto container = test_container(s);
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->start_domain(false, 20, test_uri);
+        co_await container->stop_domain(false);
+        co_return true;
+    }());
+    CHECK_FALSE(container->is_domain_running());
+    CHECK_FALSE(domain_exists(container->get_uuid()));
+}
+
+TEST_CASE("container: the ISO's checksum is SHA-256 in hex, computed off the io thread") {
+    scratch s;
+    std::ofstream(s.iso, std::ios::trunc) << "abc";
+    auto container = test_container(s);
+    CHECK(run_coroutine(container->make_iso_file_checksum()) ==
+          "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    container->set_iso_file_path("");
+    CHECK(thrown_by([&] { run_coroutine(container->make_iso_file_checksum()); }).code() ==
+          errc::iso_path_not_set);
+    container->set_iso_file_path((s.root / "missing.iso").string());
+    CHECK(thrown_by([&] { run_coroutine(container->make_iso_file_checksum()); }).code() ==
+          boost::system::errc::no_such_file_or_directory);
+}
+
+TEST_CASE("interface: the store keeps containers by UUID and refuses duplicates") {
+    auto executor = test_context().get_executor();
+    virtualization_interface interface(executor);
+    CHECK(interface.get_stored_containers_amount() == 0);
+    auto stored = interface.create_container("/srv/live.iso");
+    auto loose = interface.create_container("/srv/live.iso", false);
+    CHECK(interface.get_stored_containers_amount() == 1);
+    CHECK(interface.get_stored_container(stored->get_uuid()) == stored);
+    CHECK(interface.get_stored_container(loose->get_uuid()) == nullptr);
+    CHECK(stored->get_iso_file_path() == "/srv/live.iso");
+
+    interface.add_stored_container(loose);
+    auto uuids = interface.list_stored_containers();
+    CHECK(uuids.size() == 2);
+    CHECK(std::is_sorted(uuids.begin(), uuids.end()));
+
+    auto twin = std::make_shared<container_instance>(executor, "", stored->get_uuid());
+    CHECK(thrown_by([&] { interface.add_stored_container(twin); }).code() ==
+          errc::container_already_stored);
+    CHECK(interface.get_stored_container(stored->get_uuid()) == stored);
+    CHECK(thrown_by([&] { interface.add_stored_container(nullptr); }).code() ==
+          errc::invalid_argument);
+    CHECK(interface.get_stored_containers_amount() == 2);
+
+    interface.delete_stored_container(stored->get_uuid());
+    interface.delete_stored_container("not-stored");
+    CHECK(interface.list_stored_containers() == std::vector<std::string>{loose->get_uuid()});
+}
+
+TEST_CASE("interface: destroying it destroys its containers' running domains") {
+    scratch s;
+    std::shared_ptr<container_instance> kept;
+    {
+        virtualization_interface interface(test_context().get_executor());
+        kept = interface.create_container(s.iso.string());
+        auto options = kept->get_options();
+        options.admission = nullptr;
+        kept->set_options(options);
+        kept->set_memory(512);
+        run_coroutine([&]() -> awaitable<bool> {
+            co_await kept->start_domain(false, 20, test_uri);
+            co_return true;
+        }());
+        REQUIRE(domain_exists(kept->get_uuid()));
+    }
+    CHECK_FALSE(kept->is_domain_running());
+    CHECK(run_until([&] { return !domain_exists(kept->get_uuid()); }));
+}
