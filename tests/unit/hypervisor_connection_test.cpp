@@ -256,3 +256,18 @@ TEST_CASE("connection: opened for calls alone, it gains events when an opener as
     }());
     CHECK(seen == std::vector<int>{VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STOPPED});
 }
+
+TEST_CASE("connection: coroutines that open one URI at the same time share one connection") {
+    std::vector<std::shared_ptr<hypervisor_connection>> opened;
+    for (int i = 0; i < 20; ++i)
+        boost::asio::co_spawn(
+            anweddol::test::test_context(),
+            [&]() -> awaitable<void> {
+                opened.push_back(co_await hypervisor_connection::open("test:///default"));
+            },
+            boost::asio::detached);
+    REQUIRE(run_until([&] { return opened.size() == 20; }));
+    for (const auto& connection : opened)
+        CHECK(connection == opened.front());
+    CHECK(opened.front()->open_count() == 1);
+}

@@ -9,6 +9,7 @@
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -61,22 +62,25 @@ private:
         // handler's executor cannot be posted to.
         boost::asio::any_io_executor executor;
         handler_type handler;
+        // Kept apart too: the type-erased handler's slot cannot be cleared.
+        boost::asio::cancellation_slot slot;
     };
 
     template <class Handler>
     void initiate(Handler handler) {
+        auto slot = boost::asio::get_associated_cancellation_slot(handler);
+        auto executor = boost::asio::get_associated_executor(handler);
         std::unique_lock lock(mutex_);
         if (available_ > 0 && queue_.empty()) {
             --available_;
             lock.unlock();
-            auto executor = boost::asio::get_associated_executor(handler);
-            waiter now{executor, std::move(handler)};
-            complete(now, {});
+            boost::asio::post(executor, [handler = std::move(handler)]() mutable {
+                std::move(handler)(boost::system::error_code());
+            });
             return;
         }
-        auto slot = boost::asio::get_associated_cancellation_slot(handler);
-        auto executor = boost::asio::get_associated_executor(handler);
-        auto queued = std::make_shared<waiter>(waiter{executor, std::move(handler)});
+        auto queued =
+            std::make_shared<waiter>(waiter{std::move(executor), std::move(handler), slot});
         queue_.push_back(queued);
         if (slot.is_connected())
             slot.assign([this, weak = std::weak_ptr<waiter>(queued)](
@@ -99,11 +103,13 @@ private:
     }
 
     static void complete(waiter& done, boost::system::error_code ec, bool clear_slot = true) {
-        auto handler = std::move(done.handler);
-        if (clear_slot)
-            boost::asio::get_associated_cancellation_slot(handler).clear();
-        boost::asio::post(done.executor,
-                          [handler = std::move(handler), ec]() mutable { std::move(handler)(ec); });
+        boost::asio::post(done.executor, [handler = std::move(done.handler), slot = done.slot, ec,
+                                          clear_slot]() mutable {
+            // The slot belongs to the handler's executor: clear it there.
+            if (clear_slot)
+                slot.clear();
+            std::move(handler)(ec);
+        });
     }
 
     mutable std::mutex mutex_;
