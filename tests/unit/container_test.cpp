@@ -11,6 +11,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <catch2/catch.hpp>
@@ -18,6 +19,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <string>
 
@@ -512,4 +514,37 @@ TEST_CASE("interface: destroying it destroys its containers' running domains") {
     }
     CHECK_FALSE(kept->is_domain_running());
     CHECK(run_until([&] { return !domain_exists(kept->get_uuid()); }));
+}
+
+TEST_CASE("admission: boots wait their turn in order, and a raised limit lets more in") {
+    anweddol::boot_admission admission;
+    admission.set_limit(1);
+    CHECK(admission.limit_for("qemu") == 1);
+    CHECK(admission.limit_for("kvm") == 1);
+    std::vector<int> admitted;
+    std::vector<anweddol::boot_admission::ticket> tickets;
+    for (int i = 0; i < 3; ++i)
+        boost::asio::co_spawn(
+            test_context(),
+            [&, i]() -> awaitable<void> {
+                tickets.push_back(co_await admission.admit("qemu"));
+                admitted.push_back(i);
+            },
+            boost::asio::detached);
+    run_until([] { return false; }, 50ms);
+    CHECK(admitted == std::vector<int>{0});
+    CHECK(admission.waiting() == 2);
+    tickets.front().reset();
+    REQUIRE(run_until([&] { return admitted.size() == 2; }));
+    CHECK(admitted == std::vector<int>{0, 1});
+    admission.set_unbounded();
+    REQUIRE(run_until([&] { return admitted.size() == 3; }));
+    CHECK(admitted == std::vector<int>{0, 1, 2});
+    CHECK(admission.booting() == 2);
+    tickets.clear();
+    CHECK(admission.booting() == 0);
+
+    admission.set_automatic();
+    CHECK(admission.limit_for("qemu") == std::max(1u, std::thread::hardware_concurrency()));
+    CHECK(admission.limit_for("kvm") == std::numeric_limits<std::size_t>::max());
 }

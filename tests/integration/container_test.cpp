@@ -1,0 +1,125 @@
+// Containers against the sandbox's libvirtd and QEMU: several boot at once
+// from one thread, each learns its address from dnsmasq, and every way of
+// stopping them leaves no domain behind.
+#include "../unit/test_context.hpp"
+
+#include <anweddol/container_instance.hpp>
+#include <anweddol/detail/libvirt_call.hpp>
+#include <anweddol/virtualization_interface.hpp>
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <set>
+#include <string>
+
+using anweddol::container_instance;
+using anweddol::test::run_coroutine;
+using anweddol::test::run_until;
+using anweddol::test::test_context;
+using boost::asio::awaitable;
+using namespace boost::asio::experimental::awaitable_operators;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string system_uri = "qemu:///system";
+
+std::string environment_or(const char* name, std::string fallback) {
+    const char* value = std::getenv(name);
+    return value && *value ? value : fallback;
+}
+
+// Every domain libvirt knows, running or not, by UUID.
+std::set<std::string> all_domains() {
+    return run_coroutine([]() -> awaitable<std::set<std::string>> {
+        auto connection = co_await anweddol::hypervisor_connection::open(system_uri);
+        co_return co_await connection->call([](virConnectPtr c) {
+            virDomainPtr* domains = nullptr;
+            const int count = virConnectListAllDomains(c, &domains, 0);
+            if (count < 0)
+                anweddol::detail::throw_last_libvirt_error("listing domains");
+            std::set<std::string> uuids;
+            for (int i = 0; i < count; ++i) {
+                char uuid[VIR_UUID_STRING_BUFLEN] = {};
+                virDomainGetUUIDString(domains[i], uuid);
+                uuids.insert(uuid);
+                virDomainFree(domains[i]);
+            }
+            std::free(domains);
+            return uuids;
+        });
+    }());
+}
+
+void prepare(container_instance& container) {
+    container.set_memory(512);
+    container.set_vcpus(1);
+    auto options = container.get_options();
+    options.domain_type = environment_or("ANWEDDOL_TEST_DOMAIN_TYPE", "qemu");
+    options.shutdown_timeout = 90s;
+    container.set_options(options);
+}
+
+} // namespace
+
+TEST_CASE("three containers boot at once from one thread, and none is left after they stop") {
+    std::vector<std::string> uuids;
+    {
+        anweddol::virtualization_interface interface(test_context().get_executor());
+        const std::string iso = environment_or("ANWEDDOL_TEST_ISO", ANWEDDOL_TEST_ISO);
+        auto destroyed = interface.create_container(iso);
+        auto shut_down = interface.create_container(iso);
+        auto left_to_interface = interface.create_container(iso);
+        for (auto* c : {destroyed.get(), shut_down.get(), left_to_interface.get()}) {
+            prepare(*c);
+            uuids.push_back(c->get_uuid());
+        }
+
+        run_coroutine(
+            [&]() -> awaitable<bool> {
+                co_await (destroyed->start_domain(true, 240, system_uri) &&
+                          shut_down->start_domain(true, 240, system_uri) &&
+                          left_to_interface->start_domain(true, 240, system_uri));
+                co_return true;
+            }(),
+            6min);
+
+        std::set<std::string> addresses;
+        for (auto* c : {destroyed.get(), shut_down.get(), left_to_interface.get()}) {
+            REQUIRE(c->is_domain_running());
+            const auto ip = c->get_ip();
+            REQUIRE(ip);
+            INFO("container " << c->get_uuid() << " got " << *ip);
+            CHECK(ip->starts_with("192.168.122."));
+            addresses.insert(*ip);
+        }
+        CHECK(addresses.size() == 3);
+        const auto known = all_domains();
+        for (const auto& uuid : uuids)
+            CHECK(known.contains(uuid));
+
+        run_coroutine(
+            [&]() -> awaitable<bool> {
+                co_await (destroyed->stop_domain(true) && shut_down->stop_domain(false));
+                co_return true;
+            }(),
+            3min);
+        CHECK_FALSE(destroyed->is_domain_running());
+        CHECK_FALSE(shut_down->is_domain_running());
+        CHECK(left_to_interface->is_domain_running());
+        const auto after_stops = all_domains();
+        CHECK_FALSE(after_stops.contains(uuids[0]));
+        CHECK_FALSE(after_stops.contains(uuids[1]));
+    } // the interface destroys the third in the background
+
+    CHECK(run_until(
+        [&] {
+            const auto known = all_domains();
+            return std::none_of(uuids.begin(), uuids.end(),
+                                [&](const std::string& u) { return known.contains(u); });
+        },
+        30s));
+}
