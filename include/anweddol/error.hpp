@@ -29,6 +29,9 @@ enum class errc : int {
     client_credentials_not_set,   ///< No client credentials to hand over.
     administration_failed,        ///< The container's setup script failed.
     lease_file_malformed,         ///< dnsmasq's lease status file is not what it should be.
+    authentication_failed,        ///< The SSH server refused the username or password.
+    host_key_mismatch,            ///< The SSH server's host key is not the expected one.
+    output_limit_exceeded,        ///< A remote command printed more than its output cap.
 };
 
 /// The category of `anweddol::errc`; its name is "anweddol".

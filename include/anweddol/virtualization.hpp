@@ -8,6 +8,7 @@
 
 #include <anweddol/boot_admission.hpp>
 #include <anweddol/container_instance.hpp>
+#include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 #include <anweddol/version.hpp>

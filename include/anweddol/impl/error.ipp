@@ -51,6 +51,14 @@ public:
             return "the container's setup script failed";
         case errc::lease_file_malformed:
             return "dnsmasq's lease status file is malformed";
+        case errc::authentication_failed:
+            return "the SSH server refused the credentials: check the username and password";
+        case errc::host_key_mismatch:
+            return "the SSH server's host key is not the expected one: check known_hosts or "
+                   "the pinned fingerprint (the server may be an impostor)";
+        case errc::output_limit_exceeded:
+            return "the remote command printed more than its output cap: raise "
+                   "command_options::max_output_bytes or stream it with on_output";
         }
         return "unknown anweddol error " + std::to_string(value);
     }

@@ -1,0 +1,182 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_ENDPOINT_SHELL_INSTANCE_HPP
+#define ANWEDDOL_ENDPOINT_SHELL_INSTANCE_HPP
+
+#include <anweddol/command_result.hpp>
+#include <anweddol/detail/credentials.hpp>
+#include <anweddol/detail/ssh_connection.hpp>
+#include <anweddol/error.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <libssh/libssh.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+
+namespace anweddol {
+
+/// How open_shell() checks the container's SSH host key.
+enum class host_key_policy {
+    /// Accept whatever key the server presents, as the reference does
+    /// (paramiko's AutoAddPolicy): containers make new keys at every boot.
+    accept_new,
+    /// Check against `known_hosts_file` (OpenSSH format, "[ip]:port" for a
+    /// port other than 22); a host not in it is added, a changed key fails
+    /// with errc::host_key_mismatch.
+    known_hosts,
+    /// The key's SHA-256 fingerprint must be `host_key_fingerprint`
+    /// ("SHA256:<base64>", as ssh-keygen -l prints it), or open_shell() fails
+    /// with errc::host_key_mismatch.
+    pinned_fingerprint,
+};
+
+/// How an endpoint shell connects. The defaults suit a container that has
+/// just got its address and is still starting its SSH server.
+struct endpoint_shell_options {
+    /// open_shell() retries until then: a booting container refuses
+    /// connections at first, and an open port is not yet a working server.
+    std::chrono::steady_clock::duration ready_timeout = std::chrono::seconds(60);
+    /// The most one attempt (TCP connect, handshake, authentication) may take.
+    std::chrono::steady_clock::duration attempt_timeout = std::chrono::seconds(10);
+    host_key_policy host_keys = host_key_policy::accept_new;
+    std::string known_hosts_file;     ///< for host_key_policy::known_hosts
+    std::string host_key_fingerprint; ///< for host_key_policy::pinned_fingerprint
+    /// close_shell() waits this long at most for pending output to leave.
+    std::chrono::steady_clock::duration close_linger = std::chrono::seconds(1);
+};
+
+/// An SSH shell on a container's endpoint account, used to administer the
+/// container: run commands, then hand it over to a client with
+/// administrate_container().
+///
+/// libssh runs non-blocking on the executor given at construction: one
+/// thread running one io_context can drive many shells at once, each with
+/// many commands at once. Every async operation below runs on that executor,
+/// whatever the awaiting coroutine's executor. Not thread-safe: use one
+/// instance from one thread (or strand) at a time. The instance must outlive
+/// the operations it started, as any Asio I/O object.
+class endpoint_shell_instance {
+public:
+    explicit endpoint_shell_instance(boost::asio::any_io_executor ex, std::string container_ip = {},
+                                     std::string endpoint_username = "endpoint",
+                                     std::string endpoint_password = "endpoint",
+                                     std::uint16_t endpoint_listen_port = 22);
+    endpoint_shell_instance(const endpoint_shell_instance&) = delete;
+    endpoint_shell_instance& operator=(const endpoint_shell_instance&) = delete;
+    /// Closes the shell without blocking or waiting: commands still running
+    /// end with operation_aborted when their executor next runs them.
+    ~endpoint_shell_instance();
+
+    const boost::asio::any_io_executor& get_executor() const noexcept { return executor_; }
+
+    /// Whether no authenticated session is open (never opened, closed, or
+    /// lost to a network error).
+    bool is_closed() const noexcept;
+    /// The open libssh session, or nullptr when closed. It belongs to this
+    /// instance and runs non-blocking: use it only on the executor.
+    ssh_session get_ssh_client() const noexcept;
+    const std::string& get_container_ip() const noexcept { return container_ip_; }
+    /// (username, password, listen port) of the endpoint account.
+    std::tuple<std::string, std::string, std::uint16_t> get_endpoint_credentials() const;
+    /// (username, password, listen port) to hand over, if stored.
+    std::optional<std::tuple<std::string, std::string, std::uint16_t>>
+    get_stored_client_ssh_credentials() const;
+    /// The host key of the open (or last opened) session, "SHA256:<base64>".
+    std::string get_host_key_fingerprint() const;
+    const endpoint_shell_options& get_options() const noexcept { return options_; }
+
+    /// These take effect at the next open_shell().
+    void set_container_ip(std::string ip);
+    void set_endpoint_credentials(std::string username, std::string password,
+                                  std::uint16_t listen_port);
+    void set_options(endpoint_shell_options options) { options_ = std::move(options); }
+
+    /// Stores the credentials administrate_container() hands over; the
+    /// previous password is wiped.
+    void store_client_ssh_credentials(std::string username, std::string password,
+                                      std::uint16_t listen_port = 22);
+
+    /// async: opens the SSH session: TCP connect, handshake, host key check
+    /// (options' policy), password login; retries while the server is not
+    /// ready (100 ms growing to 1 s between attempts) until the options'
+    /// ready_timeout. Errors: errc::shell_already_open, errc::invalid_argument
+    /// (no or malformed IP, port 0), errc::endpoint_credentials_not_set,
+    /// errc::authentication_failed at once for a refused password,
+    /// errc::host_key_mismatch, asio::error::timed_out with the last
+    /// attempt's error. Cancelling completes with operation_aborted and
+    /// leaves nothing open.
+    boost::asio::awaitable<void> open_shell();
+
+    /// Generates client credentials: username `user_NNNNN` (10000-90000),
+    /// a password of `password_length` characters from [A-Za-z0-9] (OpenSSL
+    /// RAND_bytes, no modulo bias); stores them with port 22 if `store`.
+    /// Errors: errc::invalid_argument for a length of 0 or over 4096.
+    std::pair<std::string, std::string>
+    generate_client_ssh_credentials(std::size_t password_length = 120, bool store = true);
+
+    /// async: closes the session gracefully: commands still running end with
+    /// operation_aborted, their channels are closed, pending output leaves
+    /// (for up to the options' close_linger), the server is told goodbye.
+    /// Does nothing when closed. Never fails.
+    boost::asio::awaitable<void> close_shell();
+
+    /// async: runs `command` and returns (stdout, stderr), as the reference.
+    /// Errors as execute().
+    boost::asio::awaitable<std::pair<std::string, std::string>>
+    execute_command(std::string command);
+    boost::asio::awaitable<std::pair<std::string, std::string>>
+    execute_command(std::string command, command_options options);
+
+    /// async: runs `command` on a channel of its own (any number at once on
+    /// one session) and returns its output and exit status. Errors:
+    /// errc::shell_not_open, errc::output_limit_exceeded,
+    /// asio::error::timed_out at the options' deadline, libssh's errors
+    /// (libssh_category()) when the session fails, operation_aborted when
+    /// cancelled or the shell closes. The channel is closed in every case.
+    boost::asio::awaitable<command_result> execute(std::string command);
+    boost::asio::awaitable<command_result> execute(std::string command, command_options options);
+
+    /// async: runs `sudo /bin/anweddol_container_setup.sh <user> <password>
+    /// <port>` with the stored client credentials, each shell-quoted, so the
+    /// container serves SSH to its client. Errors: errc::shell_not_open,
+    /// errc::endpoint_credentials_not_set, errc::client_credentials_not_set,
+    /// errc::invalid_argument (a NUL byte in a credential),
+    /// errc::administration_failed with the script's output when it printed
+    /// anything or exited non-zero, and execute()'s errors.
+    boost::asio::awaitable<void> administrate_container();
+
+private:
+    struct client_credentials {
+        std::string username;
+        detail::secret_string password;
+        std::uint16_t listen_port = 22;
+    };
+
+    std::shared_ptr<detail::ssh_connection> open_connection() const;
+
+    boost::asio::any_io_executor executor_;
+    std::string container_ip_;
+    std::string endpoint_username_;
+    detail::secret_string endpoint_password_;
+    std::uint16_t endpoint_listen_port_;
+    std::optional<client_credentials> client_credentials_;
+    endpoint_shell_options options_;
+    std::shared_ptr<detail::ssh_connection> connection_;
+    bool opening_ = false;
+};
+
+} // namespace anweddol
+
+#include <anweddol/impl/endpoint_shell_instance.ipp>
+
+#endif

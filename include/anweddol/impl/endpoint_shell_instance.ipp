@@ -1,0 +1,234 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_IMPL_ENDPOINT_SHELL_INSTANCE_IPP
+#define ANWEDDOL_IMPL_ENDPOINT_SHELL_INSTANCE_IPP
+
+#include <anweddol/detail/shell_quote.hpp>
+#include <anweddol/detail/ssh_command.hpp>
+#include <anweddol/detail/ssh_login.hpp>
+#include <anweddol/endpoint_shell_instance.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <string_view>
+
+namespace anweddol {
+
+inline endpoint_shell_instance::endpoint_shell_instance(boost::asio::any_io_executor ex,
+                                                        std::string container_ip,
+                                                        std::string endpoint_username,
+                                                        std::string endpoint_password,
+                                                        std::uint16_t endpoint_listen_port)
+    : executor_(std::move(ex))
+    , container_ip_(std::move(container_ip))
+    , endpoint_username_(std::move(endpoint_username))
+    , endpoint_password_(std::move(endpoint_password))
+    , endpoint_listen_port_(endpoint_listen_port) {}
+
+inline endpoint_shell_instance::~endpoint_shell_instance() {
+    if (connection_)
+        connection_->shutdown();
+}
+
+inline bool endpoint_shell_instance::is_closed() const noexcept {
+    return !connection_ || !connection_->is_open();
+}
+
+inline ssh_session endpoint_shell_instance::get_ssh_client() const noexcept {
+    return is_closed() ? nullptr : connection_->session();
+}
+
+inline std::tuple<std::string, std::string, std::uint16_t>
+endpoint_shell_instance::get_endpoint_credentials() const {
+    return {endpoint_username_, endpoint_password_.value(), endpoint_listen_port_};
+}
+
+inline std::optional<std::tuple<std::string, std::string, std::uint16_t>>
+endpoint_shell_instance::get_stored_client_ssh_credentials() const {
+    if (!client_credentials_)
+        return std::nullopt;
+    return std::tuple{client_credentials_->username, client_credentials_->password.value(),
+                      client_credentials_->listen_port};
+}
+
+inline std::string endpoint_shell_instance::get_host_key_fingerprint() const {
+    return connection_ ? connection_->host_key_fingerprint() : std::string();
+}
+
+inline void endpoint_shell_instance::set_container_ip(std::string ip) {
+    container_ip_ = std::move(ip);
+}
+
+inline void endpoint_shell_instance::set_endpoint_credentials(std::string username,
+                                                              std::string password,
+                                                              std::uint16_t listen_port) {
+    endpoint_username_ = std::move(username);
+    endpoint_password_.assign(std::move(password));
+    endpoint_listen_port_ = listen_port;
+}
+
+inline void endpoint_shell_instance::store_client_ssh_credentials(std::string username,
+                                                                  std::string password,
+                                                                  std::uint16_t listen_port) {
+    if (!client_credentials_)
+        client_credentials_.emplace();
+    client_credentials_->username = std::move(username);
+    client_credentials_->password.assign(std::move(password));
+    client_credentials_->listen_port = listen_port;
+}
+
+inline std::pair<std::string, std::string>
+endpoint_shell_instance::generate_client_ssh_credentials(std::size_t password_length, bool store) {
+    std::pair<std::string, std::string> generated{detail::generate_username(),
+                                                  detail::generate_password(password_length)};
+    if (store)
+        store_client_ssh_credentials(generated.first, generated.second);
+    return generated;
+}
+
+inline std::shared_ptr<detail::ssh_connection> endpoint_shell_instance::open_connection() const {
+    if (is_closed())
+        throw boost::system::system_error(errc::shell_not_open);
+    return connection_;
+}
+
+inline boost::asio::awaitable<void> endpoint_shell_instance::open_shell() {
+    if (!is_closed() || opening_)
+        throw boost::system::system_error(errc::shell_already_open);
+    if (container_ip_.empty())
+        throw boost::system::system_error(errc::invalid_argument,
+                                          "no container IP is set: call set_container_ip() first");
+    boost::system::error_code parse_error;
+    const auto address = boost::asio::ip::make_address(container_ip_, parse_error);
+    if (parse_error)
+        throw boost::system::system_error(errc::invalid_argument,
+                                          "'" + container_ip_ + "' is not an IP address");
+    if (endpoint_listen_port_ == 0)
+        throw boost::system::system_error(errc::invalid_argument,
+                                          "the endpoint listen port is 0: expected 1-65535");
+    if (endpoint_username_.empty() || endpoint_password_.empty())
+        throw boost::system::system_error(errc::endpoint_credentials_not_set);
+    if (options_.host_keys == host_key_policy::known_hosts && options_.known_hosts_file.empty())
+        throw boost::system::system_error(errc::invalid_argument,
+                                          "host_key_policy::known_hosts needs a known_hosts_file");
+    if (options_.host_keys == host_key_policy::pinned_fingerprint &&
+        options_.host_key_fingerprint.empty())
+        throw boost::system::system_error(
+            errc::invalid_argument, "host_key_policy::pinned_fingerprint needs a fingerprint");
+
+    detail::ssh_login_params params;
+    params.endpoint = {address, endpoint_listen_port_};
+    params.host = container_ip_;
+    params.username = endpoint_username_;
+    params.password = endpoint_password_;
+    params.host_keys = options_.host_keys == host_key_policy::known_hosts
+                           ? detail::host_key_check::known_hosts
+                       : options_.host_keys == host_key_policy::pinned_fingerprint
+                           ? detail::host_key_check::fingerprint
+                           : detail::host_key_check::accept_new;
+    params.known_hosts_file = options_.known_hosts_file;
+    params.fingerprint = options_.host_key_fingerprint;
+
+    opening_ = true;
+    struct done_opening {
+        bool& flag;
+        ~done_opening() { flag = false; }
+    } reset_flag{opening_};
+    if (connection_) // a lost session: release it before replacing it
+        std::exchange(connection_, nullptr)->shutdown();
+    // Spawned on the shell's executor: libssh must only ever run there.
+    auto opening = boost::asio::co_spawn(executor_,
+                                         detail::connect_when_ready(executor_, std::move(params),
+                                                                    options_.ready_timeout,
+                                                                    options_.attempt_timeout),
+                                         boost::asio::use_awaitable);
+    connection_ = co_await std::move(opening);
+}
+
+inline boost::asio::awaitable<void> endpoint_shell_instance::close_shell() {
+    if (!connection_)
+        co_return;
+    auto connection = std::exchange(connection_, nullptr);
+    auto closing = boost::asio::co_spawn(executor_, connection->close(options_.close_linger),
+                                         boost::asio::use_awaitable);
+    co_await std::move(closing);
+}
+
+inline boost::asio::awaitable<command_result>
+endpoint_shell_instance::execute(std::string command) {
+    return execute(std::move(command), command_options{});
+}
+
+inline boost::asio::awaitable<command_result>
+endpoint_shell_instance::execute(std::string command, command_options options) {
+    auto connection = open_connection();
+    // The command lives in this frame until the spawned run ends.
+    auto running = boost::asio::co_spawn(
+        executor_, detail::run_command(std::move(connection), command, std::move(options)),
+        boost::asio::use_awaitable);
+    co_return co_await std::move(running);
+}
+
+inline boost::asio::awaitable<std::pair<std::string, std::string>>
+endpoint_shell_instance::execute_command(std::string command) {
+    return execute_command(std::move(command), command_options{});
+}
+
+inline boost::asio::awaitable<std::pair<std::string, std::string>>
+endpoint_shell_instance::execute_command(std::string command, command_options options) {
+    auto running = execute(std::move(command), std::move(options));
+    command_result result = co_await std::move(running);
+    co_return std::pair{std::move(result.std_out), std::move(result.std_err)};
+}
+
+inline boost::asio::awaitable<void> endpoint_shell_instance::administrate_container() {
+    auto connection = open_connection();
+    if (endpoint_username_.empty() || endpoint_password_.empty())
+        throw boost::system::system_error(errc::endpoint_credentials_not_set);
+    if (!client_credentials_ || client_credentials_->username.empty() ||
+        client_credentials_->password.empty())
+        throw boost::system::system_error(errc::client_credentials_not_set);
+    const client_credentials& client = *client_credentials_;
+    if (client.username.find('\0') != std::string::npos ||
+        client.password.value().find('\0') != std::string::npos)
+        throw boost::system::system_error(errc::invalid_argument,
+                                          "a client credential contains a NUL byte");
+
+    // Every argument is one quoted word: a username such as "x; reboot"
+    // reaches the script as it is, and the script refuses it.
+    std::string command = "sudo /bin/anweddol_container_setup.sh ";
+    command.reserve(command.size() + client.username.size() + client.password.value().size() + 64);
+    detail::append_shell_quoted(command, client.username);
+    command += ' ';
+    detail::append_shell_quoted(command, client.password.value());
+    command += ' ';
+    detail::append_shell_quoted(command, std::to_string(client.listen_port));
+    struct wipe_on_exit {
+        std::string& secret;
+        ~wipe_on_exit() { detail::cleanse(secret); }
+    } wipe{command};
+
+    auto running = boost::asio::co_spawn(
+        executor_, detail::run_command(std::move(connection), command, command_options{}),
+        boost::asio::use_awaitable);
+    const command_result result = co_await std::move(running);
+    if (result.exit_status != 0 || !result.std_out.empty() || !result.std_err.empty()) {
+        std::string message = "anweddol_container_setup.sh ";
+        message += result.exit_status >= 0
+                       ? "exited with status " + std::to_string(result.exit_status)
+                       : "ended without an exit status";
+        if (!result.std_err.empty())
+            message += "; stderr: " + result.std_err;
+        if (!result.std_out.empty())
+            message += "; stdout: " + result.std_out;
+        throw boost::system::system_error(errc::administration_failed, message);
+    }
+}
+
+} // namespace anweddol
+
+#endif

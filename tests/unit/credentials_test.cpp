@@ -1,0 +1,76 @@
+#include <anweddol/detail/credentials.hpp>
+#include <anweddol/detail/shell_quote.hpp>
+#include <anweddol/error.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <array>
+#include <set>
+#include <string>
+
+using namespace anweddol;
+
+TEST_CASE("credentials: usernames are user_NNNNN with NNNNN in 10000-90000", "[credentials]") {
+    std::set<std::string> seen;
+    for (int i = 0; i < 2000; ++i) {
+        const std::string name = detail::generate_username();
+        REQUIRE(name.size() == 10);
+        REQUIRE(name.rfind("user_", 0) == 0);
+        const int n = std::stoi(name.substr(5));
+        CHECK(n >= 10000);
+        CHECK(n <= 90000);
+        seen.insert(name);
+    }
+    CHECK(seen.size() > 1900); // 80001 values: few repeats in 2000 draws
+}
+
+TEST_CASE("credentials: passwords have the asked length, from [A-Za-z0-9], evenly",
+          "[credentials]") {
+    for (std::size_t length : {1u, 7u, 120u, 4096u}) {
+        const std::string password = detail::generate_password(length);
+        CHECK(password.size() == length);
+        CHECK(std::all_of(password.begin(), password.end(), [](char c) {
+            return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        }));
+    }
+    // 62 symbols over 620000 draws: about 10000 each; a modulo bias (256 % 62
+    // = 8 symbols drawn 5/4 as often) would put some near 12300.
+    std::array<int, 128> counts{};
+    for (int i = 0; i < 620000 / 4096 + 1; ++i)
+        for (char c : detail::generate_password(4096))
+            ++counts[static_cast<unsigned char>(c)];
+    for (char c : std::string("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")) {
+        CHECK(counts[static_cast<unsigned char>(c)] > 9000);
+        CHECK(counts[static_cast<unsigned char>(c)] < 11200);
+    }
+}
+
+TEST_CASE("credentials: a password length of 0 or over 4096 is refused", "[credentials]") {
+    for (std::size_t length : {std::size_t{0}, std::size_t{4097}, std::size_t{1} << 40}) {
+        try {
+            detail::generate_password(length);
+            FAIL("accepted length " << length);
+        } catch (const boost::system::system_error& e) {
+            CHECK(e.code() == errc::invalid_argument);
+        }
+    }
+}
+
+TEST_CASE("credentials: a stored secret is wiped when replaced", "[credentials]") {
+    detail::secret_string secret(std::string(100, 'x'));
+    const char* buffer = secret.value().data();
+    secret.assign(std::string_view("short"));
+    CHECK(secret.value() == "short");
+    CHECK(secret.value().data() == buffer); // same buffer, reused...
+    CHECK(std::string_view(buffer + 6, 94) ==
+          std::string(94, '\0')); // ...and wiped past the new value
+}
+
+TEST_CASE("shell quoting: every value is one word the shell passes as it is", "[credentials]") {
+    CHECK(detail::shell_quote("plain") == "'plain'");
+    CHECK(detail::shell_quote("") == "''");
+    CHECK(detail::shell_quote("x; reboot") == "'x; reboot'");
+    CHECK(detail::shell_quote("it's") == "'it'\\''s'");
+    CHECK(detail::shell_quote("$(id) `id` \"q\" \\ \n") == "'$(id) `id` \"q\" \\ \n'");
+}

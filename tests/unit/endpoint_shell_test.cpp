@@ -1,0 +1,518 @@
+// endpoint_shell_instance against a real OpenSSH sshd on 127.0.0.1
+// (local_sshd.hpp), and against fake servers for what a real one does not
+// do on demand (stay silent, hang up mid-handshake).
+#include "local_sshd.hpp"
+#include "test_context.hpp"
+
+#include <anweddol/endpoint_shell_instance.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+using anweddol::command_options;
+using anweddol::command_result;
+using anweddol::endpoint_shell_instance;
+using anweddol::endpoint_shell_options;
+using anweddol::errc;
+using anweddol::host_key_policy;
+using anweddol::test::local_sshd;
+using anweddol::test::run_coroutine;
+using boost::asio::awaitable;
+using boost::asio::use_awaitable;
+using namespace std::chrono_literals;
+using namespace boost::asio::experimental::awaitable_operators;
+
+namespace {
+
+std::unique_ptr<endpoint_shell_instance> shell_for(const local_sshd& sshd,
+                                                   endpoint_shell_options options = {}) {
+    auto shell = std::make_unique<endpoint_shell_instance>(
+        anweddol::test::test_context().get_executor(), "127.0.0.1", sshd.user(), sshd.password(),
+        sshd.port());
+    shell->set_options(std::move(options));
+    return shell;
+}
+
+/// The error `work()` fails with; fails the test if it succeeds.
+template <class Work>
+boost::system::system_error failure_of(Work work,
+                                       std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+    try {
+        run_coroutine(
+            [](Work w) -> awaitable<bool> {
+                co_await w();
+                co_return true;
+            }(std::move(work)),
+            limit);
+    } catch (const boost::system::system_error& e) {
+        return e;
+    }
+    FAIL("no error");
+    throw;
+}
+
+/// Runs `operation` on the test context; fails the test after `limit`.
+void run(awaitable<void> operation, std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+    run_coroutine(
+        [](awaitable<void> op) -> awaitable<bool> {
+            co_await std::move(op);
+            co_return true;
+        }(std::move(operation)),
+        limit);
+}
+
+std::size_t open_descriptors() {
+    std::size_t count = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd"))
+        ++count;
+    return count;
+}
+
+/// A TCP server on 127.0.0.1 that accepts and then does `behaviour` with
+/// each connection: stays silent, or hangs up after a banner.
+enum class fake_server_behaviour { silent, hang_up_after_banner, hang_up_at_once };
+
+class fake_server {
+public:
+    explicit fake_server(fake_server_behaviour behaviour)
+        : acceptor_(anweddol::test::test_context(),
+                    {boost::asio::ip::make_address("127.0.0.1"), 0}) {
+        boost::asio::co_spawn(acceptor_.get_executor(), serve(behaviour), boost::asio::detached);
+    }
+    ~fake_server() {
+        boost::system::error_code ignored;
+        acceptor_.close(ignored);
+        for (auto& s : held_)
+            s->close(ignored);
+    }
+    std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+    int accepted() const { return accepted_; }
+
+private:
+    awaitable<void> serve(fake_server_behaviour behaviour) {
+        while (true) {
+            auto [ec, socket] =
+                co_await acceptor_.async_accept(boost::asio::as_tuple(use_awaitable));
+            if (ec)
+                co_return;
+            ++accepted_;
+            if (behaviour == fake_server_behaviour::hang_up_after_banner) {
+                static const std::string banner = "SSH-2.0-OpenSSH_9.2p1\r\n";
+                co_await boost::asio::async_write(socket, boost::asio::buffer(banner),
+                                                  boost::asio::as_tuple(use_awaitable));
+                socket.close();
+            } else if (behaviour == fake_server_behaviour::hang_up_at_once) {
+                socket.close();
+            } else {
+                held_.push_back(std::make_shared<boost::asio::ip::tcp::socket>(std::move(socket)));
+            }
+        }
+    }
+
+    boost::asio::ip::tcp::acceptor acceptor_;
+    std::vector<std::shared_ptr<boost::asio::ip::tcp::socket>> held_;
+    int accepted_ = 0;
+};
+
+} // namespace
+
+TEST_CASE("endpoint shell: opens with the endpoint password and runs a command",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    CHECK(shell->is_closed());
+    CHECK(shell->get_ssh_client() == nullptr);
+    const command_result result = run_coroutine([&]() -> awaitable<command_result> {
+        co_await shell->open_shell();
+        co_return co_await shell->execute("echo hello; id -un");
+    }());
+    CHECK_FALSE(shell->is_closed());
+    CHECK(shell->get_ssh_client() != nullptr);
+    CHECK(result.std_out == "hello\n" + sshd->user() + "\n");
+    CHECK(result.std_err.empty());
+    CHECK(result.exit_status == 0);
+    CHECK(shell->get_host_key_fingerprint() == sshd->fingerprint());
+    run(shell->close_shell());
+    CHECK(shell->is_closed());
+    CHECK(shell->get_ssh_client() == nullptr);
+}
+
+TEST_CASE("endpoint shell: exit status and stderr are values, not errors", "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    run(shell->open_shell());
+    const command_result result = run_coroutine(shell->execute("echo out; echo err >&2; exit 3"));
+    CHECK(result.std_out == "out\n");
+    CHECK(result.std_err == "err\n");
+    CHECK(result.exit_status == 3);
+    const auto [out, err] = run_coroutine(shell->execute_command("printf a; printf b >&2"));
+    CHECK(out == "a");
+    CHECK(err == "b");
+    const command_result killed = run_coroutine(shell->execute("kill -KILL $$"));
+    CHECK(killed.exit_status == -1);
+    CHECK(killed.exit_signal == "KILL");
+    run(shell->close_shell());
+}
+
+TEST_CASE("endpoint shell: a second open_shell fails with shell_already_open", "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    run(shell->open_shell());
+    CHECK(failure_of([&] { return shell->open_shell(); }).code() == errc::shell_already_open);
+    run(shell->close_shell());
+    run(shell->close_shell()); // closing twice does nothing
+    CHECK(failure_of([&] { return shell->execute("true"); }).code() == errc::shell_not_open);
+}
+
+TEST_CASE("endpoint shell: standard input reaches the command and is then closed",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    run(shell->open_shell());
+    std::string input;
+    for (int i = 0; input.size() < 3'000'000; ++i)
+        input += std::to_string(i) + "\n";
+    command_options options;
+    options.std_in = input;
+    const command_result echoed = run_coroutine(shell->execute("cat", options));
+    CHECK(echoed.exit_status == 0);
+    CHECK(echoed.std_out.size() == input.size());
+    CHECK(echoed.std_out == input);
+    // Without input, stdin is closed at once: cat ends instead of waiting.
+    const command_result empty = run_coroutine(shell->execute("cat; echo done"), 10s);
+    CHECK(empty.std_out == "done\n");
+    run(shell->close_shell());
+}
+
+TEST_CASE("endpoint shell: 200 commands over 20 concurrent sessions from one thread",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    constexpr int sessions = 20;
+    constexpr int commands_per_session = 10;
+    std::vector<std::unique_ptr<endpoint_shell_instance>> shells;
+    for (int i = 0; i < sessions; ++i)
+        shells.push_back(shell_for(*sshd));
+    int correct = 0;
+    int finished = 0;
+    auto session_work = [&](int s) -> awaitable<void> {
+        auto& shell = *shells[s];
+        co_await shell.open_shell();
+        // All of this session's commands at once, each on its own channel.
+        int pending = commands_per_session;
+        auto executor = co_await boost::asio::this_coro::executor;
+        boost::asio::steady_timer all_done(executor, std::chrono::steady_clock::time_point::max());
+        for (int c = 0; c < commands_per_session; ++c) {
+            const std::string expected = std::to_string(s) + "-" + std::to_string(c);
+            boost::asio::co_spawn(
+                executor,
+                [&, expected]() -> awaitable<void> {
+                    const command_result r = co_await shell.execute(
+                        "echo " + expected + "; exit " + std::to_string(expected.size()));
+                    if (r.std_out == expected + "\n" &&
+                        r.exit_status == static_cast<int>(expected.size()))
+                        ++correct;
+                },
+                [&](std::exception_ptr) {
+                    if (--pending == 0)
+                        all_done.cancel();
+                });
+        }
+        co_await all_done.async_wait(boost::asio::as_tuple(use_awaitable));
+        co_await shell.close_shell();
+        ++finished;
+    };
+    run_coroutine(
+        [&]() -> awaitable<bool> {
+            auto executor = co_await boost::asio::this_coro::executor;
+            int running = sessions;
+            boost::asio::steady_timer all_done(executor,
+                                               std::chrono::steady_clock::time_point::max());
+            for (int s = 0; s < sessions; ++s)
+                boost::asio::co_spawn(executor, session_work(s), [&](std::exception_ptr) {
+                    if (--running == 0)
+                        all_done.cancel();
+                });
+            co_await all_done.async_wait(boost::asio::as_tuple(use_awaitable));
+            co_return true;
+        }(),
+        120s);
+    CHECK(finished == sessions);
+    CHECK(correct == sessions * commands_per_session);
+}
+
+TEST_CASE("endpoint shell: 100 MB of output streams with bounded memory, or hits the cap",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    run(shell->open_shell());
+    constexpr std::size_t size = 100'000'000;
+    const std::string command = "head -c " + std::to_string(size) + " /dev/zero";
+
+    rusage before{};
+    getrusage(RUSAGE_SELF, &before);
+    std::size_t streamed = 0;
+    command_options streaming;
+    streaming.on_output = [&](anweddol::output_stream stream, std::string_view piece) {
+        if (stream == anweddol::output_stream::std_out)
+            streamed += piece.size();
+    };
+    const command_result result = run_coroutine(shell->execute(command, streaming), 120s);
+    rusage after{};
+    getrusage(RUSAGE_SELF, &after);
+    CHECK(streamed == size);
+    CHECK(result.exit_status == 0);
+    CHECK(result.std_out.empty());
+    // The peak resident size grew by far less than the output (ru_maxrss in KiB).
+    CHECK(after.ru_maxrss - before.ru_maxrss < 32 * 1024);
+
+    // Collected in memory, it stops at the cap with a clear error...
+    const auto error = failure_of([&] { return shell->execute(command); }, 120s);
+    CHECK(error.code() == errc::output_limit_exceeded);
+    CHECK(std::string(error.what()).find("max_output_bytes") != std::string::npos);
+    // ...and the session goes on.
+    CHECK(run_coroutine(shell->execute("echo still here")).std_out == "still here\n");
+    run(shell->close_shell());
+}
+
+TEST_CASE("endpoint shell: a command's deadline or cancellation closes its channel only",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    run(shell->open_shell());
+
+    // A sleep of a length no other run uses, to find it in ps afterwards.
+    const std::string sleep = "sleep 30." + std::to_string(::getpid());
+    command_options short_deadline;
+    short_deadline.timeout = 300ms;
+    const auto start = std::chrono::steady_clock::now();
+    const auto timed_out = failure_of([&] { return shell->execute(sleep, short_deadline); }, 10s);
+    CHECK(timed_out.code() == boost::asio::error::timed_out);
+    CHECK(std::chrono::steady_clock::now() - start < 5s);
+
+    // Cancelled by a race with a timer: operation_aborted, promptly.
+    const auto raced = run_coroutine(
+        [&]() -> awaitable<int> {
+            boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, 200ms);
+            auto result = co_await (shell->execute(sleep) || timer.async_wait(use_awaitable));
+            co_return static_cast<int>(result.index());
+        }(),
+        10s);
+    CHECK(raced == 1);
+    CHECK(std::chrono::steady_clock::now() - start < 8s);
+
+    // The session is still good, and the abandoned commands were killed.
+    const command_result after = run_coroutine(
+        shell->execute("sleep 0.5; ps -o args= -u $(id -u) | grep -c '^" + sleep + "$' || true"));
+    CHECK(after.std_out == "0\n");
+    run(shell->close_shell());
+}
+
+TEST_CASE("endpoint shell: close_shell ends the commands still running", "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    run(shell->open_shell());
+    std::optional<boost::system::error_code> outcome;
+    boost::asio::co_spawn(anweddol::test::test_context(), shell->execute("sleep 30"),
+                          [&](std::exception_ptr e, command_result) {
+                              try {
+                                  if (e)
+                                      std::rethrow_exception(e);
+                                  outcome.emplace();
+                              } catch (const boost::system::system_error& error) {
+                                  outcome = error.code();
+                              }
+                          });
+    anweddol::test::run_until([] { return false; }, 300ms); // the command starts
+    run(shell->close_shell(), 10s);
+    REQUIRE(anweddol::test::run_until([&] { return outcome.has_value(); }));
+    CHECK(*outcome == boost::asio::error::operation_aborted);
+    CHECK(shell->is_closed());
+}
+
+TEST_CASE("endpoint shell: a wrong password fails at once with authentication_failed",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    endpoint_shell_instance shell(anweddol::test::test_context().get_executor(), "127.0.0.1",
+                                  sshd->user(), "not-the-password", sshd->port());
+    const auto start = std::chrono::steady_clock::now();
+    const auto error = failure_of([&] { return shell.open_shell(); });
+    CHECK(error.code() == errc::authentication_failed);
+    CHECK(std::string(error.what()).find("not-the-password") == std::string::npos);
+    CHECK(std::chrono::steady_clock::now() - start < 10s); // not retried for 60 s
+    CHECK(shell.is_closed());
+}
+
+TEST_CASE("endpoint shell: host keys are pinned, learnt, and a changed one is refused",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    endpoint_shell_options pinned;
+    pinned.host_keys = host_key_policy::pinned_fingerprint;
+    pinned.host_key_fingerprint = sshd->fingerprint();
+    auto good = shell_for(*sshd, pinned);
+    run(good->open_shell());
+    CHECK_FALSE(good->is_closed());
+    run(good->close_shell());
+
+    pinned.host_key_fingerprint = sshd->other_fingerprint();
+    auto impostor = shell_for(*sshd, pinned);
+    CHECK(failure_of([&] { return impostor->open_shell(); }).code() == errc::host_key_mismatch);
+    CHECK(impostor->is_closed());
+
+    // known_hosts: a new host is added, then recognised.
+    const auto known_hosts = sshd->dir() / "known_hosts";
+    std::filesystem::remove(known_hosts);
+    endpoint_shell_options learning;
+    learning.host_keys = host_key_policy::known_hosts;
+    learning.known_hosts_file = known_hosts.string();
+    for (int i = 0; i < 2; ++i) {
+        auto shell = shell_for(*sshd, learning);
+        run(shell->open_shell());
+        run(shell->close_shell());
+    }
+    std::ifstream learnt(known_hosts);
+    const std::string entry{std::istreambuf_iterator<char>(learnt), {}};
+    CHECK(entry.find("[127.0.0.1]:" + std::to_string(sshd->port())) != std::string::npos);
+
+    // A different key on record for this host: refused.
+    std::ofstream(known_hosts) << "[127.0.0.1]:" << sshd->port() << " " << sshd->other_public_key()
+                               << "\n";
+    auto changed = shell_for(*sshd, learning);
+    const auto error = failure_of([&] { return changed->open_shell(); });
+    CHECK(error.code() == errc::host_key_mismatch);
+    CHECK(changed->is_closed());
+}
+
+TEST_CASE("endpoint shell: administrate_container quotes every argument", "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    // The fake sudo on the user's PATH records its arguments in $HOME and
+    // refuses invalid usernames as the real setup script does.
+    auto shell = shell_for(*sshd);
+    CHECK(failure_of([&] { return shell->administrate_container(); }).code() ==
+          errc::shell_not_open);
+    run(shell->open_shell());
+    CHECK(failure_of([&] { return shell->administrate_container(); }).code() ==
+          errc::client_credentials_not_set);
+
+    const auto home = sshd->dir() / "home";
+    const auto args_file = home / "sudo.args";
+    const auto read_args = [&] {
+        std::ifstream in(args_file);
+        std::vector<std::string> lines;
+        for (std::string line; std::getline(in, line);)
+            lines.push_back(line);
+        return lines;
+    };
+
+    const auto [user, password] = shell->generate_client_ssh_credentials(64);
+    shell->store_client_ssh_credentials(user, password, 2222);
+    run(shell->administrate_container());
+    CHECK(read_args() ==
+          std::vector<std::string>{"/bin/anweddol_container_setup.sh", user, password, "2222"});
+
+    const auto marker = home / "injected";
+    const std::string injection = "x; touch " + marker.string() + "; echo $(id)";
+    shell->store_client_ssh_credentials(injection, "p'w\"$(touch " + marker.string() + ")`id`");
+    const auto error = failure_of([&] { return shell->administrate_container(); });
+    CHECK(error.code() == errc::administration_failed);
+    CHECK(std::string(error.what()).find("invalid username") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(marker));
+    const auto args = read_args();
+    REQUIRE(args.size() == 4);
+    CHECK(args[1] == injection);
+    CHECK(args[2] == "p'w\"$(touch " + marker.string() + ")`id`");
+    run(shell->close_shell());
+}
+
+TEST_CASE("endpoint shell: bad arguments are refused before connecting", "[endpoint_shell]") {
+    auto executor = anweddol::test::test_context().get_executor();
+    endpoint_shell_instance no_ip(executor);
+    CHECK(failure_of([&] { return no_ip.open_shell(); }).code() == errc::invalid_argument);
+    endpoint_shell_instance not_an_ip(executor, "example.invalid");
+    CHECK(failure_of([&] { return not_an_ip.open_shell(); }).code() == errc::invalid_argument);
+    endpoint_shell_instance port_zero(executor, "127.0.0.1", "endpoint", "endpoint", 0);
+    CHECK(failure_of([&] { return port_zero.open_shell(); }).code() == errc::invalid_argument);
+    endpoint_shell_instance no_password(executor, "127.0.0.1", "endpoint", "");
+    CHECK(failure_of([&] { return no_password.open_shell(); }).code() ==
+          errc::endpoint_credentials_not_set);
+    CHECK_THROWS_AS(no_ip.generate_client_ssh_credentials(0), boost::system::system_error);
+    CHECK_THROWS_AS(no_ip.generate_client_ssh_credentials(4097), boost::system::system_error);
+    CHECK(no_ip.generate_client_ssh_credentials(4096).second.size() == 4096);
+}
+
+TEST_CASE("endpoint shell: servers that never get ready end in timed_out, leaking nothing",
+          "[endpoint_shell]") {
+    endpoint_shell_options quick;
+    quick.ready_timeout = 1500ms;
+    quick.attempt_timeout = 400ms;
+    const std::size_t descriptors = open_descriptors();
+    auto executor = anweddol::test::test_context().get_executor();
+
+    for (auto behaviour :
+         {fake_server_behaviour::silent, fake_server_behaviour::hang_up_after_banner,
+          fake_server_behaviour::hang_up_at_once}) {
+        fake_server server(behaviour);
+        endpoint_shell_instance shell(executor, "127.0.0.1", "endpoint", "endpoint", server.port());
+        shell.set_options(quick);
+        const auto start = std::chrono::steady_clock::now();
+        const auto error = failure_of([&] { return shell.open_shell(); }, 10s);
+        CHECK(error.code() == boost::asio::error::timed_out);
+        CHECK(std::chrono::steady_clock::now() - start < 4s);
+        CHECK(server.accepted() >= 2); // it retried
+        CHECK(shell.is_closed());
+    }
+
+    // Nothing listens: refused, retried until the deadline.
+    std::uint16_t closed_port;
+    {
+        boost::asio::ip::tcp::acceptor probe(anweddol::test::test_context(),
+                                             {boost::asio::ip::make_address("127.0.0.1"), 0});
+        closed_port = probe.local_endpoint().port();
+    }
+    endpoint_shell_instance refused(executor, "127.0.0.1", "endpoint", "endpoint", closed_port);
+    refused.set_options(quick);
+    const auto error = failure_of([&] { return refused.open_shell(); }, 10s);
+    CHECK(error.code() == boost::asio::error::timed_out);
+    CHECK(std::string(error.what()).find("refused") != std::string::npos);
+
+    anweddol::test::run_until([] { return false; }, 50ms); // let closed sockets' handlers run
+    CHECK(open_descriptors() == descriptors);
+}
+
+TEST_CASE("endpoint shell: cancelling open_shell completes promptly and leaks nothing",
+          "[endpoint_shell]") {
+    const std::size_t descriptors = open_descriptors();
+    fake_server silent(fake_server_behaviour::silent);
+    endpoint_shell_instance shell(anweddol::test::test_context().get_executor(), "127.0.0.1",
+                                  "endpoint", "endpoint", silent.port());
+    const auto start = std::chrono::steady_clock::now();
+    const auto winner = run_coroutine(
+        [&]() -> awaitable<int> {
+            boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, 300ms);
+            auto result = co_await (shell.open_shell() || timer.async_wait(use_awaitable));
+            co_return static_cast<int>(result.index());
+        }(),
+        10s);
+    CHECK(winner == 1);
+    CHECK(std::chrono::steady_clock::now() - start < 2s);
+    CHECK(shell.is_closed());
+    anweddol::test::run_until([] { return false; }, 50ms);
+    CHECK(open_descriptors() <= descriptors + 2); // the fake server's own sockets
+}
