@@ -71,6 +71,8 @@ public:
     }
 
     std::uint16_t port() const noexcept { return port_; }
+    /// The listening sshd's process id (its children serve the sessions).
+    int pid() const { return server_->id(); }
     const std::string& user() const noexcept { return user_; }
     const std::string& password() const noexcept { return password_; }
     const std::filesystem::path& dir() const noexcept { return dir_; }
