@@ -4,7 +4,10 @@
 #ifndef ANWEDDOL_DETAIL_STATUS_FILE_WATCH_HPP
 #define ANWEDDOL_DETAIL_STATUS_FILE_WATCH_HPP
 
+#include <anweddol/detail/blocking_pool.hpp>
+
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -39,6 +42,22 @@ public:
         const std::string directory = file.parent_path().string();
         if (inotify_add_watch(fd, directory.c_str(), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) < 0)
             throw_errno("cannot watch " + directory);
+    }
+
+    status_file_watch(const status_file_watch&) = delete;
+    status_file_watch& operator=(const status_file_watch&) = delete;
+
+    // Closing an inotify fd waits for an RCU grace period in the kernel (about
+    // 15 ms measured here): a worker does it, not the io thread.
+    ~status_file_watch() {
+        if (!descriptor_.is_open())
+            return;
+        const int fd = descriptor_.release();
+        try {
+            boost::asio::post(blocking_pool(), [fd] { ::close(fd); });
+        } catch (...) {
+            ::close(fd);
+        }
     }
 
     /// async: until the file was written, created or replaced since the last

@@ -12,6 +12,7 @@
 #include <boost/system/system_error.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cerrno>
 #include <limits>
@@ -99,11 +100,14 @@ inline std::optional<std::string> read_lease_file(const std::filesystem::path& p
             return std::nullopt;
         fail("cannot open");
     }
-    // One byte more than the limit tells an oversized file from a full one.
-    std::string text(max_lease_file_size + 1, '\0');
+    // Grown as it is read: a status file is a few hundred bytes, and it is
+    // read again each time dnsmasq replaces it. One byte more than the limit
+    // tells an oversized file from a full one.
+    std::string text;
+    std::array<char, 16 * 1024> chunk;
     std::size_t size = 0;
-    while (size < text.size()) {
-        const ::ssize_t n = ::read(fd, text.data() + size, text.size() - size);
+    while (size <= max_lease_file_size) {
+        const ::ssize_t n = ::read(fd, chunk.data(), chunk.size());
         if (n == 0)
             break;
         if (n < 0 && errno == EINTR)
@@ -114,13 +118,13 @@ inline std::optional<std::string> read_lease_file(const std::filesystem::path& p
             errno = error;
             fail("cannot read");
         }
+        text.append(chunk.data(), static_cast<std::size_t>(n));
         size += static_cast<std::size_t>(n);
     }
     ::close(fd);
     if (size > max_lease_file_size)
         malformed(path.string() + " is larger than " + std::to_string(max_lease_file_size) +
                   " bytes");
-    text.resize(size);
     return text;
 }
 
