@@ -5,9 +5,11 @@
 
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/libvirt_call.hpp>
+#include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/virtualization_interface.hpp>
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/this_coro.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -122,4 +124,58 @@ TEST_CASE("three containers boot at once from one thread, and none is left after
                                 [&](const std::string& u) { return known.contains(u); });
         },
         30s));
+}
+
+TEST_CASE("a container's endpoint shell hands it over to a client, and endpoint is locked out") {
+    auto container = std::make_shared<container_instance>(
+        test_context().get_executor(), environment_or("ANWEDDOL_TEST_ISO", ANWEDDOL_TEST_ISO));
+    prepare(*container);
+    run_coroutine(
+        [&]() -> awaitable<bool> {
+            co_await container->start_domain(true, 240, system_uri);
+            auto endpoint = co_await container->create_endpoint_shell();
+            CHECK_FALSE(endpoint->is_closed());
+            CHECK((co_await endpoint->execute("id -un")).std_out == "endpoint\n");
+
+            const auto [username, password] = endpoint->generate_client_ssh_credentials(120, true);
+            endpoint->store_client_ssh_credentials(username, password, 2222);
+            co_await endpoint->administrate_container();
+            co_await endpoint->close_shell();
+
+            // The client logs in on its port...
+            anweddol::endpoint_shell_instance client(co_await boost::asio::this_coro::executor,
+                                                     *container->get_ip(), username, password,
+                                                     2222);
+            co_await client.open_shell();
+            const auto whoami = co_await client.execute("id -un");
+            CHECK(whoami.std_out == username + "\n");
+            CHECK(whoami.exit_status == 0);
+            co_await client.close_shell();
+
+            // ...and endpoint no longer can, on either port.
+            anweddol::endpoint_shell_options quick;
+            quick.ready_timeout = 5s;
+            for (const std::uint16_t port : {std::uint16_t{2222}, std::uint16_t{22}}) {
+                anweddol::endpoint_shell_instance locked_out(
+                    co_await boost::asio::this_coro::executor, *container->get_ip(), "endpoint",
+                    "endpoint", port);
+                locked_out.set_options(quick);
+                boost::system::error_code refusal;
+                try {
+                    co_await locked_out.open_shell();
+                } catch (const boost::system::system_error& e) {
+                    INFO("port " << port << ": " << e.what());
+                    refusal = e.code();
+                }
+                // The client's server refuses the password; nothing listens on 22.
+                if (port == 2222)
+                    CHECK(refusal == anweddol::errc::authentication_failed);
+                else
+                    CHECK(refusal);
+            }
+            co_await container->stop_domain();
+            co_return true;
+        }(),
+        6min);
+    CHECK_FALSE(container->is_domain_running());
 }

@@ -11,6 +11,7 @@
 #include <anweddol/detail/domain_xml.hpp>
 #include <anweddol/detail/file_sha256.hpp>
 #include <anweddol/detail/libvirt_call.hpp>
+#include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/error.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -436,6 +437,20 @@ inline boost::asio::awaitable<void> container_instance::stop_domain(bool destroy
                 throw; // timing out is what the destroy above is for
         }
     }
+}
+
+inline boost::asio::awaitable<std::shared_ptr<endpoint_shell_instance>>
+container_instance::create_endpoint_shell(std::string user, std::string password,
+                                          std::uint16_t port, bool open_shell) {
+    if (!is_domain_running() || !runtime_->ip)
+        container_impl::fail(errc::domain_not_running,
+                             "container " + uuid_ +
+                                 " has no address yet: start it with wait_available first");
+    auto shell = std::make_shared<endpoint_shell_instance>(
+        executor_, *runtime_->ip, std::move(user), std::move(password), port);
+    if (open_shell)
+        co_await shell->open_shell();
+    co_return shell;
 }
 
 } // namespace anweddol
