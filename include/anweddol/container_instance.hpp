@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +24,21 @@
 namespace anweddol {
 
 class endpoint_shell_instance;
+
+/// Where a container's start_domain() is, for progress displays and timings.
+enum class container_phase {
+    waiting_for_boot_slot, ///< queued in the boot admission
+    creating_domain,       ///< libvirt defines and starts the domain
+    waiting_for_address,   ///< the guest boots and asks for a DHCP lease
+    address_known,         ///< get_ip() has the address: start_domain is done
+};
+
+/// A step of a container's start, reported when it begins.
+struct container_progress {
+    std::string uuid;
+    container_phase phase;
+    std::chrono::steady_clock::time_point at;
+};
 
 /// A throwaway virtual machine booted from a live ISO: libvirt creates it
 /// transient (nothing of it persists after it stops), dnsmasq leases it an
@@ -53,6 +69,9 @@ public:
         std::string owner;
         /// Where boots queue for a place; nullptr: no admission control.
         boot_admission* admission = &boot_admission::global();
+        /// Called on the starting coroutine as each phase of start_domain()
+        /// begins; must not throw.
+        std::function<void(const container_progress&)> on_progress;
     };
 
     /// A container of `memory` MiB (at least 512) and `vcpus` virtual CPUs (at
@@ -148,6 +167,7 @@ private:
     };
 
     void forget_domain();
+    void report(container_phase phase) const;
     void destroy_in_background() noexcept;
 
     boost::asio::any_io_executor executor_;

@@ -11,6 +11,7 @@
 #include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_connection.hpp>
+#include <anweddol/provisioning.hpp>
 #include <anweddol/version.hpp>
 #include <anweddol/virtualization_interface.hpp>
 

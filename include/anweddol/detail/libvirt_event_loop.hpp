@@ -5,6 +5,7 @@
 #define ANWEDDOL_DETAIL_LIBVIRT_EVENT_LOOP_HPP
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/execution_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
@@ -26,7 +27,10 @@ namespace anweddol::detail {
 /// install() is called, before the first connection is opened; it stays bound
 /// to the executor given then. That executor's io_context must keep running
 /// while libvirt connections exist: keepalive replies and events are handled
-/// on it. libvirt calls the hooks from any thread.
+/// on it. When that io_context is destroyed, the loop lets go of its fds and
+/// timers and stops serving libvirt (a connection closed afterwards, at
+/// process exit, finds nothing to touch). libvirt calls the hooks from any
+/// thread.
 class libvirt_event_loop {
 public:
     /// The process's loop, registered with libvirt and bound to `executor` on
@@ -53,6 +57,7 @@ public:
     static int remove_timeout(int timer);
 
 private:
+    class shutdown_watch;
     struct fd_entry;
     struct handle_watch;
     struct timeout_watch;
@@ -66,6 +71,8 @@ private:
     void schedule(const std::shared_ptr<timeout_watch>& timeout);
     void fire(const std::shared_ptr<timeout_watch>& timeout, unsigned generation);
     void free_later(virFreeCallback free_opaque, void* opaque);
+    // The io_context is going: release every fd, drop every timer.
+    void detach();
 
     boost::asio::strand<boost::asio::any_io_executor> strand_;
     // Guards the tables, every entry's fields and every I/O object: libvirt
@@ -77,6 +84,7 @@ private:
     std::map<int, handle_watch> handles_;
     std::map<int, std::shared_ptr<timeout_watch>> timeouts_;
     int next_id_ = 1;
+    bool detached_ = false;
 };
 
 } // namespace anweddol::detail

@@ -255,6 +255,11 @@ inline void container_instance::set_nat_interface_name(std::string nat_interface
     nat_interface_name_ = std::move(nat_interface_name);
 }
 
+inline void container_instance::report(container_phase phase) const {
+    if (options_.on_progress)
+        options_.on_progress({uuid_, phase, std::chrono::steady_clock::now()});
+}
+
 inline void container_instance::forget_domain() {
     auto& rt = *runtime_;
     rt.watching.reset();
@@ -311,15 +316,18 @@ container_instance::start_domain(bool wait_available, int wait_max_tryout, std::
     const std::string domain_type = co_await std::move(checking);
 
     boot_admission::ticket admitted;
-    if (options_.admission)
+    if (options_.admission) {
+        report(container_phase::waiting_for_boot_slot);
         admitted = co_await options_.admission->admit(domain_type);
+    }
 
     detail::domain_definition definition{
         .uuid = uuid_,
         .type = domain_type,
         .memory_mib = memory_,
         .vcpus = vcpus_,
-        .iso_path = iso_path_,
+        // libvirtd resolves a relative path against its own directory.
+        .iso_path = std::filesystem::absolute(iso_path_).lexically_normal().string(),
         .bridge = nat_interface_name_,
         .mac = detail::random_mac(),
         .owner = options_.owner.empty() ? host_name() : options_.owner,
@@ -353,6 +361,7 @@ container_instance::start_domain(bool wait_available, int wait_max_tryout, std::
         return domain;
     });
     std::exception_ptr failure;
+    report(container_phase::creating_domain);
     try {
         rt->domain = co_await std::move(creating);
     } catch (...) {
@@ -366,6 +375,7 @@ container_instance::start_domain(bool wait_available, int wait_max_tryout, std::
     // From here on, any failure destroys the domain before it propagates.
     try {
         if (wait_available) {
+            report(container_phase::waiting_for_address);
             detail::address_wait_settings settings{
                 .mac = definition.mac,
                 .status_file = is_local_uri(driver_uri) || driver_uri.starts_with("test:")
@@ -376,6 +386,7 @@ container_instance::start_domain(bool wait_available, int wait_max_tryout, std::
             };
             rt->ip = co_await detail::wait_for_address(
                 connection, detail::retain_domain(rt->domain.get()), std::move(settings), stopped);
+            report(container_phase::address_known);
         }
     } catch (...) {
         failure = std::current_exception();

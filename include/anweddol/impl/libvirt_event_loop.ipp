@@ -54,6 +54,18 @@ struct libvirt_event_loop::timeout_watch {
     bool removed = false;
 };
 
+// Told by the io_context when it shuts down, while its services still exist.
+class libvirt_event_loop::shutdown_watch : public boost::asio::execution_context::service {
+public:
+    using key_type = shutdown_watch;
+    static inline boost::asio::execution_context::id id;
+    explicit shutdown_watch(boost::asio::execution_context& context)
+        : service(context) {}
+
+private:
+    void shutdown() override { libvirt_event_loop::loop().detach(); }
+};
+
 namespace event_loop_impl {
 
 inline libvirt_event_loop* instance = nullptr;
@@ -91,6 +103,8 @@ libvirt_event_loop::install(const boost::asio::any_io_executor& executor) {
     static libvirt_event_loop* const installed = [&] {
         // Never destroyed: libvirt may call the hooks until the process ends.
         event_loop_impl::instance = new libvirt_event_loop(executor);
+        boost::asio::use_service<shutdown_watch>(
+            boost::asio::query(executor, boost::asio::execution::context));
         // libvirt prints every error to stderr unless told otherwise; ours
         // travel as exceptions with libvirt's message instead.
         virSetErrorFunc(nullptr, [](void*, virErrorPtr) {});
@@ -204,15 +218,32 @@ inline void libvirt_event_loop::on_ready(const std::shared_ptr<fd_entry>& entry)
 
 inline void libvirt_event_loop::free_later(virFreeCallback free_opaque, void* opaque) {
     // libvirt may hold its own locks while it removes a watch: run the free
-    // callback later, from a clean stack.
-    if (free_opaque)
+    // callback later, from a clean stack. With no io_context left (process
+    // exit), there is no later: the opaque is left alone.
+    if (free_opaque && !detached_)
         boost::asio::post(strand_, [free_opaque, opaque] { free_opaque(opaque); });
+}
+
+inline void libvirt_event_loop::detach() {
+    std::lock_guard lock(mutex_);
+    detached_ = true;
+    for (auto& [fd, entry] : fds_)
+        if (entry->descriptor.is_open())
+            entry->descriptor.release(); // libvirt's fd: never closed here
+    fds_.clear();
+    for (auto& [id, timeout] : timeouts_)
+        timeout->removed = true;
+    // Handlers still queued hold entries and timers: the io_context destroys
+    // them next, while its services still exist.
+    timeouts_.clear();
 }
 
 inline int libvirt_event_loop::add_handle(int fd, int events, virEventHandleCallback callback,
                                           void* opaque, virFreeCallback free_opaque) {
     libvirt_event_loop& self = loop();
     std::lock_guard lock(self.mutex_);
+    if (self.detached_)
+        return -1;
     auto entry = self.fds_.find(fd);
     if (entry == self.fds_.end()) {
         try {
@@ -231,7 +262,7 @@ inline void libvirt_event_loop::update_handle(int watch, int events) {
     libvirt_event_loop& self = loop();
     std::lock_guard lock(self.mutex_);
     auto found = self.handles_.find(watch);
-    if (found == self.handles_.end())
+    if (found == self.handles_.end() || self.detached_)
         return;
     found->second.events = events;
     self.arm(self.fds_.at(found->second.fd));
@@ -250,7 +281,7 @@ inline int libvirt_event_loop::remove_handle(int watch) {
         free_opaque = found->second.free_opaque;
         opaque = found->second.opaque;
         self.handles_.erase(found);
-        if (self.wanted_events(fd) == 0) {
+        if (!self.detached_ && self.wanted_events(fd) == 0) {
             bool other_watch = false;
             for (const auto& [id, other] : self.handles_)
                 other_watch = other_watch || other.fd == fd;
@@ -262,8 +293,8 @@ inline int libvirt_event_loop::remove_handle(int watch) {
                 self.fds_.erase(entry);
             }
         }
+        self.free_later(free_opaque, opaque);
     }
-    self.free_later(free_opaque, opaque);
     return 0;
 }
 
@@ -273,6 +304,8 @@ inline int libvirt_event_loop::add_timeout(int period_ms, virEventTimeoutCallbac
     std::shared_ptr<timeout_watch> timeout;
     {
         std::lock_guard lock(self.mutex_);
+        if (self.detached_)
+            return -1;
         const int id = self.next_id_++;
         timeout = std::make_shared<timeout_watch>(self.strand_, id, period_ms, callback, opaque,
                                                   free_opaque);
@@ -308,9 +341,9 @@ inline int libvirt_event_loop::remove_timeout(int timer) {
         timeout = found->second;
         timeout->removed = true;
         self.timeouts_.erase(found);
+        self.free_later(timeout->free_opaque, timeout->opaque);
     }
     boost::asio::post(self.strand_, [timeout] { timeout->timer.cancel(); });
-    self.free_later(timeout->free_opaque, timeout->opaque);
     return 0;
 }
 

@@ -1,0 +1,176 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_IMPL_PROVISIONING_IPP
+#define ANWEDDOL_IMPL_PROVISIONING_IPP
+
+#include <anweddol/detail/credentials.hpp>
+#include <anweddol/error.hpp>
+#include <anweddol/provisioning.hpp>
+
+#include <boost/asio/this_coro.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <array>
+#include <exception>
+#include <optional>
+
+namespace anweddol {
+
+inline std::string_view to_string(provisioning_phase phase) noexcept {
+    switch (phase) {
+    case provisioning_phase::waiting_for_boot_slot:
+        return "queued";
+    case provisioning_phase::creating_domain:
+        return "define";
+    case provisioning_phase::waiting_for_address:
+        return "boot";
+    case provisioning_phase::waiting_for_ssh:
+        return "ssh";
+    case provisioning_phase::administering:
+        return "administer";
+    case provisioning_phase::verifying:
+        return "verify";
+    case provisioning_phase::ready:
+        return "ready";
+    }
+    return "unknown";
+}
+
+namespace provisioning_impl {
+
+// When each phase began, to report it and to time it.
+struct phase_clock {
+    using clock = std::chrono::steady_clock;
+    clock::time_point began = clock::now();
+    std::array<std::optional<clock::time_point>, 7> starts;
+    std::string uuid;
+    const std::function<void(const provisioning_event&)>* on_progress = nullptr;
+
+    void enter(provisioning_phase phase, clock::time_point at = clock::now()) {
+        starts[static_cast<std::size_t>(phase)] = at;
+        if (on_progress && *on_progress)
+            (*on_progress)({uuid, phase, at - began});
+    }
+    // From the start of `from` to the start of `to` (zero when either is missing).
+    clock::duration between(provisioning_phase from, provisioning_phase to) const {
+        const auto& a = starts[static_cast<std::size_t>(from)];
+        const auto& b = starts[static_cast<std::size_t>(to)];
+        return a && b ? *b - *a : clock::duration::zero();
+    }
+};
+
+// The container's "address known" is where the wait for SSH begins.
+inline provisioning_phase phase_of(container_phase phase) {
+    switch (phase) {
+    case container_phase::waiting_for_boot_slot:
+        return provisioning_phase::waiting_for_boot_slot;
+    case container_phase::creating_domain:
+        return provisioning_phase::creating_domain;
+    case container_phase::waiting_for_address:
+        return provisioning_phase::waiting_for_address;
+    case container_phase::address_known:
+        break;
+    }
+    return provisioning_phase::waiting_for_ssh;
+}
+
+} // namespace provisioning_impl
+
+inline boost::asio::awaitable<provisioned_container>
+provision(std::shared_ptr<container_instance> container, provisioning_options options) {
+    using provisioning_impl::phase_clock;
+    if (!container)
+        throw boost::system::system_error(make_error_code(errc::invalid_argument),
+                                          "provision() needs a container");
+    phase_clock phases;
+    phases.uuid = container->get_uuid();
+    phases.on_progress = &options.on_progress;
+
+    // The container reports its own phases; ours wraps the caller's hook.
+    const auto original = container->get_options();
+    auto hooked = original;
+    hooked.on_progress = [&phases, forward = original.on_progress](const container_progress& p) {
+        if (forward)
+            forward(p);
+        phases.enter(provisioning_impl::phase_of(p.phase), p.at);
+    };
+    container->set_options(hooked);
+    struct restore_options {
+        container_instance& container;
+        const container_instance::options& original;
+        ~restore_options() { container.set_options(original); }
+    } restoring{*container, original};
+
+    provisioned_container result;
+    result.container = container;
+    co_await container->start_domain(true, options.ip_wait_seconds, options.driver_uri);
+
+    std::exception_ptr failure;
+    try {
+        result.ip = *container->get_ip();
+        auto endpoint =
+            std::make_shared<endpoint_shell_instance>(container->get_executor(), result.ip);
+        endpoint->set_options(options.shell);
+        co_await endpoint->open_shell();
+
+        phases.enter(provisioning_phase::administering);
+        auto [username, password] =
+            endpoint->generate_client_ssh_credentials(options.password_length, true);
+        endpoint->store_client_ssh_credentials(username, password, options.client_port);
+        co_await endpoint->administrate_container();
+        co_await endpoint->close_shell();
+        result.username = std::move(username);
+        result.password = std::move(password);
+        result.port = options.client_port;
+
+        if (options.verify_client_login) {
+            phases.enter(provisioning_phase::verifying);
+            endpoint_shell_instance client(container->get_executor(), result.ip, result.username,
+                                           result.password, result.port);
+            client.set_options(options.shell);
+            co_await client.open_shell();
+            const command_result whoami = co_await client.execute("id -un");
+            co_await client.close_shell();
+            if (whoami.exit_status != 0 || whoami.std_out != result.username + "\n")
+                throw boost::system::system_error(make_error_code(errc::administration_failed),
+                                                  "the client logged in but is not " +
+                                                      result.username + ": 'id -un' said '" +
+                                                      whoami.std_out + "'");
+        }
+        phases.enter(provisioning_phase::ready);
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    if (failure) {
+        detail::cleanse(result.password);
+        co_await boost::asio::this_coro::reset_cancellation_state();
+        if (container->is_domain_running()) {
+            try {
+                co_await container->stop_domain(true);
+            } catch (const boost::system::system_error&) {
+                // Already gone (it crashed): nothing left to destroy.
+            }
+        }
+        std::rethrow_exception(failure);
+    }
+
+    using P = provisioning_phase;
+    auto& t = result.timings;
+    t.queued = phases.between(P::waiting_for_boot_slot, P::creating_domain);
+    // The checks before the boot slot count as defining too.
+    t.define =
+        *phases.starts[static_cast<std::size_t>(P::waiting_for_address)] - phases.began - t.queued;
+    t.boot_to_ip = phases.between(P::waiting_for_address, P::waiting_for_ssh);
+    t.ip_to_ssh = phases.between(P::waiting_for_ssh, P::administering);
+    t.administration =
+        phases.between(P::administering, options.verify_client_login ? P::verifying : P::ready);
+    t.verification = options.verify_client_login ? phases.between(P::verifying, P::ready)
+                                                 : provisioning_timings::duration::zero();
+    t.total = *phases.starts[static_cast<std::size_t>(P::ready)] - phases.began;
+    co_return result;
+}
+
+} // namespace anweddol
+
+#endif

@@ -1,0 +1,91 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_PROVISIONING_HPP
+#define ANWEDDOL_PROVISIONING_HPP
+
+#include <anweddol/container_instance.hpp>
+#include <anweddol/endpoint_shell_instance.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace anweddol {
+
+/// The steps of provision(), in order.
+enum class provisioning_phase {
+    waiting_for_boot_slot, ///< queued in the boot admission
+    creating_domain,       ///< libvirt defines and starts the domain
+    waiting_for_address,   ///< the guest boots and gets its DHCP lease
+    waiting_for_ssh,       ///< the endpoint's SSH server comes up; logging in
+    administering,         ///< the setup script hands the container over
+    verifying,             ///< logging in as the client, to check its credentials
+    ready,                 ///< done: the credentials work
+};
+
+/// A short name of the phase, such as "boot" or "ssh".
+std::string_view to_string(provisioning_phase phase) noexcept;
+
+/// A phase of one container's provisioning begins.
+struct provisioning_event {
+    std::string uuid;
+    provisioning_phase phase;
+    /// Since provision() began.
+    std::chrono::steady_clock::duration elapsed;
+};
+
+/// How long each phase took; `total` is from the call to ready.
+struct provisioning_timings {
+    using duration = std::chrono::steady_clock::duration;
+    duration queued{};         ///< waiting for a boot slot
+    duration define{};         ///< checks and virDomainCreateXML
+    duration boot_to_ip{};     ///< domain created -> address known
+    duration ip_to_ssh{};      ///< address known -> endpoint logged in
+    duration administration{}; ///< the setup script
+    duration verification{};   ///< the client's own login
+    duration total{};
+};
+
+struct provisioning_options {
+    std::string driver_uri = "qemu:///system";
+    int ip_wait_seconds = 240;        ///< start_domain's wait_max_tryout
+    std::uint16_t client_port = 2222; ///< where the client's SSH server listens
+    std::size_t password_length = 120;
+    bool verify_client_login = true; ///< log in as the client before handing over
+    endpoint_shell_options shell;    ///< for the endpoint's and the client's logins
+    /// Called on the provisioning coroutine as each phase begins; must not throw.
+    std::function<void(const provisioning_event&)> on_progress;
+};
+
+/// A container that a client can log in to.
+struct provisioned_container {
+    std::shared_ptr<container_instance> container;
+    std::string ip;
+    std::uint16_t port = 0;
+    std::string username;
+    std::string password; ///< the caller's to hand over, and to wipe afterwards
+    provisioning_timings timings;
+};
+
+/// async: what a container server does for each client: boots `container`,
+/// waits for its address, logs in as `endpoint`, generates client
+/// credentials, runs the setup script with them and (by default) checks that
+/// the client can log in. Errors: those of start_domain(), open_shell(),
+/// administrate_container(); errc::administration_failed when the client
+/// cannot log in afterwards. Any failure or cancellation destroys the
+/// domain before the error propagates.
+boost::asio::awaitable<provisioned_container>
+provision(std::shared_ptr<container_instance> container, provisioning_options options = {});
+
+} // namespace anweddol
+
+#include <anweddol/impl/provisioning.ipp>
+
+#endif

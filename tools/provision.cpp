@@ -1,0 +1,375 @@
+// anweddol-provision: boots N containers at once, hands each over to fresh
+// client credentials, checks that they work, and prints a table with the
+// time each phase took. Destroys them when it exits, unless --keep; Ctrl-C
+// destroys every one of them before it exits.
+#include <anweddol/detail/credentials.hpp>
+#include <anweddol/provisioning.hpp>
+#include <anweddol/virtualization_interface.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <unistd.h>
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::string_view usage = R"(usage: anweddol-provision --iso PATH [options]
+
+Boots containers from a live ISO, administers each over SSH, checks the
+client credentials it hands out, and prints them with per-phase timings.
+
+  --iso PATH          the live ISO to boot (required)
+  --count N           how many containers to provision at once (default 1)
+  --memory MIB        memory of each, at least 512 (default 512)
+  --vcpus N           virtual CPUs of each (default 1)
+  --uri URI           libvirt driver URI (default qemu:///system)
+  --domain-type TYPE  kvm or qemu (default: kvm where the host has it)
+  --max-boots N       boots at the same time: a number, "auto" (the CPU
+                      count for software emulation) or "unbounded"
+  --client-port PORT  where the client's SSH server listens (default 2222)
+  --json              print JSON instead of a table
+  --keep              leave the containers running at exit
+  --show-passwords    print the passwords instead of masking them
+  --help              this text
+)";
+
+struct settings {
+    std::string iso;
+    unsigned count = 1;
+    unsigned memory = 512;
+    unsigned vcpus = 1;
+    std::string uri = "qemu:///system";
+    std::string domain_type;
+    std::string max_boots = "auto";
+    std::uint16_t client_port = 2222;
+    bool json = false;
+    bool keep = false;
+    bool show_passwords = false;
+};
+
+[[noreturn]] void bad_usage(const std::string& why) {
+    std::cerr << "anweddol-provision: " << why << "\n\n" << usage;
+    std::exit(2);
+}
+
+unsigned number(const std::string& option, const std::string& value, unsigned low, unsigned high) {
+    try {
+        std::size_t used = 0;
+        const unsigned long n = std::stoul(value, &used);
+        if (used == value.size() && n >= low && n <= high)
+            return static_cast<unsigned>(n);
+    } catch (const std::exception&) {
+    }
+    bad_usage(option + " needs a number from " + std::to_string(low) + " to " +
+              std::to_string(high) + ", not '" + value + "'");
+}
+
+settings parse(int argc, char** argv) {
+    settings s;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--help") {
+            std::cout << usage;
+            std::exit(0);
+        }
+        if (arg == "--json" || arg == "--keep" || arg == "--show-passwords") {
+            (arg == "--json" ? s.json : arg == "--keep" ? s.keep : s.show_passwords) = true;
+            continue;
+        }
+        if (i + 1 == argc)
+            bad_usage(arg + " needs a value");
+        const std::string value = argv[++i];
+        if (arg == "--iso")
+            s.iso = value;
+        else if (arg == "--count")
+            s.count = number(arg, value, 1, 256);
+        else if (arg == "--memory")
+            s.memory = number(arg, value, 512, 1 << 20);
+        else if (arg == "--vcpus")
+            s.vcpus = number(arg, value, 1, 256);
+        else if (arg == "--uri")
+            s.uri = value;
+        else if (arg == "--domain-type")
+            s.domain_type = value;
+        else if (arg == "--max-boots")
+            s.max_boots = value == "auto" || value == "unbounded"
+                              ? value
+                              : std::to_string(number(arg, value, 1, 1024));
+        else if (arg == "--client-port")
+            s.client_port = static_cast<std::uint16_t>(number(arg, value, 1, 65535));
+        else
+            bad_usage("unknown option " + arg);
+    }
+    if (s.iso.empty())
+        bad_usage("--iso is required");
+    return s;
+}
+
+double seconds(std::chrono::steady_clock::duration d) {
+    return std::chrono::duration<double>(d).count();
+}
+
+// One container's state, for the live display and the final report.
+struct slot {
+    std::shared_ptr<anweddol::container_instance> container;
+    anweddol::provisioning_phase phase = anweddol::provisioning_phase::waiting_for_boot_slot;
+    std::chrono::steady_clock::duration elapsed{};
+    std::optional<anweddol::provisioned_container> result;
+    std::string error;
+    bool done = false;
+    asio::cancellation_signal cancel;
+};
+
+// Live progress: redrawn in place on a terminal, one line per event elsewhere.
+class progress_display {
+public:
+    progress_display(bool terminal, std::ostream& out)
+        : terminal_(terminal)
+        , out_(out) {}
+
+    void event(const slot& s, std::size_t index) {
+        if (!terminal_)
+            out_ << "[" << fixed(seconds(s.elapsed), 1) << " s] container " << index + 1 << " "
+                 << s.container->get_uuid() << ": " << anweddol::to_string(s.phase) << "\n"
+                 << std::flush;
+    }
+
+    void redraw(const std::vector<std::unique_ptr<slot>>& slots,
+                std::chrono::steady_clock::time_point began) {
+        if (!terminal_)
+            return;
+        if (drawn_ > 0)
+            out_ << "\x1b[" << drawn_ << "F"; // back to the first line drawn
+        const double now = seconds(std::chrono::steady_clock::now() - began);
+        for (const auto& s : slots) {
+            const std::string state{s->done ? (s->error.empty() ? "ready" : "FAILED")
+                                            : anweddol::to_string(s->phase)};
+            out_ << "\x1b[2K  " << s->container->get_uuid() << "  " << pad(state, 10) << " "
+                 << fixed(s->done ? seconds(s->elapsed) : now, 1) << " s\n";
+        }
+        out_ << std::flush;
+        drawn_ = slots.size();
+    }
+
+private:
+    static std::string fixed(double value, int decimals) {
+        char text[32];
+        std::snprintf(text, sizeof text, "%.*f", decimals, value);
+        return text;
+    }
+    static std::string pad(std::string text, std::size_t width) {
+        text.resize(std::max(width, text.size()), ' ');
+        return text;
+    }
+
+    bool terminal_;
+    std::ostream& out_;
+    std::size_t drawn_ = 0;
+};
+
+void print_table(const std::vector<std::unique_ptr<slot>>& slots, const settings& s) {
+    std::printf("\n%-36s  %-15s  %5s  %-10s  %-12s  %7s %8s %8s %7s %7s %7s\n", "uuid", "ip",
+                "port", "username", "password", "define", "boot->ip", "ip->ssh", "admin", "verify",
+                "total");
+    for (const auto& slot : slots) {
+        if (!slot->result) {
+            std::printf("%-36s  failed: %s\n", slot->container->get_uuid().c_str(),
+                        slot->error.c_str());
+            continue;
+        }
+        const auto& r = *slot->result;
+        const auto& t = r.timings;
+        const std::string password = s.show_passwords ? r.password : std::string(12, '*');
+        std::printf("%-36s  %-15s  %5u  %-10s  %-12s  %6.1fs %7.1fs %7.1fs %6.1fs %6.1fs %6.1fs\n",
+                    slot->container->get_uuid().c_str(), r.ip.c_str(), r.port, r.username.c_str(),
+                    password.c_str(), seconds(t.define), seconds(t.boot_to_ip),
+                    seconds(t.ip_to_ssh), seconds(t.administration), seconds(t.verification),
+                    seconds(t.total));
+    }
+}
+
+void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings& s,
+                double makespan) {
+    boost::json::array containers;
+    for (const auto& slot : slots) {
+        boost::json::object entry;
+        entry["uuid"] = slot->container->get_uuid();
+        if (slot->result) {
+            const auto& r = *slot->result;
+            entry["ip"] = r.ip;
+            entry["port"] = r.port;
+            entry["username"] = r.username;
+            entry["password"] = s.show_passwords ? r.password : std::string(12, '*');
+            entry["timings"] = {{"queued", seconds(r.timings.queued)},
+                                {"define", seconds(r.timings.define)},
+                                {"boot_to_ip", seconds(r.timings.boot_to_ip)},
+                                {"ip_to_ssh", seconds(r.timings.ip_to_ssh)},
+                                {"administration", seconds(r.timings.administration)},
+                                {"verification", seconds(r.timings.verification)},
+                                {"total", seconds(r.timings.total)}};
+        } else {
+            entry["error"] = slot->error;
+        }
+        containers.push_back(std::move(entry));
+    }
+    boost::json::object report{
+        {"containers", std::move(containers)}, {"makespan", makespan}, {"kept", s.keep}};
+    std::cout << boost::json::serialize(report) << "\n";
+}
+
+} // namespace
+
+int main(int argc, char** argv) try {
+    const settings s = parse(argc, argv);
+    auto& admission = anweddol::boot_admission::global();
+    if (s.max_boots == "unbounded")
+        admission.set_unbounded();
+    else if (s.max_boots != "auto")
+        admission.set_limit(std::stoul(s.max_boots));
+
+    asio::io_context context(1);
+    anweddol::virtualization_interface interface(context.get_executor());
+    const bool terminal = !s.json && ::isatty(STDOUT_FILENO);
+    progress_display display(terminal, s.json ? std::cerr : std::cout);
+
+    std::vector<std::unique_ptr<slot>> slots;
+    for (unsigned i = 0; i < s.count; ++i) {
+        auto container = interface.create_container(s.iso, false);
+        container->set_memory(s.memory);
+        container->set_vcpus(s.vcpus);
+        auto options = container->get_options();
+        options.domain_type = s.domain_type;
+        container->set_options(options);
+        slots.push_back(std::make_unique<slot>());
+        slots.back()->container = container;
+    }
+
+    const auto began = std::chrono::steady_clock::now();
+    std::size_t finished = 0;
+    bool interrupted = false;
+    asio::steady_timer ticker(context);
+    asio::signal_set signals(context, SIGINT, SIGTERM);
+
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+        slot& current = *slots[i];
+        anweddol::provisioning_options options;
+        options.driver_uri = s.uri;
+        options.client_port = s.client_port;
+        options.on_progress = [&current, &display, i](const anweddol::provisioning_event& e) {
+            current.phase = e.phase;
+            current.elapsed = e.elapsed;
+            display.event(current, i);
+        };
+        asio::co_spawn(context, anweddol::provision(current.container, std::move(options)),
+                       asio::bind_cancellation_slot(
+                           current.cancel.slot(), [&, i](std::exception_ptr error,
+                                                         anweddol::provisioned_container result) {
+                               slot& done = *slots[i];
+                               done.done = true;
+                               done.elapsed = std::chrono::steady_clock::now() - began;
+                               if (error) {
+                                   try {
+                                       std::rethrow_exception(error);
+                                   } catch (const std::exception& e) {
+                                       done.error = e.what();
+                                   }
+                                   if (!terminal)
+                                       (s.json ? std::cerr : std::cout)
+                                           << "container " << i + 1 << " failed: " << done.error
+                                           << "\n";
+                               } else {
+                                   done.result = std::move(result);
+                               }
+                               // libvirt's event loop keeps the io_context
+                               // busy while connections exist: stop it rather
+                               // than wait for it to run out of work.
+                               if (++finished == slots.size())
+                                   context.stop();
+                           }));
+    }
+
+    // Ctrl-C: cancel every provisioning; each destroys its domain as it ends.
+    signals.async_wait([&](boost::system::error_code ec, int) {
+        if (ec)
+            return;
+        interrupted = true;
+        (s.json ? std::cerr : std::cout) << "\ninterrupted: destroying every container\n";
+        for (auto& slot : slots)
+            slot->cancel.emit(asio::cancellation_type::terminal);
+    });
+    std::function<void()> tick = [&] {
+        display.redraw(slots, began);
+        ticker.expires_after(200ms);
+        ticker.async_wait([&](boost::system::error_code ec) {
+            if (!ec)
+                tick();
+        });
+    };
+    tick();
+    context.run();
+    display.redraw(slots, began);
+    const double makespan = seconds(std::chrono::steady_clock::now() - began);
+
+    if (s.json)
+        print_json(slots, s, makespan);
+    else {
+        print_table(slots, s);
+        std::printf("\n%zu of %zu administered in %.1f s (makespan)%s\n",
+                    static_cast<std::size_t>(std::count_if(
+                        slots.begin(), slots.end(), [](const auto& x) { return x->result; })),
+                    slots.size(), makespan,
+                    s.keep && !interrupted ? "; kept running" : "; destroying them");
+    }
+
+    // Destroy what runs, unless asked to keep it (never after Ctrl-C).
+    if (!s.keep || interrupted) {
+        std::size_t stopping = 0;
+        for (auto& slot : slots)
+            if (slot->container->is_domain_running()) {
+                ++stopping;
+                asio::co_spawn(context, slot->container->stop_domain(true),
+                               [&](std::exception_ptr) {
+                                   if (--stopping == 0)
+                                       context.stop();
+                               });
+            }
+        if (stopping > 0) {
+            context.restart();
+            context.run();
+        }
+    } else {
+        for (auto& slot : slots) // left running: forget them without stopping them
+            slot->container->set_domain_descriptor(nullptr);
+    }
+    for (auto& slot : slots)
+        if (slot->result)
+            anweddol::detail::cleanse(slot->result->password);
+    const bool all_ready = std::all_of(slots.begin(), slots.end(),
+                                       [](const auto& x) { return x->result.has_value(); });
+    return interrupted ? 130 : all_ready ? 0 : 1;
+} catch (const std::exception& e) {
+    std::cerr << "anweddol-provision: " << e.what() << "\n";
+    return 1;
+}
