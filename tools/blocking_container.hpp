@@ -2,9 +2,9 @@
 // anweddol: throwaway libvirt/QEMU containers administered over SSH.
 //
 // The synchronous boot -> lease -> SSH path, written straight on libvirt's
-// and libssh's C APIs. The first provisioning tool and the foundation's
-// integration test share it; it checks the sandbox and the guest ISO without
-// depending on the library's asynchronous parts.
+// and libssh's C APIs. The integration tests use it to check the sandbox and
+// the guest ISO without depending on the library's asynchronous parts (the
+// first, blocking provisioning tool that it was written for is gone).
 //
 #ifndef ANWEDDOL_TOOLS_BLOCKING_CONTAINER_HPP
 #define ANWEDDOL_TOOLS_BLOCKING_CONTAINER_HPP
