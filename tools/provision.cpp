@@ -329,6 +329,8 @@ int main(int argc, char** argv) try {
     };
     tick();
     context.run();
+    ticker.cancel();  // the table below must not be redrawn over
+    signals.cancel(); // from here on, Ctrl-C waits for the destroys
     display.redraw(slots, began);
     const double makespan = seconds(std::chrono::steady_clock::now() - began);
 

@@ -158,11 +158,13 @@ private:
     // What lifecycle events change: shared with the event handler, which may
     // run after the container is gone.
     struct runtime {
+        // Declared first, destroyed last: the domain's handle must not drop
+        // the last reference to libvirt's connection on the io thread.
+        std::shared_ptr<hypervisor_connection> connection;
         detail::domain_handle domain;
         bool running = false;
         std::optional<std::string> mac;
         std::optional<std::string> ip;
-        std::shared_ptr<hypervisor_connection> connection;
         hypervisor_connection::subscription watching;
     };
 

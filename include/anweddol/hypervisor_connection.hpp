@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 
 namespace anweddol {
 
@@ -89,6 +90,11 @@ public:
     std::size_t max_calls_in_flight() const noexcept { return options_.max_calls_in_flight; }
     /// The most calls that ever ran at once on the worker pool.
     std::size_t peak_calls_in_flight() const noexcept { return peak_in_flight_.load(); }
+    /// A new reference to the current libvirt connection (nullptr before the
+    /// first open): for blocking work that must run outside call(), such as a
+    /// destructor's last destroy. Thread-safe.
+    detail::connect_handle current() const;
+
     /// Whether libvirt delivers lifecycle events to this connection's subscribers.
     bool lifecycle_events() const noexcept { return events_wanted_.load(); }
     /// How often the connection was opened (1 + reopens).
@@ -98,8 +104,18 @@ public:
     class subscription {
     public:
         subscription() = default;
-        subscription(subscription&&) noexcept = default;
-        subscription& operator=(subscription&&) noexcept = default;
+        subscription(subscription&& other) noexcept
+            : owner_(std::move(other.owner_))
+            , id_(std::exchange(other.id_, 0)) {}
+        /// Unsubscribes from what this held before taking `other`'s.
+        subscription& operator=(subscription&& other) noexcept {
+            if (this != &other) {
+                reset();
+                owner_ = std::move(other.owner_);
+                id_ = std::exchange(other.id_, 0);
+            }
+            return *this;
+        }
         ~subscription() { reset(); }
         void reset();
 
@@ -145,7 +161,6 @@ private:
     void reopen_blocking();
     int register_lifecycle(virConnectPtr connection);
     void register_lifecycle_blocking(virConnectPtr connection);
-    detail::connect_handle current() const;
     int add_subscriber(subscriber s);
     void remove_subscriber(int id);
     void publish(const domain_lifecycle_event& event);

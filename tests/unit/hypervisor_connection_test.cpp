@@ -271,3 +271,28 @@ TEST_CASE("connection: coroutines that open one URI at the same time share one c
         CHECK(connection == opened.front());
     CHECK(opened.front()->open_count() == 1);
 }
+
+TEST_CASE("connection: a subscription assigned over another unsubscribes the old one") {
+    int old_calls = 0;
+    int new_calls = 0;
+    run_coroutine([&]() -> awaitable<bool> {
+        auto connection = co_await hypervisor_connection::open(test_uri);
+        auto executor = co_await boost::asio::this_coro::executor;
+        auto watching = connection->subscribe(
+            executor, [&](const anweddol::domain_lifecycle_event&) { ++old_calls; });
+        watching = connection->subscribe(
+            executor, [&](const anweddol::domain_lifecycle_event&) { ++new_calls; });
+        auto churn = connection->call([](virConnectPtr c) {
+            anweddol::detail::domain_handle domain(
+                virDomainCreateXML(c, domain_xml("anweddol-resubscribed").c_str(), 0));
+            if (!domain || virDomainDestroy(domain.get()) < 0)
+                anweddol::detail::throw_last_libvirt_error("create and destroy");
+        });
+        co_await std::move(churn);
+        boost::asio::steady_timer settle(executor, 100ms);
+        co_await settle.async_wait(use_awaitable);
+        co_return true;
+    }());
+    CHECK(new_calls >= 2);
+    CHECK(old_calls == 0);
+}

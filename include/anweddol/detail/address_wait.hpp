@@ -80,6 +80,7 @@ private:
 };
 
 struct address_wait_settings {
+    std::string uuid;
     std::string mac;
     /// dnsmasq's status file; empty where the hypervisor is not on this host.
     std::filesystem::path status_file;
@@ -124,8 +125,17 @@ inline boost::asio::awaitable<address_outcome> wait_forever() {
 /// replaces it: the lease shows up within milliseconds of being granted.
 inline boost::asio::awaitable<address_outcome> lease_from_status_file(std::filesystem::path file,
                                                                       std::string mac) {
+    std::optional<status_file_watch> watch;
     try {
-        status_file_watch watch(co_await boost::asio::this_coro::executor, file);
+        watch.emplace(co_await boost::asio::this_coro::executor, file);
+    } catch (const boost::system::system_error& e) {
+        // No inotify (its per-user limit, say): asking libvirt still works.
+        if (is_cancellation(e))
+            throw;
+    }
+    if (!watch)
+        co_return co_await wait_forever();
+    try {
         for (;;) {
             // Armed before reading: a replacement in between is not missed.
             auto reading = async_run_blocking([file] { return read_lease_file(file); },
@@ -134,22 +144,33 @@ inline boost::asio::awaitable<address_outcome> lease_from_status_file(std::files
             if (text)
                 if (auto lease = find_lease(*text, mac, std::time(nullptr)))
                     co_return address_outcome{lease->ip_address, {}, {}};
-            co_await watch.changed();
+            co_await watch->changed();
         }
     } catch (const boost::system::system_error& e) {
-        if (is_cancellation(e))
+        // A file that is not what dnsmasq writes ends the wait; any other
+        // trouble (cancellation aside) leaves the address to libvirt, and
+        // this branch waits for nothing more.
+        if (is_cancellation(e) || e.code() != errc::lease_file_malformed)
             throw;
         co_return address_outcome{std::nullopt, e.code(), e.what()};
     }
 }
 
-// On a worker: the domain's first IPv4 address on the NIC with `mac`, as
-// libvirt knows it from its own lease records, or from a guest agent.
-inline std::optional<std::string> interface_address(virDomainPtr domain, const std::string& mac) {
+// On a worker: the first IPv4 address of domain `uuid`'s NIC with `mac`, as
+// libvirt knows it from its own lease records, or from a guest agent. The
+// domain is looked up on the connection at hand: after libvirtd restarted,
+// handles from the old connection are dead.
+inline std::optional<std::string>
+interface_address(virConnectPtr connection, const std::string& uuid, const std::string& mac) {
+    domain_handle domain(virDomainLookupByUUIDString(connection, uuid.c_str()));
+    if (!domain) {
+        virResetLastError();
+        return std::nullopt; // gone: its STOPPED event says so
+    }
     for (const unsigned source :
          {VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT}) {
         virDomainInterfacePtr* interfaces = nullptr;
-        const int count = virDomainInterfaceAddresses(domain, &interfaces, source, 0);
+        const int count = virDomainInterfaceAddresses(domain.get(), &interfaces, source, 0);
         if (count < 0) {
             virResetLastError(); // no agent, or the source does not apply here
             continue;
@@ -173,13 +194,12 @@ inline std::optional<std::string> interface_address(virDomainPtr domain, const s
 /// libvirt's view of the address, asked every `interval`: for hypervisors
 /// without a status file on this host (remote ones, test:///).
 inline boost::asio::awaitable<address_outcome>
-lease_from_libvirt(std::shared_ptr<hypervisor_connection> connection, domain_handle domain,
+lease_from_libvirt(std::shared_ptr<hypervisor_connection> connection, std::string uuid,
                    std::string mac, std::chrono::milliseconds interval) {
-    auto shared = std::shared_ptr<virDomain>(domain.release(), virDomainFree);
     boost::asio::steady_timer pause(co_await boost::asio::this_coro::executor);
     for (;;) {
         auto asking = connection->call(
-            [shared, mac](virConnectPtr) { return interface_address(shared.get(), mac); });
+            [uuid, mac](virConnectPtr c) { return interface_address(c, uuid, mac); });
         if (auto ip = co_await std::move(asking))
             co_return address_outcome{std::move(*ip), {}, {}};
         pause.expires_after(interval);
@@ -210,8 +230,8 @@ inline boost::asio::awaitable<address_outcome> address_deadline(int seconds) {
 /// errc::domain_not_running when `stopped` is raised first;
 /// errc::lease_file_malformed. Cancellable.
 inline boost::asio::awaitable<std::string>
-wait_for_address(std::shared_ptr<hypervisor_connection> connection, domain_handle domain,
-                 address_wait_settings settings, std::shared_ptr<stop_signal> stopped) {
+wait_for_address(std::shared_ptr<hypervisor_connection> connection, address_wait_settings settings,
+                 std::shared_ptr<stop_signal> stopped) {
     using namespace boost::asio::experimental::awaitable_operators;
     std::error_code ignored;
     const bool watch_file =
@@ -220,8 +240,8 @@ wait_for_address(std::shared_ptr<hypervisor_connection> connection, domain_handl
     auto from_file =
         watch_file ? lease_from_status_file(settings.status_file, settings.mac) : wait_forever();
     auto from_libvirt = settings.poll_interval.count() > 0
-                            ? lease_from_libvirt(std::move(connection), std::move(domain),
-                                                 settings.mac, settings.poll_interval)
+                            ? lease_from_libvirt(std::move(connection), settings.uuid, settings.mac,
+                                                 settings.poll_interval)
                             : wait_forever();
     auto stop = stopped_while_waiting(std::move(stopped));
     auto deadline =

@@ -162,30 +162,54 @@ inline std::string preflight(virConnectPtr connection, const std::string& uri,
     return wanted_type.empty() ? automatic_domain_type(connection) : wanted_type;
 }
 
-// Destroys `domain` on the connection's lanes; uncancellable, since a
-// half-done cleanup would leave the domain behind. Swallows "not running".
-inline boost::asio::awaitable<void>
-destroy_domain(std::shared_ptr<hypervisor_connection> connection, detail::domain_handle domain) {
-    auto destroy = [domain = std::move(domain)](virConnectPtr) {
-        if (virDomainDestroy(domain.get()) < 0) {
-            if (virGetLastErrorCode() == VIR_ERR_OPERATION_INVALID ||
-                virGetLastErrorCode() == VIR_ERR_NO_DOMAIN) {
-                virResetLastError(); // already gone
-                return;
+// On a worker: destroys the domain with `uuid`, looked up on `connection`
+// (the current one: after libvirtd restarted, handles from the old one are
+// dead), or through `fallback` where there is no connection (an adopted
+// domain). A domain already gone is not an error.
+inline void destroy_blocking(virConnectPtr connection, const std::string& uuid,
+                             virDomainPtr fallback) {
+    detail::domain_handle domain;
+    if (connection) {
+        domain.reset(virDomainLookupByUUIDString(connection, uuid.c_str()));
+        if (!domain) {
+            if (virGetLastErrorCode() == VIR_ERR_NO_DOMAIN) {
+                virResetLastError();
+                return; // already gone
             }
-            detail::throw_last_libvirt_error("cannot destroy domain");
+            detail::throw_last_libvirt_error("cannot look up domain " + uuid + " to destroy it");
         }
-    };
+    } else {
+        domain = detail::retain_domain(fallback);
+    }
+    if (domain && virDomainDestroy(domain.get()) < 0) {
+        if (virGetLastErrorCode() == VIR_ERR_OPERATION_INVALID ||
+            virGetLastErrorCode() == VIR_ERR_NO_DOMAIN) {
+            virResetLastError(); // not running any more
+            return;
+        }
+        detail::throw_last_libvirt_error("cannot destroy domain " + uuid);
+    }
+}
+
+// Destroys the domain on the connection's lanes; uncancellable, since a
+// half-done cleanup would leave the domain behind.
+inline boost::asio::awaitable<void>
+destroy_domain(std::shared_ptr<hypervisor_connection> connection, std::string uuid,
+               detail::domain_handle fallback) {
     auto executor = co_await boost::asio::this_coro::executor;
     if (connection) {
         auto destroying = boost::asio::co_spawn(
-            executor, connection->call(std::move(destroy)),
+            executor, connection->call([uuid = std::move(uuid)](virConnectPtr c) {
+                destroy_blocking(c, uuid, nullptr);
+            }),
             boost::asio::bind_cancellation_slot(boost::asio::cancellation_slot(),
                                                 boost::asio::use_awaitable));
         co_await std::move(destroying);
     } else {
         auto destroying = detail::async_run_blocking(
-            [destroy = std::move(destroy)]() mutable { destroy(nullptr); },
+            [uuid = std::move(uuid), fallback = std::move(fallback)] {
+                destroy_blocking(nullptr, uuid, fallback.get());
+            },
             boost::asio::bind_cancellation_slot(boost::asio::cancellation_slot(),
                                                 boost::asio::use_awaitable));
         co_await std::move(destroying);
@@ -273,15 +297,21 @@ inline void container_instance::forget_domain() {
 inline void container_instance::destroy_in_background() noexcept {
     if (!runtime_->running || !runtime_->domain)
         return;
+    const auto destroy =
+        [connection = runtime_->connection, uuid = uuid_,
+         domain = std::shared_ptr<virDomain>(
+             detail::retain_domain(runtime_->domain.get()).release(), virDomainFree)] {
+            try {
+                const auto current = connection ? connection->current() : detail::connect_handle();
+                container_impl::destroy_blocking(current.get(), uuid, domain.get());
+            } catch (const std::exception&) {
+                // Nobody is left to tell: libvirtd is gone, and its domains with it.
+            }
+        };
     try {
-        boost::asio::post(detail::blocking_pool(), [domain = std::move(runtime_->domain)] {
-            virDomainDestroy(domain.get());
-            virResetLastError();
-        });
+        boost::asio::post(detail::blocking_pool(), destroy);
     } catch (...) {
-        // Out of memory while posting: destroy here rather than leak the VM.
-        virDomainDestroy(runtime_->domain.get());
-        virResetLastError();
+        destroy(); // out of memory while posting: block rather than leak the VM
     }
     forget_domain();
 }
@@ -377,6 +407,7 @@ container_instance::start_domain(bool wait_available, int wait_max_tryout, std::
         if (wait_available) {
             report(container_phase::waiting_for_address);
             detail::address_wait_settings settings{
+                .uuid = uuid_,
                 .mac = definition.mac,
                 .status_file = is_local_uri(driver_uri) || driver_uri.starts_with("test:")
                                    ? options_.lease_directory / (nat_interface_name_ + ".status")
@@ -384,8 +415,7 @@ container_instance::start_domain(bool wait_available, int wait_max_tryout, std::
                 .poll_interval = options_.address_poll_interval,
                 .budget_seconds = wait_max_tryout,
             };
-            rt->ip = co_await detail::wait_for_address(
-                connection, detail::retain_domain(rt->domain.get()), std::move(settings), stopped);
+            rt->ip = co_await detail::wait_for_address(connection, std::move(settings), stopped);
             report(container_phase::address_known);
         }
     } catch (...) {
@@ -395,8 +425,13 @@ container_instance::start_domain(bool wait_available, int wait_max_tryout, std::
         // A cancelled coroutine would throw at the next co_await: clear it, and
         // let nothing cancel the cleanup itself.
         co_await boost::asio::this_coro::reset_cancellation_state();
-        co_await destroy_domain(connection, std::move(rt->domain));
-        forget_domain();
+        try {
+            co_await destroy_domain(connection, uuid_, detail::retain_domain(rt->domain.get()));
+            forget_domain();
+        } catch (const std::exception&) {
+            // Still there: keep it, so that stop_domain() or the destructor
+            // tries again. The error that matters is the first one.
+        }
         std::rethrow_exception(failure);
     }
 }
@@ -408,7 +443,7 @@ inline boost::asio::awaitable<void> container_instance::stop_domain(bool destroy
     auto rt = runtime_;
     auto connection = rt->connection;
     if (destroy) {
-        co_await destroy_domain(connection, detail::retain_domain(rt->domain.get()));
+        co_await destroy_domain(connection, uuid_, detail::retain_domain(rt->domain.get()));
         forget_domain();
         co_return;
     }
@@ -438,7 +473,7 @@ inline boost::asio::awaitable<void> container_instance::stop_domain(bool destroy
     }
     // Stopped, or timed out, failed or cancelled: destroy what is left.
     co_await boost::asio::this_coro::reset_cancellation_state();
-    co_await destroy_domain(connection, detail::retain_domain(rt->domain.get()));
+    co_await destroy_domain(connection, uuid_, detail::retain_domain(rt->domain.get()));
     forget_domain();
     if (failure) {
         try {

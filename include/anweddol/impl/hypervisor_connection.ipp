@@ -58,10 +58,14 @@ hypervisor_connection::open(std::string uri, options opts) {
     detail::libvirt_event_loop::install(co_await boost::asio::this_coro::executor);
     std::shared_ptr<hypervisor_connection> connection = shared_for(uri, opts);
     co_await reopen(connection); // no-op when open
-    if (opts.lifecycle_events && !connection->events_wanted_.exchange(true)) {
-        // Shared with an opener that did not want events: subscribe now.
-        co_await connection->call(
+    if (opts.lifecycle_events && !connection->events_wanted_.load()) {
+        // Shared with an opener that did not want events: subscribe now, and
+        // say so only once it worked (a failure leaves the next opener to
+        // try again). Built outside the co_await expression: GCC 12.
+        auto registering = connection->call(
             [self = connection.get()](virConnectPtr c) { self->register_lifecycle_blocking(c); });
+        co_await std::move(registering);
+        connection->events_wanted_ = true;
     }
     co_return connection;
 }
