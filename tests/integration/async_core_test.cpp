@@ -3,8 +3,10 @@
 // clean errors and a working reconnect instead of a hang.
 #include "../unit/test_context.hpp"
 #include "blocking_container.hpp"
+#include "sandbox_settings.hpp"
 
 #include <anweddol/detail/blocking_pool.hpp>
+#include <anweddol/detail/domain_identity.hpp>
 #include <anweddol/detail/libvirt_call.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 
@@ -33,27 +35,6 @@ using namespace std::chrono_literals;
 namespace {
 
 const std::string system_uri = "qemu:///system";
-
-std::string environment_or(const char* name, std::string fallback) {
-    const char* value = std::getenv(name);
-    return value && *value ? value : fallback;
-}
-
-// A fresh UUID4 text from the CSPRNG.
-std::string random_uuid() {
-    std::string bytes = anweddol::tools::random_bytes(16);
-    bytes[6] = static_cast<char>((bytes[6] & 0x0f) | 0x40);
-    bytes[8] = static_cast<char>((bytes[8] & 0x3f) | 0x80);
-    std::string text;
-    for (std::size_t i = 0; i < bytes.size(); ++i) {
-        static const char digits[] = "0123456789abcdef";
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            text += '-';
-        text += digits[static_cast<unsigned char>(bytes[i]) >> 4];
-        text += digits[static_cast<unsigned char>(bytes[i]) & 0xf];
-    }
-    return text;
-}
 
 // Runs scripts/sandbox.sh with `arguments` on a worker, so that the io_context
 // keeps dispatching libvirt's callbacks meanwhile.
@@ -85,10 +66,10 @@ awaitable<unsigned long> library_version(std::shared_ptr<hypervisor_connection> 
 
 TEST_CASE("a real domain's STARTED and STOPPED events arrive on the io_context thread") {
     anweddol::tools::domain_spec spec;
-    spec.uuid = random_uuid();
+    spec.uuid = anweddol::detail::random_uuid();
     spec.name = "anweddol-it-events-" + spec.uuid.substr(0, 8);
-    spec.iso_path = environment_or("ANWEDDOL_TEST_ISO", ANWEDDOL_TEST_ISO);
-    spec.type = environment_or("ANWEDDOL_TEST_DOMAIN_TYPE", "qemu");
+    spec.iso_path = anweddol::test::test_iso();
+    spec.type = anweddol::test::test_domain_type();
     const std::string xml = anweddol::tools::transient_domain_xml(spec);
 
     std::vector<domain_lifecycle_event> seen;

@@ -2,6 +2,7 @@
 // from one thread, each learns its address from dnsmasq, and every way of
 // stopping them leaves no domain behind.
 #include "../unit/test_context.hpp"
+#include "sandbox_settings.hpp"
 
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/libvirt_call.hpp>
@@ -29,11 +30,6 @@ namespace {
 
 const std::string system_uri = "qemu:///system";
 
-std::string environment_or(const char* name, std::string fallback) {
-    const char* value = std::getenv(name);
-    return value && *value ? value : fallback;
-}
-
 // Every domain libvirt knows, running or not, by UUID.
 std::set<std::string> all_domains() {
     return run_coroutine([]() -> awaitable<std::set<std::string>> {
@@ -60,7 +56,7 @@ void prepare(container_instance& container) {
     container.set_memory(512);
     container.set_vcpus(1);
     auto options = container.get_options();
-    options.domain_type = environment_or("ANWEDDOL_TEST_DOMAIN_TYPE", "qemu");
+    options.domain_type = anweddol::test::test_domain_type();
     options.shutdown_timeout = 90s;
     container.set_options(options);
 }
@@ -71,7 +67,7 @@ TEST_CASE("three containers boot at once from one thread, and none is left after
     std::vector<std::string> uuids;
     {
         anweddol::virtualization_interface interface(test_context().get_executor());
-        const std::string iso = environment_or("ANWEDDOL_TEST_ISO", ANWEDDOL_TEST_ISO);
+        const std::string iso = anweddol::test::test_iso();
         auto destroyed = interface.create_container(iso);
         auto shut_down = interface.create_container(iso);
         auto left_to_interface = interface.create_container(iso);
@@ -127,8 +123,8 @@ TEST_CASE("three containers boot at once from one thread, and none is left after
 }
 
 TEST_CASE("a container's endpoint shell hands it over to a client, and endpoint is locked out") {
-    auto container = std::make_shared<container_instance>(
-        test_context().get_executor(), environment_or("ANWEDDOL_TEST_ISO", ANWEDDOL_TEST_ISO));
+    auto container = std::make_shared<container_instance>(test_context().get_executor(),
+                                                          anweddol::test::test_iso());
     prepare(*container);
     run_coroutine(
         [&]() -> awaitable<bool> {

@@ -2,6 +2,7 @@
 // domain, dnsmasq leases it an address, and the guest's setup script hands it
 // over from `endpoint` to a client user.
 #include "blocking_container.hpp"
+#include "sandbox_settings.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -11,11 +12,6 @@ using namespace anweddol::tools;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::string environment_or(const char* name, std::string fallback) {
-    const char* value = std::getenv(name);
-    return value && *value ? value : fallback;
-}
 
 const std::string status_file = "/var/lib/libvirt/dnsmasq/virbr0.status";
 
@@ -27,8 +23,8 @@ TEST_CASE("a transient domain booted from the test ISO is handed over from endpo
 
     domain_spec spec;
     spec.name = "anweddol-it-foundation-" + spec.mac.substr(12, 2) + spec.mac.substr(15, 2);
-    spec.iso_path = environment_or("ANWEDDOL_TEST_ISO", ANWEDDOL_TEST_ISO);
-    spec.type = environment_or("ANWEDDOL_TEST_DOMAIN_TYPE", "qemu");
+    spec.iso_path = anweddol::test::test_iso();
+    spec.type = anweddol::test::test_domain_type();
     {
         transient_domain domain(connection.get(), spec);
         CHECK(virDomainIsPersistent(domain.get()) == 0);
