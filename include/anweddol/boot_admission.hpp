@@ -4,6 +4,7 @@
 #ifndef ANWEDDOL_BOOT_ADMISSION_HPP
 #define ANWEDDOL_BOOT_ADMISSION_HPP
 
+#include <anweddol/detail/config.hpp>
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -137,6 +138,8 @@ private:
 
 } // namespace anweddol
 
+#ifdef ANWEDDOL_HEADER_ONLY
 #include <anweddol/impl/boot_admission.ipp>
+#endif
 
 #endif

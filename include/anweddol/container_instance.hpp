@@ -4,6 +4,7 @@
 #ifndef ANWEDDOL_CONTAINER_INSTANCE_HPP
 #define ANWEDDOL_CONTAINER_INSTANCE_HPP
 
+#include <anweddol/detail/config.hpp>
 #include <anweddol/boot_admission.hpp>
 #include <anweddol/detail/libvirt_handle.hpp>
 #include <anweddol/hypervisor_connection.hpp>
@@ -184,6 +185,8 @@ private:
 
 } // namespace anweddol
 
+#ifdef ANWEDDOL_HEADER_ONLY
 #include <anweddol/impl/container_instance.ipp>
+#endif
 
 #endif

@@ -4,6 +4,7 @@
 #ifndef ANWEDDOL_ENDPOINT_SHELL_INSTANCE_HPP
 #define ANWEDDOL_ENDPOINT_SHELL_INSTANCE_HPP
 
+#include <anweddol/detail/config.hpp>
 #include <anweddol/command_result.hpp>
 #include <anweddol/detail/credentials.hpp>
 #include <anweddol/detail/ssh_connection.hpp>
@@ -177,6 +178,8 @@ private:
 
 } // namespace anweddol
 
+#ifdef ANWEDDOL_HEADER_ONLY
 #include <anweddol/impl/endpoint_shell_instance.ipp>
+#endif
 
 #endif

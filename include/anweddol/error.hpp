@@ -4,59 +4,11 @@
 #ifndef ANWEDDOL_ERROR_HPP
 #define ANWEDDOL_ERROR_HPP
 
-#include <boost/system/error_code.hpp>
-
-#include <type_traits>
-
-namespace anweddol {
-
-/// The errors anweddol reports itself, as `boost::system::error_code`s in
-/// `anweddol::error_category()`. Errors that libvirt or libssh report travel
-/// in categories of their own, with the daemon's or peer's message.
-enum class errc : int {
-    domain_not_created = 1,       ///< The container has no domain yet: start it first.
-    domain_not_running,           ///< The operation needs a running domain.
-    domain_already_running,       ///< The container's domain is already running.
-    iso_path_not_set,             ///< No ISO file path was set on the container.
-    invalid_memory,               ///< Memory below the 512 MiB minimum.
-    invalid_vcpus,                ///< Zero virtual CPUs.
-    invalid_argument,             ///< An argument is malformed; the message says which.
-    container_already_stored,     ///< A container with this UUID is already stored.
-    ip_wait_timeout,              ///< The container got no address within the budget.
-    shell_not_open,               ///< The endpoint shell is not open.
-    shell_already_open,           ///< The endpoint shell is already open.
-    endpoint_credentials_not_set, ///< No endpoint credentials to log in with.
-    client_credentials_not_set,   ///< No client credentials to hand over.
-    administration_failed,        ///< The container's setup script failed.
-    lease_file_malformed,         ///< dnsmasq's lease status file is not what it should be.
-    authentication_failed,        ///< The SSH server refused the username or password.
-    host_key_mismatch,            ///< The SSH server's host key is not the expected one.
-    output_limit_exceeded,        ///< A remote command printed more than its output cap.
-};
-
-/// The category of `anweddol::errc`; its name is "anweddol".
-const boost::system::error_category& error_category() noexcept;
-
-/// The category of libvirt's error codes (`virErrorNumber`, such as
-/// VIR_ERR_NO_DOMAIN); its name is "libvirt". libvirt's own message for the
-/// failed call travels in the `system_error`'s what().
-const boost::system::error_category& libvirt_category() noexcept;
-
-/// The category of libssh's session error codes (SSH_REQUEST_DENIED,
-/// SSH_FATAL); its name is "libssh". libssh's own message (ssh_get_error)
-/// travels in the `system_error`'s what().
-const boost::system::error_category& libssh_category() noexcept;
-
-/// Makes `errc` values usable wherever an `error_code` is expected.
-inline boost::system::error_code make_error_code(errc e) noexcept {
-    return {static_cast<int>(e), error_category()};
-}
-
-} // namespace anweddol
-
-template <>
-struct boost::system::is_error_code_enum<anweddol::errc> : std::true_type {};
-
-#include <anweddol/impl/error.ipp>
+/// Errors: `anweddol::errc` and the categories of anweddol, libvirt and
+/// libssh codes (see detail/errc.hpp), and the diagnostics that travel beside
+/// an `error_code` (see detail/diagnostics.hpp). Defined in detail/ so that
+/// the library's internals can use them without including a public header.
+#include <anweddol/detail/diagnostics.hpp>
+#include <anweddol/detail/errc.hpp>
 
 #endif

@@ -4,6 +4,7 @@
 #ifndef ANWEDDOL_HYPERVISOR_CONNECTION_HPP
 #define ANWEDDOL_HYPERVISOR_CONNECTION_HPP
 
+#include <anweddol/detail/config.hpp>
 #include <anweddol/detail/async_semaphore.hpp>
 #include <anweddol/detail/blocking_pool.hpp>
 #include <anweddol/detail/libvirt_handle.hpp>
@@ -192,6 +193,8 @@ private:
 
 } // namespace anweddol
 
+#ifdef ANWEDDOL_HEADER_ONLY
 #include <anweddol/impl/hypervisor_connection.ipp>
+#endif
 
 #endif

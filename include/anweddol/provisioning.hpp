@@ -4,6 +4,7 @@
 #ifndef ANWEDDOL_PROVISIONING_HPP
 #define ANWEDDOL_PROVISIONING_HPP
 
+#include <anweddol/detail/config.hpp>
 #include <anweddol/container_instance.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 
@@ -86,6 +87,8 @@ provision(std::shared_ptr<container_instance> container, provisioning_options op
 
 } // namespace anweddol
 
+#ifdef ANWEDDOL_HEADER_ONLY
 #include <anweddol/impl/provisioning.ipp>
+#endif
 
 #endif

@@ -4,6 +4,7 @@
 #ifndef ANWEDDOL_VIRTUALIZATION_INTERFACE_HPP
 #define ANWEDDOL_VIRTUALIZATION_INTERFACE_HPP
 
+#include <anweddol/detail/config.hpp>
 #include <anweddol/container_instance.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -60,6 +61,8 @@ private:
 
 } // namespace anweddol
 
+#ifdef ANWEDDOL_HEADER_ONLY
 #include <anweddol/impl/virtualization_interface.ipp>
+#endif
 
 #endif

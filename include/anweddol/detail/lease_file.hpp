@@ -4,6 +4,7 @@
 #ifndef ANWEDDOL_DETAIL_LEASE_FILE_HPP
 #define ANWEDDOL_DETAIL_LEASE_FILE_HPP
 
+#include <anweddol/detail/config.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -43,6 +44,8 @@ std::optional<std::string> read_lease_file(const std::filesystem::path& path);
 
 } // namespace anweddol::detail
 
+#ifdef ANWEDDOL_HEADER_ONLY
 #include <anweddol/impl/lease_file.ipp>
+#endif
 
 #endif

@@ -4,6 +4,7 @@
 #ifndef ANWEDDOL_DETAIL_LIBVIRT_EVENT_LOOP_HPP
 #define ANWEDDOL_DETAIL_LIBVIRT_EVENT_LOOP_HPP
 
+#include <anweddol/detail/config.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -89,6 +90,8 @@ private:
 
 } // namespace anweddol::detail
 
+#ifdef ANWEDDOL_HEADER_ONLY
 #include <anweddol/impl/libvirt_event_loop.ipp>
+#endif
 
 #endif

@@ -35,25 +35,25 @@ auto boot_admission::async_wait_turn(std::string domain_type, CompletionToken&& 
         token, std::move(domain_type));
 }
 
-inline boost::asio::awaitable<boot_admission::ticket>
+ANWEDDOL_DECL boost::asio::awaitable<boot_admission::ticket>
 boot_admission::admit(std::string domain_type) {
     co_await async_wait_turn(std::move(domain_type), boost::asio::use_awaitable);
     co_return ticket(this);
 }
 
-inline void boot_admission::reconfigure(std::optional<std::size_t> limit) {
+ANWEDDOL_DECL void boot_admission::reconfigure(std::optional<std::size_t> limit) {
     std::unique_lock lock(mutex_);
     limit_ = limit;
     admit_waiters(lock);
 }
 
-inline void boot_admission::release() {
+ANWEDDOL_DECL void boot_admission::release() {
     std::unique_lock lock(mutex_);
     --booting_;
     admit_waiters(lock);
 }
 
-inline void boot_admission::admit_waiters(std::unique_lock<std::mutex>& lock) {
+ANWEDDOL_DECL void boot_admission::admit_waiters(std::unique_lock<std::mutex>& lock) {
     // In order: a waiter that does not fit holds back the ones behind it.
     std::vector<std::shared_ptr<waiter>> admitted;
     while (!queue_.empty() && booting_ < limit_for_locked(queue_.front()->domain_type)) {
@@ -66,7 +66,7 @@ inline void boot_admission::admit_waiters(std::unique_lock<std::mutex>& lock) {
         complete(*w, {}, true);
 }
 
-inline void boot_admission::cancel(const std::shared_ptr<waiter>& cancelled) {
+ANWEDDOL_DECL void boot_admission::cancel(const std::shared_ptr<waiter>& cancelled) {
     if (!cancelled)
         return;
     std::unique_lock lock(mutex_);
@@ -81,7 +81,7 @@ inline void boot_admission::cancel(const std::shared_ptr<waiter>& cancelled) {
     }
 }
 
-inline void boot_admission::complete(waiter& done, boost::system::error_code ec, bool clear_slot) {
+ANWEDDOL_DECL void boot_admission::complete(waiter& done, boost::system::error_code ec, bool clear_slot) {
     boost::asio::post(done.executor, [handler = std::move(done.handler), slot = done.slot, ec,
                                       clear_slot]() mutable {
         // The slot belongs to the handler's executor: clear it there.

@@ -38,14 +38,14 @@ namespace container_impl {
 
 // What Linux accepts as an interface name, without the characters that
 // would be trouble in a path or a shell: 1 to 15 of [A-Za-z0-9_.-].
-inline bool is_interface_name(std::string_view name) {
+ANWEDDOL_DECL bool is_interface_name(std::string_view name) {
     return !name.empty() && name.size() <= 15 && name != "." && name != ".." &&
            std::ranges::all_of(name, [](unsigned char c) {
                return std::isalnum(c) || c == '_' || c == '.' || c == '-';
            });
 }
 
-inline std::string normalized_uuid(std::string uuid) {
+ANWEDDOL_DECL std::string normalized_uuid(std::string uuid) {
     if (uuid.empty())
         return detail::random_uuid();
     if (!detail::is_canonical_uuid(uuid))
@@ -55,18 +55,18 @@ inline std::string normalized_uuid(std::string uuid) {
     return uuid;
 }
 
-inline void check_memory(unsigned memory) {
+ANWEDDOL_DECL void check_memory(unsigned memory) {
     if (memory < 512)
         fail(errc::invalid_memory,
              "memory of " + std::to_string(memory) + " MiB is below the 512 MiB a container needs");
 }
 
-inline void check_vcpus(unsigned vcpus) {
+ANWEDDOL_DECL void check_vcpus(unsigned vcpus) {
     if (vcpus == 0)
         fail(errc::invalid_vcpus, "a container needs at least 1 virtual CPU");
 }
 
-inline void check_interface_name(const std::string& name) {
+ANWEDDOL_DECL void check_interface_name(const std::string& name) {
     if (!is_interface_name(name))
         fail(errc::invalid_argument, "'" + name +
                                          "' cannot be a network interface name (1 to 15 of "
@@ -74,11 +74,11 @@ inline void check_interface_name(const std::string& name) {
 }
 
 // A URI of a hypervisor on this host, whose bridges this process can see.
-inline bool is_local_uri(std::string_view uri) {
+ANWEDDOL_DECL bool is_local_uri(std::string_view uri) {
     return uri.find(":///") != std::string_view::npos && !uri.starts_with("test:");
 }
 
-inline std::string host_name() {
+ANWEDDOL_DECL std::string host_name() {
     char name[256] = {};
     if (gethostname(name, sizeof name - 1) != 0)
         return "unknown-host";
@@ -87,7 +87,7 @@ inline std::string host_name() {
 
 // On a worker. The domain type to use where the caller chose none: kvm where
 // the host has it, software emulation otherwise, or the driver's own type.
-inline std::string automatic_domain_type(virConnectPtr connection) {
+ANWEDDOL_DECL std::string automatic_domain_type(virConnectPtr connection) {
     char* capabilities = virConnectGetCapabilities(connection);
     if (!capabilities)
         detail::throw_last_libvirt_error("cannot read the hypervisor's capabilities");
@@ -106,7 +106,7 @@ inline std::string automatic_domain_type(virConnectPtr connection) {
 
 // On a worker: an active libvirt network's bridge, or (for a local
 // hypervisor) any interface of this host with that name.
-inline bool bridge_exists(virConnectPtr connection, const std::string& uri,
+ANWEDDOL_DECL bool bridge_exists(virConnectPtr connection, const std::string& uri,
                           const std::string& bridge) {
     virNetworkPtr* networks = nullptr;
     const int count =
@@ -133,7 +133,7 @@ inline bool bridge_exists(virConnectPtr connection, const std::string& uri,
 
 // On a worker: everything start_domain checks before it creates anything.
 // Returns the domain type.
-inline std::string preflight(virConnectPtr connection, const std::string& uri,
+ANWEDDOL_DECL std::string preflight(virConnectPtr connection, const std::string& uri,
                              const std::string& uuid, const std::string& iso_path,
                              const std::string& bridge, const std::string& wanted_type) {
     struct stat status {};
@@ -166,7 +166,7 @@ inline std::string preflight(virConnectPtr connection, const std::string& uri,
 // (the current one: after libvirtd restarted, handles from the old one are
 // dead), or through `fallback` where there is no connection (an adopted
 // domain). A domain already gone is not an error.
-inline void destroy_blocking(virConnectPtr connection, const std::string& uuid,
+ANWEDDOL_DECL void destroy_blocking(virConnectPtr connection, const std::string& uuid,
                              virDomainPtr fallback) {
     detail::domain_handle domain;
     if (connection) {
@@ -193,7 +193,7 @@ inline void destroy_blocking(virConnectPtr connection, const std::string& uuid,
 
 // Destroys the domain on the connection's lanes; uncancellable, since a
 // half-done cleanup would leave the domain behind.
-inline boost::asio::awaitable<void>
+ANWEDDOL_DECL boost::asio::awaitable<void>
 destroy_domain(std::shared_ptr<hypervisor_connection> connection, std::string uuid,
                detail::domain_handle fallback) {
     auto executor = co_await boost::asio::this_coro::executor;
@@ -218,7 +218,7 @@ destroy_domain(std::shared_ptr<hypervisor_connection> connection, std::string uu
 
 } // namespace container_impl
 
-inline container_instance::container_instance(boost::asio::any_io_executor ex, std::string iso_path,
+ANWEDDOL_DECL container_instance::container_instance(boost::asio::any_io_executor ex, std::string iso_path,
                                               std::string container_uuid, unsigned memory,
                                               unsigned vcpus, std::string nat_interface_name)
     : executor_(std::move(ex))
@@ -232,59 +232,59 @@ inline container_instance::container_instance(boost::asio::any_io_executor ex, s
     container_impl::check_interface_name(nat_interface_name_);
 }
 
-inline container_instance::~container_instance() {
+ANWEDDOL_DECL container_instance::~container_instance() {
     destroy_in_background();
 }
 
-inline bool container_instance::is_domain_running() const noexcept {
+ANWEDDOL_DECL bool container_instance::is_domain_running() const noexcept {
     return runtime_->running && runtime_->domain;
 }
 
-inline virDomainPtr container_instance::get_domain_descriptor() const noexcept {
+ANWEDDOL_DECL virDomainPtr container_instance::get_domain_descriptor() const noexcept {
     return runtime_->domain.get();
 }
 
-inline std::optional<std::string> container_instance::get_mac() const {
+ANWEDDOL_DECL std::optional<std::string> container_instance::get_mac() const {
     if (!runtime_->domain)
         container_impl::fail(errc::domain_not_created,
                              "container " + uuid_ + " has no domain: start it first");
     return runtime_->mac;
 }
 
-inline std::optional<std::string> container_instance::get_ip() const {
+ANWEDDOL_DECL std::optional<std::string> container_instance::get_ip() const {
     if (!runtime_->domain)
         container_impl::fail(errc::domain_not_created,
                              "container " + uuid_ + " has no domain: start it first");
     return runtime_->ip;
 }
 
-inline void container_instance::set_domain_descriptor(virDomainPtr domain) {
+ANWEDDOL_DECL void container_instance::set_domain_descriptor(virDomainPtr domain) {
     forget_domain();
     runtime_->domain = detail::retain_domain(domain);
     runtime_->running = domain != nullptr;
 }
 
-inline void container_instance::set_memory(unsigned memory) {
+ANWEDDOL_DECL void container_instance::set_memory(unsigned memory) {
     container_impl::check_memory(memory);
     memory_ = memory;
 }
 
-inline void container_instance::set_vcpus(unsigned vcpus) {
+ANWEDDOL_DECL void container_instance::set_vcpus(unsigned vcpus) {
     container_impl::check_vcpus(vcpus);
     vcpus_ = vcpus;
 }
 
-inline void container_instance::set_nat_interface_name(std::string nat_interface_name) {
+ANWEDDOL_DECL void container_instance::set_nat_interface_name(std::string nat_interface_name) {
     container_impl::check_interface_name(nat_interface_name);
     nat_interface_name_ = std::move(nat_interface_name);
 }
 
-inline void container_instance::report(container_phase phase) const {
+ANWEDDOL_DECL void container_instance::report(container_phase phase) const {
     if (options_.on_progress)
         options_.on_progress({uuid_, phase, std::chrono::steady_clock::now()});
 }
 
-inline void container_instance::forget_domain() {
+ANWEDDOL_DECL void container_instance::forget_domain() {
     auto& rt = *runtime_;
     rt.watching.reset();
     rt.domain.reset();
@@ -294,7 +294,7 @@ inline void container_instance::forget_domain() {
     rt.connection.reset();
 }
 
-inline void container_instance::destroy_in_background() noexcept {
+ANWEDDOL_DECL void container_instance::destroy_in_background() noexcept {
     if (!runtime_->running || !runtime_->domain)
         return;
     const auto destroy =
@@ -316,7 +316,7 @@ inline void container_instance::destroy_in_background() noexcept {
     forget_domain();
 }
 
-inline boost::asio::awaitable<std::string> container_instance::make_iso_file_checksum() {
+ANWEDDOL_DECL boost::asio::awaitable<std::string> container_instance::make_iso_file_checksum() {
     if (iso_path_.empty())
         container_impl::fail(errc::iso_path_not_set,
                              "container " + uuid_ + " has no ISO file path to hash");
@@ -325,7 +325,7 @@ inline boost::asio::awaitable<std::string> container_instance::make_iso_file_che
     co_return co_await std::move(hashing);
 }
 
-inline boost::asio::awaitable<void>
+ANWEDDOL_DECL boost::asio::awaitable<void>
 container_instance::start_domain(bool wait_available, int wait_max_tryout, std::string driver_uri) {
     using namespace container_impl;
     if (is_domain_running())
@@ -436,7 +436,7 @@ container_instance::start_domain(bool wait_available, int wait_max_tryout, std::
     }
 }
 
-inline boost::asio::awaitable<void> container_instance::stop_domain(bool destroy) {
+ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::stop_domain(bool destroy) {
     using namespace container_impl;
     if (!is_domain_running())
         fail(errc::domain_not_running, "container " + uuid_ + " has no running domain to stop");
@@ -485,7 +485,7 @@ inline boost::asio::awaitable<void> container_instance::stop_domain(bool destroy
     }
 }
 
-inline boost::asio::awaitable<std::shared_ptr<endpoint_shell_instance>>
+ANWEDDOL_DECL boost::asio::awaitable<std::shared_ptr<endpoint_shell_instance>>
 container_instance::create_endpoint_shell(std::string user, std::string password,
                                           std::uint16_t port, bool open_shell) {
     if (!is_domain_running() || !runtime_->ip)

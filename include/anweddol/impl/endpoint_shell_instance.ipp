@@ -18,7 +18,7 @@
 
 namespace anweddol {
 
-inline endpoint_shell_instance::endpoint_shell_instance(boost::asio::any_io_executor ex,
+ANWEDDOL_DECL endpoint_shell_instance::endpoint_shell_instance(boost::asio::any_io_executor ex,
                                                         std::string container_ip,
                                                         std::string endpoint_username,
                                                         std::string endpoint_password,
@@ -29,25 +29,25 @@ inline endpoint_shell_instance::endpoint_shell_instance(boost::asio::any_io_exec
     , endpoint_password_(std::move(endpoint_password))
     , endpoint_listen_port_(endpoint_listen_port) {}
 
-inline endpoint_shell_instance::~endpoint_shell_instance() {
+ANWEDDOL_DECL endpoint_shell_instance::~endpoint_shell_instance() {
     if (connection_)
         connection_->shutdown();
 }
 
-inline bool endpoint_shell_instance::is_closed() const noexcept {
+ANWEDDOL_DECL bool endpoint_shell_instance::is_closed() const noexcept {
     return !connection_ || !connection_->is_open();
 }
 
-inline ssh_session endpoint_shell_instance::get_ssh_client() const noexcept {
+ANWEDDOL_DECL ssh_session endpoint_shell_instance::get_ssh_client() const noexcept {
     return is_closed() ? nullptr : connection_->session();
 }
 
-inline std::tuple<std::string, std::string, std::uint16_t>
+ANWEDDOL_DECL std::tuple<std::string, std::string, std::uint16_t>
 endpoint_shell_instance::get_endpoint_credentials() const {
     return {endpoint_username_, endpoint_password_.value(), endpoint_listen_port_};
 }
 
-inline std::optional<std::tuple<std::string, std::string, std::uint16_t>>
+ANWEDDOL_DECL std::optional<std::tuple<std::string, std::string, std::uint16_t>>
 endpoint_shell_instance::get_stored_client_ssh_credentials() const {
     if (!client_credentials_)
         return std::nullopt;
@@ -55,15 +55,15 @@ endpoint_shell_instance::get_stored_client_ssh_credentials() const {
                       client_credentials_->listen_port};
 }
 
-inline std::string endpoint_shell_instance::get_host_key_fingerprint() const {
+ANWEDDOL_DECL std::string endpoint_shell_instance::get_host_key_fingerprint() const {
     return connection_ ? connection_->host_key_fingerprint() : std::string();
 }
 
-inline void endpoint_shell_instance::set_container_ip(std::string ip) {
+ANWEDDOL_DECL void endpoint_shell_instance::set_container_ip(std::string ip) {
     container_ip_ = std::move(ip);
 }
 
-inline void endpoint_shell_instance::set_endpoint_credentials(std::string username,
+ANWEDDOL_DECL void endpoint_shell_instance::set_endpoint_credentials(std::string username,
                                                               std::string password,
                                                               std::uint16_t listen_port) {
     endpoint_username_ = std::move(username);
@@ -71,7 +71,7 @@ inline void endpoint_shell_instance::set_endpoint_credentials(std::string userna
     endpoint_listen_port_ = listen_port;
 }
 
-inline void endpoint_shell_instance::store_client_ssh_credentials(std::string username,
+ANWEDDOL_DECL void endpoint_shell_instance::store_client_ssh_credentials(std::string username,
                                                                   std::string password,
                                                                   std::uint16_t listen_port) {
     if (!client_credentials_)
@@ -81,7 +81,7 @@ inline void endpoint_shell_instance::store_client_ssh_credentials(std::string us
     client_credentials_->listen_port = listen_port;
 }
 
-inline std::pair<std::string, std::string>
+ANWEDDOL_DECL std::pair<std::string, std::string>
 endpoint_shell_instance::generate_client_ssh_credentials(std::size_t password_length, bool store) {
     std::pair<std::string, std::string> generated{detail::generate_username(),
                                                   detail::generate_password(password_length)};
@@ -90,13 +90,13 @@ endpoint_shell_instance::generate_client_ssh_credentials(std::size_t password_le
     return generated;
 }
 
-inline std::shared_ptr<detail::ssh_connection> endpoint_shell_instance::open_connection() const {
+ANWEDDOL_DECL std::shared_ptr<detail::ssh_connection> endpoint_shell_instance::open_connection() const {
     if (is_closed())
         throw boost::system::system_error(errc::shell_not_open);
     return connection_;
 }
 
-inline boost::asio::awaitable<void> endpoint_shell_instance::open_shell() {
+ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::open_shell() {
     if (!is_closed() || opening_)
         throw boost::system::system_error(errc::shell_already_open);
     if (container_ip_.empty())
@@ -149,7 +149,7 @@ inline boost::asio::awaitable<void> endpoint_shell_instance::open_shell() {
     connection_ = co_await std::move(opening);
 }
 
-inline boost::asio::awaitable<void> endpoint_shell_instance::close_shell() {
+ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::close_shell() {
     if (!connection_)
         co_return;
     auto connection = std::exchange(connection_, nullptr);
@@ -158,12 +158,12 @@ inline boost::asio::awaitable<void> endpoint_shell_instance::close_shell() {
     co_await std::move(closing);
 }
 
-inline boost::asio::awaitable<command_result>
+ANWEDDOL_DECL boost::asio::awaitable<command_result>
 endpoint_shell_instance::execute(std::string command) {
     return execute(std::move(command), command_options{});
 }
 
-inline boost::asio::awaitable<command_result>
+ANWEDDOL_DECL boost::asio::awaitable<command_result>
 endpoint_shell_instance::execute(std::string command, command_options options) {
     auto connection = open_connection();
     // The command lives in this frame until the spawned run ends.
@@ -173,19 +173,19 @@ endpoint_shell_instance::execute(std::string command, command_options options) {
     co_return co_await std::move(running);
 }
 
-inline boost::asio::awaitable<std::pair<std::string, std::string>>
+ANWEDDOL_DECL boost::asio::awaitable<std::pair<std::string, std::string>>
 endpoint_shell_instance::execute_command(std::string command) {
     return execute_command(std::move(command), command_options{});
 }
 
-inline boost::asio::awaitable<std::pair<std::string, std::string>>
+ANWEDDOL_DECL boost::asio::awaitable<std::pair<std::string, std::string>>
 endpoint_shell_instance::execute_command(std::string command, command_options options) {
     auto running = execute(std::move(command), std::move(options));
     command_result result = co_await std::move(running);
     co_return std::pair{std::move(result.std_out), std::move(result.std_err)};
 }
 
-inline boost::asio::awaitable<void> endpoint_shell_instance::administrate_container() {
+ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::administrate_container() {
     auto connection = open_connection();
     if (endpoint_username_.empty() || endpoint_password_.empty())
         throw boost::system::system_error(errc::endpoint_credentials_not_set);

@@ -4,7 +4,7 @@
 #ifndef ANWEDDOL_IMPL_ERROR_IPP
 #define ANWEDDOL_IMPL_ERROR_IPP
 
-#include <anweddol/error.hpp>
+#include <anweddol/detail/errc.hpp>
 
 #include <libssh/libssh.h>
 #include <libvirt/virterror.h>
@@ -59,8 +59,18 @@ public:
         case errc::output_limit_exceeded:
             return "the remote command printed more than its output cap: raise "
                    "command_options::max_output_bytes or stream it with on_output";
+        case errc::unexpected_error:
+            return "an unexpected error: its diagnostics say what was thrown";
         }
         return "unknown anweddol error " + std::to_string(value);
+    }
+
+    // So that a timeout of anweddol's compares equal to std::errc::timed_out
+    // (and boost::system::errc::timed_out), as the shell's timeouts do.
+    boost::system::error_condition default_error_condition(int value) const noexcept override {
+        if (static_cast<errc>(value) == errc::ip_wait_timeout)
+            return boost::system::errc::make_error_condition(boost::system::errc::timed_out);
+        return {value, *this};
     }
 };
 
@@ -126,17 +136,17 @@ public:
 
 } // namespace detail
 
-inline const boost::system::error_category& error_category() noexcept {
+ANWEDDOL_DECL const boost::system::error_category& error_category() noexcept {
     static const detail::anweddol_error_category category;
     return category;
 }
 
-inline const boost::system::error_category& libvirt_category() noexcept {
+ANWEDDOL_DECL const boost::system::error_category& libvirt_category() noexcept {
     static const detail::libvirt_error_category category;
     return category;
 }
 
-inline const boost::system::error_category& libssh_category() noexcept {
+ANWEDDOL_DECL const boost::system::error_category& libssh_category() noexcept {
     static const detail::libssh_error_category category;
     return category;
 }

@@ -20,9 +20,9 @@ namespace anweddol {
 
 namespace connection_impl {
 
-inline std::mutex registry_mutex;
+ANWEDDOL_DECL std::mutex registry_mutex;
 // One connection per URI; weak, so that a connection nobody uses closes.
-inline std::map<std::string, std::weak_ptr<hypervisor_connection>> registry;
+ANWEDDOL_DECL std::map<std::string, std::weak_ptr<hypervisor_connection>> registry;
 
 struct semaphore_release {
     detail::async_semaphore& semaphore;
@@ -31,14 +31,14 @@ struct semaphore_release {
 
 } // namespace connection_impl
 
-inline hypervisor_connection::hypervisor_connection(std::string uri, options opts)
+ANWEDDOL_DECL hypervisor_connection::hypervisor_connection(std::string uri, options opts)
     : uri_(std::move(uri))
     , options_(opts)
     , lanes_(std::make_shared<boost::asio::thread_pool>(
           opts.max_calls_in_flight == 0 ? 1 : opts.max_calls_in_flight))
     , events_wanted_(opts.lifecycle_events) {}
 
-inline hypervisor_connection::~hypervisor_connection() {
+ANWEDDOL_DECL hypervisor_connection::~hypervisor_connection() {
     // The lanes may be running the call that dropped the last reference:
     // they finish on a thread of their own.
     boost::asio::post(detail::blocking_pool(), [lanes = std::move(lanes_)] { lanes->join(); });
@@ -53,7 +53,7 @@ inline hypervisor_connection::~hypervisor_connection() {
                           });
 }
 
-inline boost::asio::awaitable<std::shared_ptr<hypervisor_connection>>
+ANWEDDOL_DECL boost::asio::awaitable<std::shared_ptr<hypervisor_connection>>
 hypervisor_connection::open(std::string uri, options opts) {
     detail::libvirt_event_loop::install(co_await boost::asio::this_coro::executor);
     std::shared_ptr<hypervisor_connection> connection = shared_for(uri, opts);
@@ -70,7 +70,7 @@ hypervisor_connection::open(std::string uri, options opts) {
     co_return connection;
 }
 
-inline std::shared_ptr<hypervisor_connection>
+ANWEDDOL_DECL std::shared_ptr<hypervisor_connection>
 hypervisor_connection::shared_for(const std::string& uri, options opts) {
     std::lock_guard lock(connection_impl::registry_mutex);
     auto& slot = connection_impl::registry[uri];
@@ -106,14 +106,14 @@ hypervisor_connection::call(Work work) {
     co_return co_await std::move(running);
 }
 
-inline detail::connect_handle hypervisor_connection::current() const {
+ANWEDDOL_DECL detail::connect_handle hypervisor_connection::current() const {
     std::lock_guard lock(mutex_);
     return detail::retain_connect(connection_.get());
 }
 
 // A static coroutine with the connection as a parameter: its frame owns a
 // reference for as long as it runs.
-inline boost::asio::awaitable<void>
+ANWEDDOL_DECL boost::asio::awaitable<void>
 hypervisor_connection::reopen(std::shared_ptr<hypervisor_connection> self) {
     if (self->is_open())
         co_return;
@@ -129,7 +129,7 @@ hypervisor_connection::reopen(std::shared_ptr<hypervisor_connection> self) {
 }
 
 // On a worker.
-inline void hypervisor_connection::reopen_blocking() {
+ANWEDDOL_DECL void hypervisor_connection::reopen_blocking() {
     detail::connect_handle fresh(virConnectOpen(uri_.c_str()));
     if (!fresh)
         detail::throw_last_libvirt_error("cannot connect to " + uri_);
@@ -169,7 +169,7 @@ inline void hypervisor_connection::reopen_blocking() {
 }
 
 // On a worker.
-inline int hypervisor_connection::register_lifecycle(virConnectPtr connection) {
+ANWEDDOL_DECL int hypervisor_connection::register_lifecycle(virConnectPtr connection) {
     const int id = virConnectDomainEventRegisterAny(
         connection, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
         VIR_DOMAIN_EVENT_CALLBACK(&on_lifecycle),
@@ -180,7 +180,7 @@ inline int hypervisor_connection::register_lifecycle(virConnectPtr connection) {
 }
 
 // On a worker, for a connection opened without events.
-inline void hypervisor_connection::register_lifecycle_blocking(virConnectPtr connection) {
+ANWEDDOL_DECL void hypervisor_connection::register_lifecycle_blocking(virConnectPtr connection) {
     const int id = register_lifecycle(connection);
     std::lock_guard lock(mutex_);
     if (connection_.get() == connection && lifecycle_callback_ < 0)
@@ -189,7 +189,7 @@ inline void hypervisor_connection::register_lifecycle_blocking(virConnectPtr con
         virConnectDomainEventDeregisterAny(connection, id);
 }
 
-inline int hypervisor_connection::on_lifecycle(virConnectPtr, virDomainPtr domain, int event,
+ANWEDDOL_DECL int hypervisor_connection::on_lifecycle(virConnectPtr, virDomainPtr domain, int event,
                                                int detail, void* opaque) {
     auto self = static_cast<std::weak_ptr<hypervisor_connection>*>(opaque)->lock();
     if (!self)
@@ -201,62 +201,62 @@ inline int hypervisor_connection::on_lifecycle(virConnectPtr, virDomainPtr domai
     return 0;
 }
 
-inline void hypervisor_connection::on_closed(virConnectPtr, int reason, void* opaque) {
+ANWEDDOL_DECL void hypervisor_connection::on_closed(virConnectPtr, int reason, void* opaque) {
     if (auto self = static_cast<std::weak_ptr<hypervisor_connection>*>(opaque)->lock()) {
         self->open_ = false;
         self->publish_close(reason);
     }
 }
 
-inline void hypervisor_connection::free_weak_self(void* opaque) {
+ANWEDDOL_DECL void hypervisor_connection::free_weak_self(void* opaque) {
     delete static_cast<std::weak_ptr<hypervisor_connection>*>(opaque);
 }
 
-inline int hypervisor_connection::add_subscriber(subscriber s) {
+ANWEDDOL_DECL int hypervisor_connection::add_subscriber(subscriber s) {
     std::lock_guard lock(mutex_);
     const int id = next_subscriber_++;
     subscribers_.emplace(id, std::move(s));
     return id;
 }
 
-inline void hypervisor_connection::remove_subscriber(int id) {
+ANWEDDOL_DECL void hypervisor_connection::remove_subscriber(int id) {
     std::lock_guard lock(mutex_);
     subscribers_.erase(id);
 }
 
-inline void hypervisor_connection::publish(const domain_lifecycle_event& event) {
+ANWEDDOL_DECL void hypervisor_connection::publish(const domain_lifecycle_event& event) {
     std::lock_guard lock(mutex_);
     for (const auto& [id, s] : subscribers_)
         if (s.on_event)
             boost::asio::post(s.executor, [handler = s.on_event, event] { handler(event); });
 }
 
-inline void hypervisor_connection::publish_close(int reason) {
+ANWEDDOL_DECL void hypervisor_connection::publish_close(int reason) {
     std::lock_guard lock(mutex_);
     for (const auto& [id, s] : subscribers_)
         if (s.on_close)
             boost::asio::post(s.executor, [handler = s.on_close, reason] { handler(reason); });
 }
 
-inline void hypervisor_connection::subscription::reset() {
+ANWEDDOL_DECL void hypervisor_connection::subscription::reset() {
     if (auto owner = owner_.lock())
         owner->remove_subscriber(id_);
     owner_.reset();
 }
 
-inline hypervisor_connection::subscription
+ANWEDDOL_DECL hypervisor_connection::subscription
 hypervisor_connection::subscribe(boost::asio::any_io_executor executor,
                                  std::function<void(const domain_lifecycle_event&)> handler) {
     return {weak_from_this(), add_subscriber({std::move(executor), std::move(handler), {}})};
 }
 
-inline hypervisor_connection::subscription
+ANWEDDOL_DECL hypervisor_connection::subscription
 hypervisor_connection::on_close(boost::asio::any_io_executor executor,
                                 std::function<void(int)> handler) {
     return {weak_from_this(), add_subscriber({std::move(executor), {}, std::move(handler)})};
 }
 
-inline boost::asio::awaitable<domain_lifecycle_event>
+ANWEDDOL_DECL boost::asio::awaitable<domain_lifecycle_event>
 hypervisor_connection::wait_for_event(std::string uuid, int event,
                                       std::chrono::steady_clock::duration timeout) {
     auto executor = co_await boost::asio::this_coro::executor;

@@ -28,12 +28,12 @@ namespace lease_file_impl {
     throw boost::system::system_error(errc::lease_file_malformed, why);
 }
 
-inline bool same_mac(std::string_view a, std::string_view b) {
+ANWEDDOL_DECL bool same_mac(std::string_view a, std::string_view b) {
     return std::ranges::equal(
         a, b, [](unsigned char x, unsigned char y) { return std::tolower(x) == std::tolower(y); });
 }
 
-inline std::int64_t expiry_of(const boost::json::value& value, std::size_t index) {
+ANWEDDOL_DECL std::int64_t expiry_of(const boost::json::value& value, std::size_t index) {
     if (const auto* number = value.if_int64())
         return *number;
     if (const auto* number = value.if_uint64();
@@ -44,7 +44,7 @@ inline std::int64_t expiry_of(const boost::json::value& value, std::size_t index
 
 } // namespace lease_file_impl
 
-inline std::optional<lease> find_lease(std::string_view status_json, std::string_view mac_address,
+ANWEDDOL_DECL std::optional<lease> find_lease(std::string_view status_json, std::string_view mac_address,
                                        std::int64_t now) {
     using namespace lease_file_impl;
     if (status_json.size() > max_lease_file_size)
@@ -87,7 +87,7 @@ inline std::optional<lease> find_lease(std::string_view status_json, std::string
     return newest;
 }
 
-inline std::optional<std::string> read_lease_file(const std::filesystem::path& path) {
+ANWEDDOL_DECL std::optional<std::string> read_lease_file(const std::filesystem::path& path) {
     using namespace lease_file_impl;
     auto fail = [&](const char* what) -> void {
         throw boost::system::system_error(errno, boost::system::system_category(),

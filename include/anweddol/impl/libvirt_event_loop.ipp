@@ -68,14 +68,14 @@ private:
 
 namespace event_loop_impl {
 
-inline libvirt_event_loop* instance = nullptr;
+ANWEDDOL_DECL libvirt_event_loop* instance = nullptr;
 
-inline short to_poll_events(int events) {
+ANWEDDOL_DECL short to_poll_events(int events) {
     return static_cast<short>(((events & VIR_EVENT_HANDLE_READABLE) ? POLLIN : 0) |
                               ((events & VIR_EVENT_HANDLE_WRITABLE) ? POLLOUT : 0));
 }
 
-inline int from_poll_events(short revents) {
+ANWEDDOL_DECL int from_poll_events(short revents) {
     return ((revents & POLLIN) ? VIR_EVENT_HANDLE_READABLE : 0) |
            ((revents & POLLOUT) ? VIR_EVENT_HANDLE_WRITABLE : 0) |
            ((revents & POLLHUP) ? VIR_EVENT_HANDLE_HANGUP : 0) |
@@ -86,7 +86,7 @@ inline int from_poll_events(short revents) {
 // libvirt expects level-triggered watches: before waiting again we ask the
 // kernel whether the fd is still ready, so that data libvirt left unread
 // is not forgotten until more arrives.
-inline int ready_now(int fd, int events) {
+ANWEDDOL_DECL int ready_now(int fd, int events) {
     pollfd probe{fd, to_poll_events(events), 0};
     if (::poll(&probe, 1, 0) <= 0)
         return 0;
@@ -95,10 +95,10 @@ inline int ready_now(int fd, int events) {
 
 } // namespace event_loop_impl
 
-inline libvirt_event_loop::libvirt_event_loop(const boost::asio::any_io_executor& executor)
+ANWEDDOL_DECL libvirt_event_loop::libvirt_event_loop(const boost::asio::any_io_executor& executor)
     : strand_(boost::asio::make_strand(executor)) {}
 
-inline libvirt_event_loop&
+ANWEDDOL_DECL libvirt_event_loop&
 libvirt_event_loop::install(const boost::asio::any_io_executor& executor) {
     static libvirt_event_loop* const installed = [&] {
         // Never destroyed: libvirt may call the hooks until the process ends.
@@ -115,21 +115,21 @@ libvirt_event_loop::install(const boost::asio::any_io_executor& executor) {
     return *installed;
 }
 
-inline libvirt_event_loop& libvirt_event_loop::loop() noexcept {
+ANWEDDOL_DECL libvirt_event_loop& libvirt_event_loop::loop() noexcept {
     return *event_loop_impl::instance;
 }
 
-inline std::size_t libvirt_event_loop::handle_count() const {
+ANWEDDOL_DECL std::size_t libvirt_event_loop::handle_count() const {
     std::lock_guard lock(mutex_);
     return handles_.size();
 }
 
-inline std::size_t libvirt_event_loop::timeout_count() const {
+ANWEDDOL_DECL std::size_t libvirt_event_loop::timeout_count() const {
     std::lock_guard lock(mutex_);
     return timeouts_.size();
 }
 
-inline int libvirt_event_loop::wanted_events(int fd) const {
+ANWEDDOL_DECL int libvirt_event_loop::wanted_events(int fd) const {
     int events = 0;
     for (const auto& [id, watch] : handles_)
         if (watch.fd == fd)
@@ -138,7 +138,7 @@ inline int libvirt_event_loop::wanted_events(int fd) const {
 }
 
 // Called with mutex_ held.
-inline void libvirt_event_loop::arm(const std::shared_ptr<fd_entry>& entry) {
+ANWEDDOL_DECL void libvirt_event_loop::arm(const std::shared_ptr<fd_entry>& entry) {
     const int fd = entry->descriptor.native_handle();
     const int wanted = wanted_events(fd) & (VIR_EVENT_HANDLE_READABLE | VIR_EVENT_HANDLE_WRITABLE);
     if (wanted == 0 || entry->dispatch_posted)
@@ -177,7 +177,7 @@ inline void libvirt_event_loop::arm(const std::shared_ptr<fd_entry>& entry) {
 }
 
 // Runs on the strand: calls every watch of the fd that wants what is ready.
-inline void libvirt_event_loop::on_ready(const std::shared_ptr<fd_entry>& entry) {
+ANWEDDOL_DECL void libvirt_event_loop::on_ready(const std::shared_ptr<fd_entry>& entry) {
     struct due {
         int id;
         int events;
@@ -216,7 +216,7 @@ inline void libvirt_event_loop::on_ready(const std::shared_ptr<fd_entry>& entry)
         arm(entry);
 }
 
-inline void libvirt_event_loop::free_later(virFreeCallback free_opaque, void* opaque) {
+ANWEDDOL_DECL void libvirt_event_loop::free_later(virFreeCallback free_opaque, void* opaque) {
     // libvirt may hold its own locks while it removes a watch: run the free
     // callback later, from a clean stack. With no io_context left (process
     // exit), there is no later: the opaque is left alone.
@@ -224,7 +224,7 @@ inline void libvirt_event_loop::free_later(virFreeCallback free_opaque, void* op
         boost::asio::post(strand_, [free_opaque, opaque] { free_opaque(opaque); });
 }
 
-inline void libvirt_event_loop::detach() {
+ANWEDDOL_DECL void libvirt_event_loop::detach() {
     std::lock_guard lock(mutex_);
     detached_ = true;
     for (auto& [fd, entry] : fds_)
@@ -238,7 +238,7 @@ inline void libvirt_event_loop::detach() {
     timeouts_.clear();
 }
 
-inline int libvirt_event_loop::add_handle(int fd, int events, virEventHandleCallback callback,
+ANWEDDOL_DECL int libvirt_event_loop::add_handle(int fd, int events, virEventHandleCallback callback,
                                           void* opaque, virFreeCallback free_opaque) {
     libvirt_event_loop& self = loop();
     std::lock_guard lock(self.mutex_);
@@ -258,7 +258,7 @@ inline int libvirt_event_loop::add_handle(int fd, int events, virEventHandleCall
     return id;
 }
 
-inline void libvirt_event_loop::update_handle(int watch, int events) {
+ANWEDDOL_DECL void libvirt_event_loop::update_handle(int watch, int events) {
     libvirt_event_loop& self = loop();
     std::lock_guard lock(self.mutex_);
     auto found = self.handles_.find(watch);
@@ -268,7 +268,7 @@ inline void libvirt_event_loop::update_handle(int watch, int events) {
     self.arm(self.fds_.at(found->second.fd));
 }
 
-inline int libvirt_event_loop::remove_handle(int watch) {
+ANWEDDOL_DECL int libvirt_event_loop::remove_handle(int watch) {
     libvirt_event_loop& self = loop();
     virFreeCallback free_opaque = nullptr;
     void* opaque = nullptr;
@@ -298,7 +298,7 @@ inline int libvirt_event_loop::remove_handle(int watch) {
     return 0;
 }
 
-inline int libvirt_event_loop::add_timeout(int period_ms, virEventTimeoutCallback callback,
+ANWEDDOL_DECL int libvirt_event_loop::add_timeout(int period_ms, virEventTimeoutCallback callback,
                                            void* opaque, virFreeCallback free_opaque) {
     libvirt_event_loop& self = loop();
     std::shared_ptr<timeout_watch> timeout;
@@ -315,7 +315,7 @@ inline int libvirt_event_loop::add_timeout(int period_ms, virEventTimeoutCallbac
     return timeout->id;
 }
 
-inline void libvirt_event_loop::update_timeout(int timer, int period_ms) {
+ANWEDDOL_DECL void libvirt_event_loop::update_timeout(int timer, int period_ms) {
     libvirt_event_loop& self = loop();
     std::shared_ptr<timeout_watch> timeout;
     {
@@ -330,7 +330,7 @@ inline void libvirt_event_loop::update_timeout(int timer, int period_ms) {
     boost::asio::post(self.strand_, [&self, timeout] { self.schedule(timeout); });
 }
 
-inline int libvirt_event_loop::remove_timeout(int timer) {
+ANWEDDOL_DECL int libvirt_event_loop::remove_timeout(int timer) {
     libvirt_event_loop& self = loop();
     std::shared_ptr<timeout_watch> timeout;
     {
@@ -348,7 +348,7 @@ inline int libvirt_event_loop::remove_timeout(int timer) {
 }
 
 // Runs on the strand: (re)starts the timeout for its current period.
-inline void libvirt_event_loop::schedule(const std::shared_ptr<timeout_watch>& timeout) {
+ANWEDDOL_DECL void libvirt_event_loop::schedule(const std::shared_ptr<timeout_watch>& timeout) {
     int period_ms;
     unsigned generation;
     {
@@ -374,7 +374,7 @@ inline void libvirt_event_loop::schedule(const std::shared_ptr<timeout_watch>& t
 }
 
 // Runs on the strand.
-inline void libvirt_event_loop::fire(const std::shared_ptr<timeout_watch>& timeout,
+ANWEDDOL_DECL void libvirt_event_loop::fire(const std::shared_ptr<timeout_watch>& timeout,
                                      unsigned generation) {
     {
         std::lock_guard lock(mutex_);

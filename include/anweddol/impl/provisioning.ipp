@@ -17,7 +17,7 @@
 
 namespace anweddol {
 
-inline std::string_view to_string(provisioning_phase phase) noexcept {
+ANWEDDOL_DECL std::string_view to_string(provisioning_phase phase) noexcept {
     switch (phase) {
     case provisioning_phase::waiting_for_boot_slot:
         return "queued";
@@ -61,7 +61,7 @@ struct phase_clock {
 };
 
 // The container's "address known" is where the wait for SSH begins.
-inline provisioning_phase phase_of(container_phase phase) {
+ANWEDDOL_DECL provisioning_phase phase_of(container_phase phase) {
     switch (phase) {
     case container_phase::waiting_for_boot_slot:
         return provisioning_phase::waiting_for_boot_slot;
@@ -77,7 +77,7 @@ inline provisioning_phase phase_of(container_phase phase) {
 
 } // namespace provisioning_impl
 
-inline boost::asio::awaitable<provisioned_container>
+ANWEDDOL_DECL boost::asio::awaitable<provisioned_container>
 provision(std::shared_ptr<container_instance> container, provisioning_options options) {
     using provisioning_impl::phase_clock;
     if (!container)

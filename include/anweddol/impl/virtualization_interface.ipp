@@ -11,14 +11,14 @@
 
 namespace anweddol {
 
-inline virtualization_interface::~virtualization_interface() {
+ANWEDDOL_DECL virtualization_interface::~virtualization_interface() {
     // As the reference does: the stored containers' domains stop with the
     // interface, even where someone else still holds a container.
     for (auto& [uuid, container] : containers_)
         container->destroy_in_background();
 }
 
-inline std::vector<std::string> virtualization_interface::list_stored_containers() const {
+ANWEDDOL_DECL std::vector<std::string> virtualization_interface::list_stored_containers() const {
     std::vector<std::string> uuids;
     uuids.reserve(containers_.size());
     for (const auto& [uuid, container] : containers_)
@@ -26,7 +26,7 @@ inline std::vector<std::string> virtualization_interface::list_stored_containers
     return uuids;
 }
 
-inline std::shared_ptr<container_instance>
+ANWEDDOL_DECL std::shared_ptr<container_instance>
 virtualization_interface::create_container(std::string iso_path, bool store) {
     auto container = std::make_shared<container_instance>(executor_, std::move(iso_path));
     if (store)
@@ -34,13 +34,13 @@ virtualization_interface::create_container(std::string iso_path, bool store) {
     return container;
 }
 
-inline std::shared_ptr<container_instance>
+ANWEDDOL_DECL std::shared_ptr<container_instance>
 virtualization_interface::get_stored_container(std::string_view uuid) const {
     const auto found = containers_.find(uuid);
     return found == containers_.end() ? nullptr : found->second;
 }
 
-inline void
+ANWEDDOL_DECL void
 virtualization_interface::add_stored_container(std::shared_ptr<container_instance> container) {
     if (!container)
         throw boost::system::system_error(make_error_code(errc::invalid_argument),
@@ -52,7 +52,7 @@ virtualization_interface::add_stored_container(std::shared_ptr<container_instanc
     containers_.emplace(uuid, std::move(container));
 }
 
-inline void virtualization_interface::delete_stored_container(std::string_view uuid) {
+ANWEDDOL_DECL void virtualization_interface::delete_stored_container(std::string_view uuid) {
     if (const auto found = containers_.find(uuid); found != containers_.end())
         containers_.erase(found);
 }
