@@ -234,8 +234,8 @@ int main(int argc, char** argv) {
     asio::signal_set signals(context, SIGINT, SIGTERM);
     signals.async_wait([&](boost::system::error_code, int) {
         acceptor.close();
-        asio::co_spawn(context, server.shutdown(), [&](std::exception_ptr) { context.stop(); });
+        asio::co_spawn(context, server.shutdown(), asio::detached);
     });
-    context.run();
+    context.run(); // returns once the server shut down and its containers are gone
     return 0;
 }

@@ -93,8 +93,7 @@ int main(int argc, char** argv) {
                            }
                            failed = true;
                        }
-                       context.stop(); // libvirt's event loop keeps it busy otherwise
                    });
-    context.run();
+    context.run(); // returns once the containers are gone and libvirt's connection closed
     return failed ? 1 : 0;
 }

@@ -55,10 +55,7 @@ int main(int argc, char** argv) {
                            }
                            failed = true;
                        }
-                       // libvirt's event loop keeps the io_context busy while
-                       // connections exist: stop it once the work is done.
-                       context.stop();
                    });
-    context.run();
+    context.run(); // returns once the work is done and libvirt's connection closed
     return failed ? 1 : 0;
 }

@@ -4,11 +4,13 @@
 // destroys every one of them before it exits.
 #include <anweddol/detail/credentials.hpp>
 #include <anweddol/provisioning.hpp>
+#include <anweddol/runtime.hpp>
 #include <anweddol/virtualization_interface.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -243,13 +245,13 @@ void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings&
 
 int main(int argc, char** argv) try {
     const settings s = parse(argc, argv);
-    auto& admission = anweddol::boot_admission::global();
+    asio::io_context context(1);
+    auto& admission = anweddol::runtime::of(context.get_executor()).admission();
     if (s.max_boots == "unbounded")
         admission.set_unbounded();
     else if (s.max_boots != "auto")
         admission.set_limit(std::stoul(s.max_boots));
 
-    asio::io_context context(1);
     anweddol::virtualization_interface interface(context.get_executor());
     const bool terminal = !s.json && ::isatty(STDOUT_FILENO);
     progress_display display(terminal, s.json ? std::cerr : std::cout);
@@ -271,6 +273,32 @@ int main(int argc, char** argv) try {
     bool interrupted = false;
     asio::steady_timer ticker(context);
     asio::signal_set signals(context, SIGINT, SIGTERM);
+
+    // Once every provisioning ended: report, then destroy what runs unless
+    // asked to keep it (never after Ctrl-C). The io_context then runs out of
+    // work by itself: the last container gone closes libvirt's connection.
+    const auto finish = [&] {
+        ticker.cancel();  // the table below must not be redrawn over
+        signals.cancel(); // from here on, Ctrl-C waits for the destroys
+        display.redraw(slots, began);
+        const double makespan = seconds(std::chrono::steady_clock::now() - began);
+        if (s.json) {
+            print_json(slots, s, makespan);
+        } else {
+            print_table(slots, s);
+            std::printf("\n%zu of %zu administered in %.1f s (makespan)%s\n",
+                        static_cast<std::size_t>(std::count_if(
+                            slots.begin(), slots.end(), [](const auto& x) { return x->result; })),
+                        slots.size(), makespan,
+                        s.keep && !interrupted ? "; kept running" : "; destroying them");
+        }
+        for (auto& slot : slots) {
+            if (s.keep && !interrupted)
+                slot->container->set_domain_descriptor(nullptr); // left running, forgotten
+            else if (slot->container->is_domain_running())
+                asio::co_spawn(context, slot->container->stop_domain(true), asio::detached);
+        }
+    };
 
     for (std::size_t i = 0; i < slots.size(); ++i) {
         slot& current = *slots[i];
@@ -302,11 +330,8 @@ int main(int argc, char** argv) try {
                                } else {
                                    done.result = std::move(result);
                                }
-                               // libvirt's event loop keeps the io_context
-                               // busy while connections exist: stop it rather
-                               // than wait for it to run out of work.
                                if (++finished == slots.size())
-                                   context.stop();
+                                   finish();
                            }));
     }
 
@@ -328,43 +353,7 @@ int main(int argc, char** argv) try {
         });
     };
     tick();
-    context.run();
-    ticker.cancel();  // the table below must not be redrawn over
-    signals.cancel(); // from here on, Ctrl-C waits for the destroys
-    display.redraw(slots, began);
-    const double makespan = seconds(std::chrono::steady_clock::now() - began);
-
-    if (s.json)
-        print_json(slots, s, makespan);
-    else {
-        print_table(slots, s);
-        std::printf("\n%zu of %zu administered in %.1f s (makespan)%s\n",
-                    static_cast<std::size_t>(std::count_if(
-                        slots.begin(), slots.end(), [](const auto& x) { return x->result; })),
-                    slots.size(), makespan,
-                    s.keep && !interrupted ? "; kept running" : "; destroying them");
-    }
-
-    // Destroy what runs, unless asked to keep it (never after Ctrl-C).
-    if (!s.keep || interrupted) {
-        std::size_t stopping = 0;
-        for (auto& slot : slots)
-            if (slot->container->is_domain_running()) {
-                ++stopping;
-                asio::co_spawn(context, slot->container->stop_domain(true),
-                               [&](std::exception_ptr) {
-                                   if (--stopping == 0)
-                                       context.stop();
-                               });
-            }
-        if (stopping > 0) {
-            context.restart();
-            context.run();
-        }
-    } else {
-        for (auto& slot : slots) // left running: forget them without stopping them
-            slot->container->set_domain_descriptor(nullptr);
-    }
+    context.run(); // returns once every container is destroyed (or kept)
     for (auto& slot : slots)
         if (slot->result)
             anweddol::detail::cleanse(slot->result->password);

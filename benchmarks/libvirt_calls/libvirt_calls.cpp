@@ -9,8 +9,8 @@
 // CPU time anweddol's io_context thread spent per pair: the part of the work
 // that competes with everything else an embedding server does on that thread.
 // Targets: anweddol <= 1.25x the C loop, <= 10 us of io-thread CPU per pair.
-#include <anweddol/detail/libvirt_call.hpp>
-#include <anweddol/detail/libvirt_handle.hpp>
+#include <anweddol/detail/libvirt/call.hpp>
+#include <anweddol/detail/libvirt/handle.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 
 #include <boost/asio/co_spawn.hpp>

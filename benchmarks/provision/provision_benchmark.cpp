@@ -93,7 +93,7 @@ provision_one(const settings& s, clock_type::time_point began, double& last_ip) 
 }
 
 run_result run(asio::io_context& context, const settings& s, unsigned count, mode m) {
-    auto& admission = anweddol::boot_admission::global();
+    auto& admission = anweddol::runtime::of(context.get_executor()).admission();
     if (m == mode::unbounded)
         admission.set_unbounded();
     else
@@ -102,15 +102,11 @@ run_result run(asio::io_context& context, const settings& s, unsigned count, mod
     run_result result;
     const auto began = clock_type::now();
     std::exception_ptr failure;
-    std::size_t finished = 0;
-    const std::size_t expected = m == mode::sequential ? 1 : count;
     const auto collect = [&](std::exception_ptr e, anweddol::provisioned_container c) {
         if (e && !failure)
             failure = e;
         if (!e)
             result.timings.push_back(c.timings);
-        if (++finished == expected)
-            context.stop(); // libvirt's event loop keeps the io_context busy
     };
     if (m == mode::sequential) {
         asio::co_spawn(
@@ -130,7 +126,7 @@ run_result run(asio::io_context& context, const settings& s, unsigned count, mod
             asio::co_spawn(context, provision_one(s, began, result.makespan_to_ip), collect);
     }
     context.restart();
-    context.run();
+    context.run(); // returns once every container is destroyed: nothing holds libvirt then
     if (failure)
         std::rethrow_exception(failure);
     // The administered moment of the last one, not counting its destruction.

@@ -4,22 +4,16 @@
 #ifndef ANWEDDOL_BOOT_ADMISSION_HPP
 #define ANWEDDOL_BOOT_ADMISSION_HPP
 
+#include <anweddol/detail/async/waiter_queue.hpp>
 #include <anweddol/detail/config.hpp>
-#include <boost/asio/any_completion_handler.hpp>
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/associated_cancellation_slot.hpp>
-#include <boost/asio/associated_executor.hpp>
+
 #include <boost/asio/async_result.hpp>
-#include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/error.hpp>
-#include <boost/asio/post.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
 #include <cstddef>
 #include <limits>
-#include <list>
-#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -29,7 +23,7 @@
 
 namespace anweddol {
 
-/// Bounds how many containers boot at the same time in this process and
+/// Bounds how many containers of one io_context boot at the same time and
 /// queues the others in order, without blocking any thread. A boot holds its
 /// place from the creation of its domain until its address is known.
 ///
@@ -38,14 +32,13 @@ namespace anweddol {
 /// later. So by default, boots of "qemu" domains are limited to the host's
 /// CPU count and other types (kvm) are not limited. set_limit() replaces
 /// that with one limit for every type; set_unbounded() removes it.
-/// Thread-safe.
+/// Each io_context has one, which its containers use by default:
+/// `runtime::of(executor).admission()`. Thread-safe.
 class boot_admission {
 public:
-    /// The process-wide admission that containers use.
-    static boot_admission& global() {
-        static boot_admission admission;
-        return admission;
-    }
+    boot_admission() = default;
+    boot_admission(const boot_admission&) = delete;
+    boot_admission& operator=(const boot_admission&) = delete;
 
     /// At most `boots` at the same time, whatever the domain type (0 is taken as 1).
     void set_limit(std::size_t boots) { reconfigure(boots == 0 ? 1 : boots); }
@@ -84,7 +77,7 @@ public:
         }
         ~ticket() { reset(); }
         /// Gives the place back now.
-        void reset() {
+        void reset() noexcept {
             if (auto* owner = std::exchange(owner_, nullptr))
                 owner->release();
         }
@@ -98,20 +91,33 @@ public:
     };
 
     /// async: a place for booting a domain of `domain_type`, once one is free
-    /// and every earlier waiter has had theirs. Cancelling the wait completes
-    /// it with operation_aborted and takes no place.
+    /// and every earlier waiter has had theirs; completes with
+    /// `(error_code, ticket)`. Cancelling the wait completes it with
+    /// operation_aborted and takes no place. A place granted to a completion
+    /// that never runs (its io_context destroyed) is given back.
+    template <class CompletionToken = boost::asio::use_awaitable_t<>>
+    auto async_admit(std::string domain_type, CompletionToken&& token = {}) {
+        return boost::asio::async_initiate<CompletionToken,
+                                           void(boost::system::error_code, ticket)>(
+            [this](auto handler, std::string type) {
+                std::unique_lock lock(mutex_);
+                if (queue_.empty() && booting_ < limit_for_locked(type)) {
+                    ++booting_;
+                    lock.unlock();
+                    queue_type::complete_now(std::move(handler), ticket(this));
+                    return;
+                }
+                queue_.push(std::move(handler), std::move(type),
+                            [this](std::unique_lock<std::mutex>& held) { admit_waiters(held); });
+            },
+            token, std::move(domain_type));
+    }
+
+    /// async: async_admit in a coroutine.
     boost::asio::awaitable<ticket> admit(std::string domain_type);
 
 private:
-    using handler_type = boost::asio::any_completion_handler<void(boost::system::error_code)>;
-    struct waiter {
-        std::string domain_type;
-        // Kept apart: in Boost 1.81 a type-erased handler's executor cannot be posted to.
-        boost::asio::any_io_executor executor;
-        handler_type handler;
-        // Kept apart too: the type-erased handler's slot cannot be cleared.
-        boost::asio::cancellation_slot slot;
-    };
+    using queue_type = detail::waiter_queue<ticket, std::string>;
 
     std::size_t limit_for_locked(std::string_view domain_type) const {
         if (limit_)
@@ -121,19 +127,15 @@ private:
         return std::numeric_limits<std::size_t>::max();
     }
 
-    template <class CompletionToken>
-    auto async_wait_turn(std::string domain_type, CompletionToken&& token);
     void reconfigure(std::optional<std::size_t> limit);
-    void release();
-    // Hands places to the waiters at the head of the queue that fit; under the lock.
+    void release() noexcept;
+    // Hands places to the waiters at the head of the queue that fit; unlocks.
     void admit_waiters(std::unique_lock<std::mutex>& lock);
-    void cancel(const std::shared_ptr<waiter>& cancelled);
-    static void complete(waiter& done, boost::system::error_code ec, bool clear_slot);
 
     mutable std::mutex mutex_;
     std::optional<std::size_t> limit_;
     std::size_t booting_ = 0;
-    std::list<std::shared_ptr<waiter>> queue_;
+    queue_type queue_{mutex_};
 };
 
 } // namespace anweddol

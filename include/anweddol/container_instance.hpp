@@ -4,23 +4,27 @@
 #ifndef ANWEDDOL_CONTAINER_INSTANCE_HPP
 #define ANWEDDOL_CONTAINER_INSTANCE_HPP
 
-#include <anweddol/detail/config.hpp>
 #include <anweddol/boot_admission.hpp>
-#include <anweddol/detail/libvirt_handle.hpp>
+#include <anweddol/detail/async/initiate.hpp>
+#include <anweddol/detail/config.hpp>
+#include <anweddol/detail/libvirt/handle.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 
 #include <libvirt/libvirt.h>
 
 #include <chrono>
+#include <concepts>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 namespace anweddol {
 
@@ -40,6 +44,41 @@ struct container_progress {
     container_phase phase;
     std::chrono::steady_clock::time_point at;
 };
+
+/// How one start_domain() call goes; the positional form's arguments, with
+/// a duration for the address wait, and a progress hook of its own.
+struct start_options {
+    /// Wait until the domain has an address (get_ip()).
+    bool wait_available = true;
+    /// At most this long for the address; std::nullopt: no limit.
+    std::optional<std::chrono::steady_clock::duration> address_timeout = std::chrono::seconds(20);
+    std::string driver_uri = "qemu:///system";
+    /// Called on the starting coroutine as each phase begins, instead of
+    /// the container's options::on_progress; must not throw.
+    std::function<void(const container_progress&)> on_progress;
+};
+
+/// How stop_domain() stops the domain.
+enum class stop_mode {
+    destroy,  ///< at once (virDomainDestroy), as the reference's default
+    graceful, ///< an ACPI shutdown, destroyed after the shutdown timeout
+};
+
+struct stop_options {
+    stop_mode mode = stop_mode::destroy;
+    /// For stop_mode::graceful: destroy the domain after this long.
+    std::chrono::steady_clock::duration shutdown_timeout = std::chrono::seconds(60);
+};
+
+namespace detail {
+// A completion token, not one of the positional arguments it would be
+// taken for (a captureless lambda converts to bool).
+template <class T>
+concept lone_token =
+    !std::is_arithmetic_v<std::decay_t<T>> && !std::is_convertible_v<T, std::string> &&
+    !std::is_same_v<std::decay_t<T>, start_options> &&
+    !std::is_same_v<std::decay_t<T>, stop_options>;
+} // namespace detail
 
 /// A throwaway virtual machine booted from a live ISO: libvirt creates it
 /// transient (nothing of it persists after it stops), dnsmasq leases it an
@@ -68,10 +107,13 @@ public:
         /// Recorded in the domain's <metadata>, so that orphans can be told
         /// apart; empty: this host's name.
         std::string owner;
-        /// Where boots queue for a place; nullptr: no admission control.
-        boot_admission* admission = &boot_admission::global();
+        /// Where boots queue for a place; nullptr: the io_context's own,
+        /// `runtime::of(executor).admission()`.
+        boot_admission* admission = nullptr;
+        /// Boot without waiting for a place at all.
+        bool bypass_admission = false;
         /// Called on the starting coroutine as each phase of start_domain()
-        /// begins; must not throw.
+        /// begins, unless the call's start_options has a hook; must not throw.
         std::function<void(const container_progress&)> on_progress;
     };
 
@@ -118,47 +160,119 @@ public:
     void set_nat_interface_name(std::string nat_interface_name);
     void set_options(options opts) { options_ = std::move(opts); }
 
+    // Every async operation below takes a completion token last (default:
+    // `co_await` returns the result and throws error_with_diagnostics) and
+    // completes with `(error_code)` or `(error_code, result)`; the forms
+    // with `diagnostics&` fill it before completing. They run on the
+    // awaiting coroutine's executor (the container's executor for other
+    // tokens); use one container from one thread at a time.
+
     /// async: the lower-case hex SHA-256 of the ISO file, computed on a worker
     /// in constant memory. Errors: errc::iso_path_not_set; the file's
-    /// system error when it cannot be read.
-    boost::asio::awaitable<std::string> make_iso_file_checksum();
+    /// system error when it cannot be read. Cancelling it before the worker
+    /// starts completes with operation_aborted.
+    template <class CompletionToken = default_completion_token>
+    auto make_iso_file_checksum(CompletionToken&& token = {}) {
+        return detail::initiate_coroutine(executor_, checksum_here(), nullptr,
+                                          std::forward<CompletionToken>(token));
+    }
 
     /// async: boots the domain from the ISO and, with `wait_available`, waits
     /// until it has an address (get_ip()), for at most `wait_max_tryout`
-    /// seconds (-1: no limit).
+    /// seconds (-1: no limit). The reference's form of start_domain(start_options).
+    template <class CompletionToken = default_completion_token>
+    auto start_domain(bool wait_available = true, int wait_max_tryout = 20,
+                      std::string driver_uri = "qemu:///system", CompletionToken&& token = {}) {
+        return detail::initiate_coroutine(
+            executor_, start_positional(wait_available, wait_max_tryout, std::move(driver_uri)),
+            nullptr, std::forward<CompletionToken>(token));
+    }
+    template <detail::lone_token CompletionToken>
+    auto start_domain(CompletionToken&& token) {
+        return start_domain(start_options{}, std::forward<CompletionToken>(token));
+    }
+
+    /// async: boots the domain as `opts` says.
     ///
     /// Checks everything before touching libvirt: errc::domain_already_running
     /// (this container, or a domain of libvirt with its UUID),
     /// errc::iso_path_not_set, a missing or unreadable ISO (its errno),
-    /// errc::invalid_argument for a bridge that does not exist. Then waits its
-    /// turn in the boot admission, creates the domain transient and watches
-    /// for the lease. Errors afterwards: errc::ip_wait_timeout;
+    /// errc::invalid_argument for a bridge that does not exist or a negative
+    /// timeout. Then waits its turn in the boot admission, creates the domain
+    /// transient and watches for the lease. Errors afterwards:
+    /// errc::ip_wait_timeout (equal to std::errc::timed_out);
     /// errc::domain_not_running when the domain stopped or crashed while
-    /// waiting; errc::lease_file_malformed; libvirt's errors. Any failure or
-    /// cancellation after the domain was created destroys it before the error
-    /// propagates: nothing is left behind.
-    boost::asio::awaitable<void> start_domain(bool wait_available = true, int wait_max_tryout = 20,
-                                              std::string driver_uri = "qemu:///system");
+    /// waiting; errc::lease_file_malformed; libvirt's errors, with its
+    /// message in the diagnostics. Any failure or cancellation after the
+    /// domain was created destroys it before the operation completes:
+    /// nothing is left behind.
+    template <class CompletionToken = default_completion_token>
+    auto start_domain(start_options opts, CompletionToken&& token = {}) {
+        return detail::initiate_coroutine(executor_, start_here(std::move(opts)), nullptr,
+                                          std::forward<CompletionToken>(token));
+    }
+    template <class CompletionToken = default_completion_token>
+    auto start_domain(start_options opts, diagnostics& diag, CompletionToken&& token = {}) {
+        return detail::initiate_coroutine(executor_, start_here(std::move(opts)), &diag,
+                                          std::forward<CompletionToken>(token));
+    }
 
-    /// async: destroys the domain (`destroy`), or asks the guest to shut down
-    /// (ACPI) and waits for it to stop, destroying it after
-    /// options::shutdown_timeout. Error: errc::domain_not_running. Cancelling
-    /// a graceful stop destroys the domain at once.
-    boost::asio::awaitable<void> stop_domain(bool destroy = true);
+    /// async: destroys the domain (`destroy`), or shuts it down gracefully
+    /// within options::shutdown_timeout. The reference's form of
+    /// stop_domain(stop_options).
+    template <class CompletionToken = default_completion_token>
+    auto stop_domain(bool destroy = true, CompletionToken&& token = {}) {
+        stop_options opts{destroy ? stop_mode::destroy : stop_mode::graceful,
+                          options_.shutdown_timeout};
+        return stop_domain(std::move(opts), std::forward<CompletionToken>(token));
+    }
+    template <detail::lone_token CompletionToken>
+    auto stop_domain(CompletionToken&& token) {
+        return stop_domain(stop_options{}, std::forward<CompletionToken>(token));
+    }
+
+    /// async: destroys the domain, or asks the guest to shut down (ACPI) and
+    /// waits for it to stop, destroying it after `opts.shutdown_timeout`.
+    /// Every libvirt call goes through the connection's lanes, looking the
+    /// domain up by UUID (so it also works after libvirtd restarted). Error:
+    /// errc::domain_not_running. Cancelling a graceful stop destroys the
+    /// domain at once; a destroy, once started, is not cancelled.
+    template <class CompletionToken = default_completion_token>
+    auto stop_domain(stop_options opts, CompletionToken&& token = {}) {
+        return detail::initiate_coroutine(executor_, stop_here(opts), nullptr,
+                                          std::forward<CompletionToken>(token));
+    }
+    template <class CompletionToken = default_completion_token>
+    auto stop_domain(stop_options opts, diagnostics& diag, CompletionToken&& token = {}) {
+        return detail::initiate_coroutine(executor_, stop_here(opts), &diag,
+                                          std::forward<CompletionToken>(token));
+    }
 
     /// async: an endpoint shell on the container's address, opened unless
-    /// `open_shell` is false. Error: errc::domain_not_running when the domain
-    /// has no address yet; the shell's errors.
-    boost::asio::awaitable<std::shared_ptr<endpoint_shell_instance>>
-    create_endpoint_shell(std::string user = "endpoint", std::string password = "endpoint",
-                          std::uint16_t port = 22, bool open_shell = true);
+    /// `open_shell` is false; completes with
+    /// `(error_code, std::shared_ptr<endpoint_shell_instance>)`. Error:
+    /// errc::domain_not_running when the domain has no address yet; the
+    /// shell's errors (then no shell is returned, and none stays open).
+    template <class CompletionToken = default_completion_token>
+    auto create_endpoint_shell(std::string user = "endpoint", std::string password = "endpoint",
+                               std::uint16_t port = 22, bool open_shell = true,
+                               CompletionToken&& token = {}) {
+        return detail::initiate_coroutine(
+            executor_, shell_here(std::move(user), std::move(password), port, open_shell), nullptr,
+            std::forward<CompletionToken>(token));
+    }
+    template <detail::lone_token CompletionToken>
+    auto create_endpoint_shell(CompletionToken&& token) {
+        return create_endpoint_shell("endpoint", "endpoint", 22, true,
+                                     std::forward<CompletionToken>(token));
+    }
 
 private:
     friend class virtualization_interface; // stops stored domains when it goes
 
     // What lifecycle events change: shared with the event handler, which may
     // run after the container is gone.
-    struct runtime {
+    struct domain_state {
         // Declared first, destroyed last: the domain's handle must not drop
         // the last reference to libvirt's connection on the io thread.
         std::shared_ptr<hypervisor_connection> connection;
@@ -169,9 +283,18 @@ private:
         hypervisor_connection::subscription watching;
     };
 
+    boost::asio::awaitable<std::string> checksum_here();
+    boost::asio::awaitable<void> start_positional(bool wait_available, int wait_max_tryout,
+                                                  std::string driver_uri);
+    boost::asio::awaitable<void> start_here(start_options opts);
+    boost::asio::awaitable<void> stop_here(stop_options opts);
+    boost::asio::awaitable<void> destroy_here();
+    boost::asio::awaitable<std::shared_ptr<endpoint_shell_instance>>
+    shell_here(std::string user, std::string password, std::uint16_t port, bool open_shell);
+
     void forget_domain();
-    void report(container_phase phase) const;
     void destroy_in_background() noexcept;
+    anweddol::runtime& get_runtime() const;
 
     boost::asio::any_io_executor executor_;
     std::string iso_path_;
@@ -180,7 +303,7 @@ private:
     unsigned vcpus_;
     std::string nat_interface_name_;
     options options_;
-    std::shared_ptr<runtime> runtime_ = std::make_shared<runtime>();
+    std::shared_ptr<domain_state> state_ = std::make_shared<domain_state>();
 };
 
 } // namespace anweddol

@@ -5,14 +5,18 @@
 #define ANWEDDOL_HYPERVISOR_CONNECTION_HPP
 
 #include <anweddol/detail/config.hpp>
-#include <anweddol/detail/async_semaphore.hpp>
-#include <anweddol/detail/blocking_pool.hpp>
-#include <anweddol/detail/libvirt_handle.hpp>
+
+#include <anweddol/detail/async/async_semaphore.hpp>
+#include <anweddol/detail/async/blocking_call.hpp>
+#include <anweddol/detail/async/initiate.hpp>
+#include <anweddol/detail/libvirt/event_loop.hpp>
+#include <anweddol/detail/libvirt/event_router.hpp>
+#include <anweddol/detail/libvirt/handle.hpp>
+#include <anweddol/runtime.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 #include <libvirt/libvirt.h>
 
@@ -20,7 +24,6 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,42 +31,50 @@
 
 namespace anweddol {
 
-/// A domain's lifecycle change, as libvirt reports it
-/// (VIR_DOMAIN_EVENT_ID_LIFECYCLE).
-struct domain_lifecycle_event {
-    std::string uuid;
-    std::string name;
-    int event = 0;  ///< a virDomainEventType: VIR_DOMAIN_EVENT_STARTED, _STOPPED, ...
-    int detail = 0; ///< the event's detail, such as VIR_DOMAIN_EVENT_STOPPED_DESTROYED
-};
-
-/// A connection to a libvirt driver URI, shared by everything in the process
-/// that uses that URI, and reopened on next use after libvirtd dropped it.
+/// A connection to a libvirt driver URI, shared by everything on one
+/// io_context (its runtime) that uses that URI with the same settings,
+/// closed when the last holder lets go, and reopened on next use after
+/// libvirtd dropped it.
 ///
-/// Every libvirt call runs on one of the connection's `max_calls_in_flight`
-/// worker threads ("lanes"; libvirtd's max_client_requests is 5) and resumes
-/// on the calling coroutine's executor: excess calls queue in order without
-/// blocking any thread, and lanes take queued calls back to back without
-/// sleeping in between. libvirt's event loop runs
-/// on the executor of the first connection ever opened; its io_context must
-/// keep running while connections exist. Thread-safe.
+/// Every libvirt call runs on one of the connection's worker threads
+/// ("lanes") and resumes on the caller's executor: excess calls queue in
+/// order without blocking any thread. Lifecycle events arrive on the
+/// io_context's libvirt event loop and reach the subscribers of their domain
+/// only. Thread-safe.
 class hypervisor_connection : public std::enable_shared_from_this<hypervisor_connection> {
 public:
     struct options {
-        std::size_t max_calls_in_flight = 5;
-        int keepalive_interval_seconds = 5; ///< virConnectSetKeepAlive; -1 disables
+        /// Worker threads, hence libvirt calls at once. 0: automatic, 1 for
+        /// libvirt's in-process drivers (test:///, which run every call
+        /// under one lock: more lanes only contend) and 5 otherwise
+        /// (libvirtd's max_client_requests).
+        std::size_t max_calls_in_flight = 0;
+        /// virConnectSetKeepAlive; zero disables.
+        std::chrono::seconds keepalive_interval{5};
         unsigned keepalive_count = 3;
         /// Subscribe to libvirt's domain lifecycle events (subscribe(),
-        /// wait_for_event()). libvirt then runs a callback on the io_context
-        /// for every domain event of the connection; a connection used for
-        /// calls alone can do without. Once one opener of a URI asked for
-        /// events, its shared connection has them.
+        /// wait_for_event()). A connection used for calls alone can do
+        /// without. Once one opener of a shared connection asked for events,
+        /// it has them.
         bool lifecycle_events = true;
     };
 
-    /// async: the open connection to `uri` (such as "qemu:///system"),
-    /// opening it on a worker if this process has none. `opts` apply when it
-    /// is opened. Errors: libvirt's, with its message (libvirt_category()).
+    /// async: the open connection to `uri` (such as "qemu:///system") of the
+    /// io_context behind `executor`, opening it on a worker if there is none
+    /// with the same settings; completes with `(error_code,
+    /// std::shared_ptr<hypervisor_connection>)`. Errors: libvirt's
+    /// (libvirt_category(), libvirt's message in the diagnostics);
+    /// errc::foreign_event_loop. Cancelling it leaves no connection open
+    /// that nobody holds.
+    template <class CompletionToken = default_completion_token>
+    static auto async_open(boost::asio::any_io_executor executor, std::string uri, options opts,
+                           CompletionToken&& token = {}) {
+        auto opening = open_on(executor, std::move(uri), opts);
+        return detail::initiate_coroutine(std::move(executor), std::move(opening), nullptr,
+                                          std::forward<CompletionToken>(token));
+    }
+
+    /// async, in a coroutine: async_open on the coroutine's executor.
     static boost::asio::awaitable<std::shared_ptr<hypervisor_connection>> open(std::string uri,
                                                                                options opts);
     static boost::asio::awaitable<std::shared_ptr<hypervisor_connection>> open(std::string uri) {
@@ -74,64 +85,77 @@ public:
     hypervisor_connection& operator=(const hypervisor_connection&) = delete;
     ~hypervisor_connection();
 
-    /// async: runs `work(virConnectPtr)` on one of the lanes and returns its
-    /// result (std::monostate for void). `work` reports a failure by throwing,
-    /// typically with detail::throw_last_libvirt_error right after the failing
-    /// call. Waits in the queue for a free lane first; cancelling it there
-    /// completes with operation_aborted and runs nothing. A call that started
-    /// runs to its end. Reopens the connection first if libvirtd dropped it.
-    template <class Work>
-    boost::asio::awaitable<detail::blocking_result_t<std::invoke_result_t<Work&, virConnectPtr>>>
-    call(Work work);
+    /// async: runs `work(virConnectPtr)` on one of the lanes and completes
+    /// with its result (`(error_code)` for void work). `work` reports a
+    /// failure by throwing, typically with detail::throw_last_libvirt_error
+    /// right after the failing call: its code and diagnostics arrive.
+    /// Waits in the queue for a free lane first; cancelling it there
+    /// completes with operation_aborted and runs nothing. A call that
+    /// started runs to its end. Reopens the connection first if libvirtd
+    /// dropped it.
+    template <class Work, class CompletionToken = default_completion_token>
+    auto call(Work work, CompletionToken&& token = {}) {
+        return detail::initiate_coroutine(runtime_.get_executor(), call_here(std::move(work)),
+                                          nullptr, std::forward<CompletionToken>(token));
+    }
 
     /// Whether the connection is open: false once libvirt reported it closed
     /// (libvirtd restarted or keepalive timed out) until the next call reopens it.
     bool is_open() const noexcept { return open_.load(); }
     const std::string& uri() const noexcept { return uri_; }
-    std::size_t max_calls_in_flight() const noexcept { return options_.max_calls_in_flight; }
-    /// The most calls that ever ran at once on the worker pool.
+    std::size_t max_calls_in_flight() const noexcept { return lane_count_; }
+    /// The most calls that ever ran at once on the lanes.
     std::size_t peak_calls_in_flight() const noexcept { return peak_in_flight_.load(); }
     /// A new reference to the current libvirt connection (nullptr before the
     /// first open): for blocking work that must run outside call(), such as a
     /// destructor's last destroy. Thread-safe.
     detail::connect_handle current() const;
+    /// The runtime (io_context) this connection belongs to.
+    anweddol::runtime& get_runtime() const noexcept { return runtime_; }
 
     /// Whether libvirt delivers lifecycle events to this connection's subscribers.
     bool lifecycle_events() const noexcept { return events_wanted_.load(); }
     /// How often the connection was opened (1 + reopens).
     unsigned open_count() const noexcept { return open_count_.load(); }
+    /// How many subscriptions are live (events and close).
+    std::size_t subscriber_count() const { return router_.size(); }
 
-    /// Unsubscribes when destroyed.
+    /// Unsubscribes when destroyed or reset; a call already on its way to
+    /// the handler is dropped.
     class subscription {
     public:
         subscription() = default;
-        subscription(subscription&& other) noexcept
-            : owner_(std::move(other.owner_))
-            , id_(std::exchange(other.id_, 0)) {}
-        /// Unsubscribes from what this held before taking `other`'s.
+        subscription(subscription&& other) noexcept = default;
         subscription& operator=(subscription&& other) noexcept {
             if (this != &other) {
                 reset();
                 owner_ = std::move(other.owner_);
-                id_ = std::exchange(other.id_, 0);
+                subscriber_ = std::move(other.subscriber_);
             }
             return *this;
         }
         ~subscription() { reset(); }
-        void reset();
+        void reset() noexcept;
 
     private:
         friend class hypervisor_connection;
-        subscription(std::weak_ptr<hypervisor_connection> owner, int id)
+        subscription(std::weak_ptr<hypervisor_connection> owner,
+                     detail::domain_event_router::subscriber_ptr subscriber)
             : owner_(std::move(owner))
-            , id_(id) {}
+            , subscriber_(std::move(subscriber)) {}
         std::weak_ptr<hypervisor_connection> owner_;
-        int id_ = 0;
+        detail::domain_event_router::subscriber_ptr subscriber_;
     };
 
-    /// Calls `handler` on `executor` for every lifecycle event of every
-    /// domain of this connection, until the subscription is destroyed.
-    /// Needs a connection opened with options::lifecycle_events (the default).
+    /// Calls `handler` on `executor` for every lifecycle event of the domain
+    /// `uuid` (lower-case, as libvirt prints it), until the subscription is
+    /// destroyed. Needs a connection opened with options::lifecycle_events.
+    [[nodiscard]] subscription
+    subscribe(std::string uuid, boost::asio::any_io_executor executor,
+              std::function<void(const domain_lifecycle_event&)> handler);
+
+    /// The same for every domain of the connection: every event reaches
+    /// this handler, so keep such subscriptions few (monitoring, tests).
     [[nodiscard]] subscription
     subscribe(boost::asio::any_io_executor executor,
               std::function<void(const domain_lifecycle_event&)> handler);
@@ -142,42 +166,76 @@ public:
                                         std::function<void(int)> handler);
 
     /// async: the next lifecycle event `event` (a virDomainEventType) of the
-    /// domain `uuid`. Errors: boost::asio::error::timed_out after `timeout`;
+    /// domain `uuid`; completes with `(error_code, domain_lifecycle_event)`.
+    /// Errors: a code equal to std::errc::timed_out after `timeout`;
     /// operation_aborted when cancelled. Subscribe before acting on the
     /// domain, as this does: an event that happened earlier is not seen.
-    boost::asio::awaitable<domain_lifecycle_event>
-    wait_for_event(std::string uuid, int event, std::chrono::steady_clock::duration timeout);
+    template <class CompletionToken = default_completion_token>
+    auto wait_for_event(std::string uuid, int event, std::chrono::steady_clock::duration timeout,
+                        CompletionToken&& token = {}) {
+        return detail::initiate_coroutine(runtime_.get_executor(),
+                                          wait_here(std::move(uuid), event, timeout), nullptr,
+                                          std::forward<CompletionToken>(token));
+    }
 
 private:
-    struct subscriber {
-        boost::asio::any_io_executor executor;
-        std::function<void(const domain_lifecycle_event&)> on_event;
-        std::function<void(int)> on_close;
-    };
+    hypervisor_connection(anweddol::runtime& rt, std::string key, std::string uri, options opts);
 
-    hypervisor_connection(std::string uri, options opts);
-
-    static std::shared_ptr<hypervisor_connection> shared_for(const std::string& uri, options opts);
+    static boost::asio::awaitable<std::shared_ptr<hypervisor_connection>>
+    open_on(boost::asio::any_io_executor executor, std::string uri, options opts);
+    static std::shared_ptr<hypervisor_connection>
+    shared_for(anweddol::runtime& rt, const std::string& uri, const options& opts);
     static boost::asio::awaitable<void> reopen(std::shared_ptr<hypervisor_connection> self);
     void reopen_blocking();
     int register_lifecycle(virConnectPtr connection);
     void register_lifecycle_blocking(virConnectPtr connection);
-    int add_subscriber(subscriber s);
-    void remove_subscriber(int id);
-    void publish(const domain_lifecycle_event& event);
-    void publish_close(int reason);
+    boost::asio::awaitable<domain_lifecycle_event>
+    wait_here(std::string uuid, int event, std::chrono::steady_clock::duration timeout);
+    subscription add(std::shared_ptr<detail::domain_event_router::subscriber> s);
+
+    // The call itself, in a coroutine of the caller's executor.
+    template <class Work>
+    boost::asio::awaitable<detail::blocking_result_t<std::invoke_result_t<Work&, virConnectPtr>>>
+    call_here(Work work) {
+        if (!is_open())
+            co_await reopen(shared_from_this());
+        auto* loop = &runtime_.event_loop();
+        // Built outside the co_await expression, as every awaitable with
+        // captures here: GCC 12 destroys such temporaries twice.
+        auto running =
+            detail::run_blocking(lanes_->get_executor(), &runtime_.completions(),
+                                 [self = shared_from_this(), connection = current(), loop,
+                                  work = std::move(work)]() mutable {
+                                     // What libvirt registers during the call lands on this
+                                     // io_context.
+                                     const detail::libvirt_event_loop::scope on_our_loop(loop);
+                                     const in_flight_count counting(*self);
+                                     return work(connection.get());
+                                 });
+        co_return co_await std::move(running);
+    }
+
+    struct in_flight_count {
+        explicit in_flight_count(hypervisor_connection& c);
+        ~in_flight_count();
+        hypervisor_connection& connection;
+    };
 
     static int on_lifecycle(virConnectPtr, virDomainPtr domain, int event, int detail,
                             void* opaque);
     static void on_closed(virConnectPtr, int reason, void* opaque);
     static void free_weak_self(void* opaque);
 
+    anweddol::runtime& runtime_;
+    const std::string key_; // in the runtime's registry
     const std::string uri_;
     const options options_;
-    // max_calls_in_flight threads that run this connection's calls back to
-    // back while calls queue.
+    const std::size_t lane_count_;
+    // lane_count_ threads that run this connection's calls back to back
+    // while calls queue.
     std::shared_ptr<boost::asio::thread_pool> lanes_;
     detail::async_semaphore reopen_lock_{1};
+    detail::domain_event_router router_;
     std::atomic<bool> open_{false};
     std::atomic<bool> events_wanted_;
     std::atomic<std::size_t> in_flight_{0};
@@ -187,8 +245,7 @@ private:
     mutable std::mutex mutex_; // guards everything below
     detail::connect_handle connection_;
     int lifecycle_callback_ = -1;
-    std::map<int, subscriber> subscribers_;
-    int next_subscriber_ = 1;
+    bool close_callback_registered_ = false;
 };
 
 } // namespace anweddol

@@ -11,7 +11,8 @@
 // includes the library.
 
 #ifndef ANWEDDOL_SEPARATE_COMPILATION
-#error "anweddol/src.hpp is for the separate-compilation mode: define ANWEDDOL_SEPARATE_COMPILATION in every translation unit"
+#error                                                                                             \
+    "anweddol/src.hpp is for the separate-compilation mode: define ANWEDDOL_SEPARATE_COMPILATION in every translation unit"
 #endif
 
 #include <anweddol/virtualization.hpp>
@@ -22,8 +23,10 @@
 #include <anweddol/impl/error.ipp>
 #include <anweddol/impl/hypervisor_connection.ipp>
 #include <anweddol/impl/lease_file.ipp>
+#include <anweddol/impl/libvirt_event_hooks.ipp>
 #include <anweddol/impl/libvirt_event_loop.ipp>
 #include <anweddol/impl/provisioning.ipp>
+#include <anweddol/impl/runtime.ipp>
 #include <anweddol/impl/virtualization_interface.ipp>
 
 #endif

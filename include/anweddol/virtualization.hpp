@@ -12,6 +12,7 @@
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 #include <anweddol/provisioning.hpp>
+#include <anweddol/runtime.hpp>
 #include <anweddol/version.hpp>
 #include <anweddol/virtualization_interface.hpp>
 

@@ -5,10 +5,11 @@
 #include "blocking_container.hpp"
 #include "sandbox_settings.hpp"
 
-#include <anweddol/detail/blocking_pool.hpp>
+#include <anweddol/detail/async/blocking_call.hpp>
 #include <anweddol/detail/domain_identity.hpp>
-#include <anweddol/detail/libvirt_call.hpp>
+#include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/hypervisor_connection.hpp>
+#include <anweddol/runtime.hpp>
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -39,12 +40,12 @@ const std::string system_uri = "qemu:///system";
 // Runs scripts/sandbox.sh with `arguments` on a worker, so that the io_context
 // keeps dispatching libvirt's callbacks meanwhile.
 awaitable<void> sandbox(std::string arguments) {
-    auto running = anweddol::detail::async_run_blocking(
-        [command = std::string(ANWEDDOL_SANDBOX_SCRIPT) + " " + arguments] {
+    auto& rt = anweddol::runtime::of(co_await boost::asio::this_coro::executor);
+    auto running = anweddol::detail::run_blocking(
+        rt.workers(), nullptr, [command = std::string(ANWEDDOL_SANDBOX_SCRIPT) + " " + arguments] {
             if (std::system(command.c_str()) != 0)
                 throw std::runtime_error(command + " failed");
-        },
-        use_awaitable);
+        });
     co_await std::move(running);
 }
 

@@ -5,7 +5,7 @@
 #include "sandbox_settings.hpp"
 
 #include <anweddol/container_instance.hpp>
-#include <anweddol/detail/libvirt_call.hpp>
+#include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/virtualization_interface.hpp>
 

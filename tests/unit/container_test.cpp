@@ -4,8 +4,8 @@
 #include "test_context.hpp"
 
 #include <anweddol/container_instance.hpp>
-#include <anweddol/detail/domain_xml.hpp>
-#include <anweddol/detail/libvirt_call.hpp>
+#include <anweddol/detail/libvirt/call.hpp>
+#include <anweddol/detail/libvirt/domain_xml.hpp>
 #include <anweddol/virtualization_interface.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -76,7 +76,7 @@ std::shared_ptr<container_instance> test_container(const scratch& s, bool ask_li
                                                           s.iso.string(), "", 512, 1);
     auto options = container->get_options();
     options.lease_directory = s.leases;
-    options.admission = nullptr;
+    options.bypass_admission = true;
     if (!ask_libvirt)
         options.address_poll_interval = 0ms;
     container->set_options(options);
@@ -418,6 +418,7 @@ TEST_CASE("container: cancellation at each phase leaves zero domains") {
         auto second = test_container(s, false);
         auto options = first->get_options();
         options.admission = &admission;
+        options.bypass_admission = false;
         first->set_options(options);
         second->set_options(options);
         bool first_done = false;
@@ -503,7 +504,7 @@ TEST_CASE("interface: destroying it destroys its containers' running domains") {
         virtualization_interface interface(test_context().get_executor());
         kept = interface.create_container(s.iso.string());
         auto options = kept->get_options();
-        options.admission = nullptr;
+        options.bypass_admission = true;
         kept->set_options(options);
         kept->set_memory(512);
         run_coroutine([&]() -> awaitable<bool> {

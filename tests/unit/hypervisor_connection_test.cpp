@@ -1,6 +1,6 @@
 #include "test_context.hpp"
 
-#include <anweddol/detail/libvirt_call.hpp>
+#include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -101,7 +101,10 @@ TEST_CASE("connection: 10,000 concurrent calls stay within the in-flight cap, of
     const auto io_thread = std::this_thread::get_id();
     std::atomic<int> on_io_thread{0};
     std::atomic<int> finished{0};
-    auto connection = run_coroutine(hypervisor_connection::open(test_uri));
+    hypervisor_connection::options five_lanes;
+    five_lanes.max_calls_in_flight = 5; // test:/// gets 1 by default
+    auto connection = run_coroutine(hypervisor_connection::open(test_uri, five_lanes));
+    CHECK(connection->max_calls_in_flight() == 5);
     for (int i = 0; i < 10'000; ++i)
         boost::asio::co_spawn(
             anweddol::test::test_context(),

@@ -1,4 +1,4 @@
-#include <anweddol/detail/lease_file.hpp>
+#include <anweddol/detail/libvirt/lease_file.hpp>
 #include <anweddol/error.hpp>
 
 #include <boost/system/system_error.hpp>

@@ -1,6 +1,7 @@
 #include "test_context.hpp"
 
-#include <anweddol/detail/libvirt_event_loop.hpp>
+#include <anweddol/detail/libvirt/event_loop.hpp>
+#include <anweddol/runtime.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -21,8 +22,13 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// Registrations from the test's own thread go to the test context's loop:
+// the thread works for that loop while the test runs.
 boost::asio::io_context& loop_context() {
-    return anweddol::test::test_context();
+    auto& context = anweddol::test::test_context();
+    static thread_local libvirt_event_loop::scope on_test_loop(
+        &anweddol::runtime::of(context.get_executor()).event_loop());
+    return context;
 }
 using anweddol::test::run_until;
 
@@ -216,5 +222,5 @@ TEST_CASE("event loop: watches added from other threads run on the loop's thread
     });
     remover.join();
     run_until([] { return false; }, 10ms);
-    CHECK(libvirt_event_loop::install(loop_context().get_executor()).handle_count() == 0);
+    CHECK(anweddol::runtime::of(loop_context().get_executor()).event_loop().handle_count() == 0);
 }

@@ -1,9 +1,10 @@
-// The io_context every unit test that touches libvirt runs on: libvirt's
-// event loop is process-wide and stays bound to the first executor.
+// The io_context most unit tests run on, with its anweddol runtime (and so
+// libvirt's event loop) made up front.
 #ifndef ANWEDDOL_TESTS_UNIT_TEST_CONTEXT_HPP
 #define ANWEDDOL_TESTS_UNIT_TEST_CONTEXT_HPP
 
-#include <anweddol/detail/libvirt_event_loop.hpp>
+#include <anweddol/detail/libvirt/event_hooks.hpp>
+#include <anweddol/runtime.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -19,8 +20,12 @@ namespace anweddol::test {
 
 inline boost::asio::io_context& test_context() {
     static boost::asio::io_context context;
-    static auto& loop = detail::libvirt_event_loop::install(context.get_executor());
-    (void)loop;
+    static const bool ready = [] {
+        anweddol::runtime::of(context.get_executor());
+        detail::libvirt_event_hooks::install();
+        return true;
+    }();
+    (void)ready;
     return context;
 }
 

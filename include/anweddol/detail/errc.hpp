@@ -34,7 +34,8 @@ enum class errc : int {
     authentication_failed,        ///< The SSH server refused the username or password.
     host_key_mismatch,            ///< The SSH server's host key is not the expected one.
     output_limit_exceeded,        ///< A remote command printed more than its output cap.
-    unexpected_error,             ///< Something other than a system_error was thrown; see the diagnostics.
+    unexpected_error,   ///< Something other than a system_error was thrown; see the diagnostics.
+    foreign_event_loop, ///< The program registered a libvirt event loop of its own.
 };
 
 /// The category of `anweddol::errc`; its name is "anweddol". Its timeouts

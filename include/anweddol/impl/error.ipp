@@ -59,6 +59,9 @@ public:
         case errc::output_limit_exceeded:
             return "the remote command printed more than its output cap: raise "
                    "command_options::max_output_bytes or stream it with on_output";
+        case errc::foreign_event_loop:
+            return "the program registered a libvirt event loop implementation of its own: "
+                   "anweddol needs libvirt's events on Asio";
         case errc::unexpected_error:
             return "an unexpected error: its diagnostics say what was thrown";
         }

@@ -4,15 +4,13 @@
 #ifndef ANWEDDOL_IMPL_HYPERVISOR_CONNECTION_IPP
 #define ANWEDDOL_IMPL_HYPERVISOR_CONNECTION_IPP
 
-#include <anweddol/detail/libvirt_call.hpp>
-#include <anweddol/detail/libvirt_event_loop.hpp>
+#include <anweddol/detail/libvirt/call.hpp>
+#include <anweddol/detail/libvirt/event_hooks.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/system/system_error.hpp>
 
 #include <optional>
 
@@ -20,49 +18,79 @@ namespace anweddol {
 
 namespace connection_impl {
 
-ANWEDDOL_DECL std::mutex registry_mutex;
-// One connection per URI; weak, so that a connection nobody uses closes.
-ANWEDDOL_DECL std::map<std::string, std::weak_ptr<hypervisor_connection>> registry;
+inline std::size_t automatic_lanes(const std::string& uri) {
+    // In-process drivers run every call under one driver lock.
+    return uri.starts_with("test:") ? 1 : 5;
+}
 
-struct semaphore_release {
-    detail::async_semaphore& semaphore;
-    ~semaphore_release() { semaphore.release(); }
-};
+// Connections are shared by URI and the settings that shape them; events
+// are not among them: a connection gains events when an opener asks.
+inline std::string registry_key(const std::string& uri, const hypervisor_connection::options& o,
+                                std::size_t lanes) {
+    return uri + '\n' + std::to_string(lanes) + '\n' +
+           std::to_string(o.keepalive_interval.count()) + '\n' + std::to_string(o.keepalive_count);
+}
 
 } // namespace connection_impl
 
-ANWEDDOL_DECL hypervisor_connection::hypervisor_connection(std::string uri, options opts)
-    : uri_(std::move(uri))
+ANWEDDOL_DECL
+hypervisor_connection::hypervisor_connection(anweddol::runtime& rt, std::string key,
+                                             std::string uri, options opts)
+    : runtime_(rt)
+    , key_(std::move(key))
+    , uri_(std::move(uri))
     , options_(opts)
-    , lanes_(std::make_shared<boost::asio::thread_pool>(
-          opts.max_calls_in_flight == 0 ? 1 : opts.max_calls_in_flight))
+    , lane_count_(opts.max_calls_in_flight ? opts.max_calls_in_flight
+                                           : connection_impl::automatic_lanes(uri_))
+    , lanes_(std::make_shared<boost::asio::thread_pool>(lane_count_))
     , events_wanted_(opts.lifecycle_events) {}
 
 ANWEDDOL_DECL hypervisor_connection::~hypervisor_connection() {
+    {
+        std::lock_guard lock(runtime_.connections_mutex_);
+        auto entry = runtime_.connections_.find(key_);
+        if (entry != runtime_.connections_.end() && entry->second.expired())
+            runtime_.connections_.erase(entry);
+    }
     // The lanes may be running the call that dropped the last reference:
     // they finish on a thread of their own.
-    boost::asio::post(detail::blocking_pool(), [lanes = std::move(lanes_)] { lanes->join(); });
-    // Deregister on a worker: virConnectDomainEventDeregisterAny is an RPC.
+    runtime_.run_detached([lanes = std::move(lanes_)] { lanes->join(); });
+    // Deregister and close on a worker: both are RPCs. Closing lets libvirt
+    // remove its watches and timers, and the io_context can run out of work.
     std::lock_guard lock(mutex_);
     if (connection_)
-        boost::asio::post(detail::blocking_pool(),
-                          [connection = std::move(connection_), id = lifecycle_callback_] {
-                              if (id >= 0)
-                                  virConnectDomainEventDeregisterAny(connection.get(), id);
-                              virConnectUnregisterCloseCallback(connection.get(), &on_closed);
-                          });
+        runtime_.run_detached([connection = std::move(connection_), id = lifecycle_callback_,
+                               close = close_callback_registered_,
+                               loop = &runtime_.event_loop()]() mutable {
+            const detail::libvirt_event_loop::scope on_our_loop(loop);
+            if (id >= 0)
+                virConnectDomainEventDeregisterAny(connection.get(), id);
+            if (close)
+                virConnectUnregisterCloseCallback(connection.get(), &on_closed);
+            virResetLastError();
+            connection.reset();
+        });
 }
 
 ANWEDDOL_DECL boost::asio::awaitable<std::shared_ptr<hypervisor_connection>>
 hypervisor_connection::open(std::string uri, options opts) {
-    detail::libvirt_event_loop::install(co_await boost::asio::this_coro::executor);
-    std::shared_ptr<hypervisor_connection> connection = shared_for(uri, opts);
+    auto executor = co_await boost::asio::this_coro::executor;
+    auto opening = open_on(std::move(executor), std::move(uri), opts);
+    co_return co_await std::move(opening);
+}
+
+ANWEDDOL_DECL boost::asio::awaitable<std::shared_ptr<hypervisor_connection>>
+hypervisor_connection::open_on(boost::asio::any_io_executor executor, std::string uri,
+                               options opts) {
+    detail::libvirt_event_hooks::install();
+    std::shared_ptr<hypervisor_connection> connection =
+        shared_for(anweddol::runtime::of(executor), uri, opts);
     co_await reopen(connection); // no-op when open
     if (opts.lifecycle_events && !connection->events_wanted_.load()) {
         // Shared with an opener that did not want events: subscribe now, and
         // say so only once it worked (a failure leaves the next opener to
-        // try again). Built outside the co_await expression: GCC 12.
-        auto registering = connection->call(
+        // try again).
+        auto registering = connection->call_here(
             [self = connection.get()](virConnectPtr c) { self->register_lifecycle_blocking(c); });
         co_await std::move(registering);
         connection->events_wanted_ = true;
@@ -71,39 +99,34 @@ hypervisor_connection::open(std::string uri, options opts) {
 }
 
 ANWEDDOL_DECL std::shared_ptr<hypervisor_connection>
-hypervisor_connection::shared_for(const std::string& uri, options opts) {
-    std::lock_guard lock(connection_impl::registry_mutex);
-    auto& slot = connection_impl::registry[uri];
+hypervisor_connection::shared_for(anweddol::runtime& rt, const std::string& uri,
+                                  const options& opts) {
+    if (uri.empty())
+        detail::throw_error(errc::invalid_argument,
+                            "empty libvirt URI: give one such as qemu:///system");
+    const std::size_t lanes =
+        opts.max_calls_in_flight ? opts.max_calls_in_flight : connection_impl::automatic_lanes(uri);
+    std::string key = connection_impl::registry_key(uri, opts, lanes);
+    std::lock_guard lock(rt.connections_mutex_);
+    auto& slot = rt.connections_[key];
     std::shared_ptr<hypervisor_connection> connection = slot.lock();
     if (!connection) {
-        connection.reset(new hypervisor_connection(uri, opts));
+        connection.reset(new hypervisor_connection(rt, key, uri, opts));
         slot = connection;
     }
     return connection;
 }
 
-template <class Work>
-boost::asio::awaitable<detail::blocking_result_t<std::invoke_result_t<Work&, virConnectPtr>>>
-hypervisor_connection::call(Work work) {
-    if (!is_open())
-        co_await reopen(shared_from_this());
-    // Built outside the co_await expression: GCC 12 destroys temporaries
-    // with captures inside one twice.
-    auto running = detail::async_run_blocking_on(
-        lanes_->get_executor(),
-        [self = shared_from_this(), connection = current(), work = std::move(work)]() mutable {
-            const std::size_t now = ++self->in_flight_;
-            std::size_t peak = self->peak_in_flight_.load();
-            while (now > peak && !self->peak_in_flight_.compare_exchange_weak(peak, now)) {
-            }
-            struct leave {
-                std::atomic<std::size_t>& count;
-                ~leave() { --count; }
-            } leaving{self->in_flight_};
-            return work(connection.get());
-        },
-        boost::asio::use_awaitable);
-    co_return co_await std::move(running);
+ANWEDDOL_DECL hypervisor_connection::in_flight_count::in_flight_count(hypervisor_connection& c)
+    : connection(c) {
+    const std::size_t now = ++connection.in_flight_;
+    std::size_t peak = connection.peak_in_flight_.load();
+    while (now > peak && !connection.peak_in_flight_.compare_exchange_weak(peak, now)) {
+    }
+}
+
+ANWEDDOL_DECL hypervisor_connection::in_flight_count::~in_flight_count() {
+    --connection.in_flight_;
 }
 
 ANWEDDOL_DECL detail::connect_handle hypervisor_connection::current() const {
@@ -117,14 +140,18 @@ ANWEDDOL_DECL boost::asio::awaitable<void>
 hypervisor_connection::reopen(std::shared_ptr<hypervisor_connection> self) {
     if (self->is_open())
         co_return;
-    co_await self->reopen_lock_.async_acquire(boost::asio::use_awaitable);
-    connection_impl::semaphore_release release{self->reopen_lock_};
+    // The permit gives the lock back when this frame ends, or when its
+    // completion is destroyed without running.
+    auto acquiring = self->reopen_lock_.async_acquire(boost::asio::use_awaitable);
+    auto permit = co_await std::move(acquiring);
     if (self->is_open())
         co_return; // another caller reopened it meanwhile
-    // Built outside the co_await expression: GCC 12 destroys temporaries
-    // with captures inside one twice.
+    auto& rt = self->runtime_;
     auto reopening =
-        detail::async_run_blocking([self] { self->reopen_blocking(); }, boost::asio::use_awaitable);
+        detail::run_blocking(rt.workers(), &rt.completions(), [self, loop = &rt.event_loop()] {
+            const detail::libvirt_event_loop::scope on_our_loop(loop);
+            self->reopen_blocking();
+        });
     co_await std::move(reopening);
 }
 
@@ -134,8 +161,8 @@ ANWEDDOL_DECL void hypervisor_connection::reopen_blocking() {
     if (!fresh)
         detail::throw_last_libvirt_error("cannot connect to " + uri_);
     // Local drivers (test:///) have no keepalive: they cannot be dropped.
-    if (options_.keepalive_interval_seconds > 0 &&
-        virConnectSetKeepAlive(fresh.get(), options_.keepalive_interval_seconds,
+    if (options_.keepalive_interval.count() > 0 &&
+        virConnectSetKeepAlive(fresh.get(), static_cast<int>(options_.keepalive_interval.count()),
                                options_.keepalive_count) < 0) {
         if (virGetLastErrorCode() != VIR_ERR_NO_SUPPORT)
             detail::throw_last_libvirt_error("cannot enable keepalive on " + uri_);
@@ -144,26 +171,31 @@ ANWEDDOL_DECL void hypervisor_connection::reopen_blocking() {
     // Local drivers cannot lose their connection and do not support this;
     // libvirt then does not take the opaque, so it is ours to free.
     auto* close_opaque = new std::weak_ptr<hypervisor_connection>(weak_from_this());
+    bool close_registered = true;
     if (virConnectRegisterCloseCallback(fresh.get(), &on_closed, close_opaque, &free_weak_self) <
         0) {
         free_weak_self(close_opaque);
         virResetLastError();
+        close_registered = false;
     }
     const int lifecycle = events_wanted_ ? register_lifecycle(fresh.get()) : -1;
 
     detail::connect_handle old;
     int old_lifecycle;
+    bool old_close;
     {
         std::lock_guard lock(mutex_);
         old = std::exchange(connection_, std::move(fresh));
         old_lifecycle = std::exchange(lifecycle_callback_, lifecycle);
+        old_close = std::exchange(close_callback_registered_, close_registered);
     }
     open_ = true;
     ++open_count_;
     if (old) { // dropped: its RPCs fail at once, but free libvirt's side of the callbacks
         if (old_lifecycle >= 0)
             virConnectDomainEventDeregisterAny(old.get(), old_lifecycle);
-        virConnectUnregisterCloseCallback(old.get(), &on_closed);
+        if (old_close)
+            virConnectUnregisterCloseCallback(old.get(), &on_closed);
         virResetLastError();
     }
 }
@@ -190,21 +222,21 @@ ANWEDDOL_DECL void hypervisor_connection::register_lifecycle_blocking(virConnect
 }
 
 ANWEDDOL_DECL int hypervisor_connection::on_lifecycle(virConnectPtr, virDomainPtr domain, int event,
-                                               int detail, void* opaque) {
+                                                      int detail, void* opaque) {
     auto self = static_cast<std::weak_ptr<hypervisor_connection>*>(opaque)->lock();
     if (!self)
         return 0;
     char uuid[VIR_UUID_STRING_BUFLEN] = {};
     virDomainGetUUIDString(domain, uuid); // local: no RPC on the loop's thread
     const char* name = virDomainGetName(domain);
-    self->publish({uuid, name ? name : "", event, detail});
+    self->router_.publish({uuid, name ? name : "", event, detail});
     return 0;
 }
 
 ANWEDDOL_DECL void hypervisor_connection::on_closed(virConnectPtr, int reason, void* opaque) {
     if (auto self = static_cast<std::weak_ptr<hypervisor_connection>*>(opaque)->lock()) {
         self->open_ = false;
-        self->publish_close(reason);
+        self->router_.publish_close(reason);
     }
 }
 
@@ -212,71 +244,76 @@ ANWEDDOL_DECL void hypervisor_connection::free_weak_self(void* opaque) {
     delete static_cast<std::weak_ptr<hypervisor_connection>*>(opaque);
 }
 
-ANWEDDOL_DECL int hypervisor_connection::add_subscriber(subscriber s) {
-    std::lock_guard lock(mutex_);
-    const int id = next_subscriber_++;
-    subscribers_.emplace(id, std::move(s));
-    return id;
-}
-
-ANWEDDOL_DECL void hypervisor_connection::remove_subscriber(int id) {
-    std::lock_guard lock(mutex_);
-    subscribers_.erase(id);
-}
-
-ANWEDDOL_DECL void hypervisor_connection::publish(const domain_lifecycle_event& event) {
-    std::lock_guard lock(mutex_);
-    for (const auto& [id, s] : subscribers_)
-        if (s.on_event)
-            boost::asio::post(s.executor, [handler = s.on_event, event] { handler(event); });
-}
-
-ANWEDDOL_DECL void hypervisor_connection::publish_close(int reason) {
-    std::lock_guard lock(mutex_);
-    for (const auto& [id, s] : subscribers_)
-        if (s.on_close)
-            boost::asio::post(s.executor, [handler = s.on_close, reason] { handler(reason); });
-}
-
-ANWEDDOL_DECL void hypervisor_connection::subscription::reset() {
+ANWEDDOL_DECL void hypervisor_connection::subscription::reset() noexcept {
+    if (!subscriber_)
+        return;
+    subscriber_->active = false;
     if (auto owner = owner_.lock())
-        owner->remove_subscriber(id_);
+        owner->router_.remove(subscriber_);
     owner_.reset();
+    subscriber_.reset();
+}
+
+ANWEDDOL_DECL hypervisor_connection::subscription
+hypervisor_connection::add(std::shared_ptr<detail::domain_event_router::subscriber> s) {
+    router_.add(s);
+    return {weak_from_this(), std::move(s)};
+}
+
+ANWEDDOL_DECL hypervisor_connection::subscription
+hypervisor_connection::subscribe(std::string uuid, boost::asio::any_io_executor executor,
+                                 std::function<void(const domain_lifecycle_event&)> handler) {
+    auto s = std::make_shared<detail::domain_event_router::subscriber>();
+    s->uuid = std::move(uuid);
+    s->executor = std::move(executor);
+    s->on_event = std::move(handler);
+    if (s->uuid.empty())
+        detail::throw_error(errc::invalid_argument,
+                            "subscribe to a domain by its UUID, or use the overload without one "
+                            "for every domain");
+    return add(std::move(s));
 }
 
 ANWEDDOL_DECL hypervisor_connection::subscription
 hypervisor_connection::subscribe(boost::asio::any_io_executor executor,
                                  std::function<void(const domain_lifecycle_event&)> handler) {
-    return {weak_from_this(), add_subscriber({std::move(executor), std::move(handler), {}})};
+    auto s = std::make_shared<detail::domain_event_router::subscriber>();
+    s->executor = std::move(executor);
+    s->on_event = std::move(handler);
+    return add(std::move(s));
 }
 
 ANWEDDOL_DECL hypervisor_connection::subscription
 hypervisor_connection::on_close(boost::asio::any_io_executor executor,
                                 std::function<void(int)> handler) {
-    return {weak_from_this(), add_subscriber({std::move(executor), {}, std::move(handler)})};
+    auto s = std::make_shared<detail::domain_event_router::subscriber>();
+    s->executor = std::move(executor);
+    s->on_close = std::move(handler);
+    return add(std::move(s));
 }
 
 ANWEDDOL_DECL boost::asio::awaitable<domain_lifecycle_event>
-hypervisor_connection::wait_for_event(std::string uuid, int event,
-                                      std::chrono::steady_clock::duration timeout) {
+hypervisor_connection::wait_here(std::string uuid, int event,
+                                 std::chrono::steady_clock::duration timeout) {
     auto executor = co_await boost::asio::this_coro::executor;
     auto timer = std::make_shared<boost::asio::steady_timer>(executor, timeout);
     auto seen = std::make_shared<std::optional<domain_lifecycle_event>>();
     auto watching =
-        subscribe(executor, [timer, seen, uuid, event](const domain_lifecycle_event& e) {
-            if (!*seen && e.uuid == uuid && e.event == event) {
+        subscribe(uuid, executor, [timer, seen, event](const domain_lifecycle_event& e) {
+            if (!*seen && e.event == event) {
                 *seen = e;
                 timer->cancel();
             }
         });
-    auto [ec] = co_await timer->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    auto waiting = timer->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    auto [ec] = co_await std::move(waiting);
     if (*seen)
         co_return **seen;
     if (ec == boost::asio::error::operation_aborted)
-        throw boost::system::system_error(ec, "waiting for an event of domain " + uuid);
-    throw boost::system::system_error(boost::asio::error::timed_out,
-                                      "domain " + uuid + " reported no lifecycle event " +
-                                          std::to_string(event) + " in time");
+        detail::throw_error(ec, "waiting for an event of domain " + uuid);
+    detail::throw_error(boost::asio::error::timed_out, "domain " + uuid +
+                                                           " reported no lifecycle event " +
+                                                           std::to_string(event) + " in time");
 }
 
 } // namespace anweddol

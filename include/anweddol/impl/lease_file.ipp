@@ -4,8 +4,8 @@
 #ifndef ANWEDDOL_IMPL_LEASE_FILE_IPP
 #define ANWEDDOL_IMPL_LEASE_FILE_IPP
 
-#include <anweddol/detail/lease_file.hpp>
-#include <anweddol/error.hpp>
+#include <anweddol/detail/diagnostics.hpp>
+#include <anweddol/detail/libvirt/lease_file.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
@@ -44,8 +44,8 @@ ANWEDDOL_DECL std::int64_t expiry_of(const boost::json::value& value, std::size_
 
 } // namespace lease_file_impl
 
-ANWEDDOL_DECL std::optional<lease> find_lease(std::string_view status_json, std::string_view mac_address,
-                                       std::int64_t now) {
+ANWEDDOL_DECL std::optional<lease> find_lease(std::string_view status_json,
+                                              std::string_view mac_address, std::int64_t now) {
     using namespace lease_file_impl;
     if (status_json.size() > max_lease_file_size)
         malformed("status file is larger than " + std::to_string(max_lease_file_size) + " bytes");

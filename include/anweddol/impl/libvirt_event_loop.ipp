@@ -4,7 +4,8 @@
 #ifndef ANWEDDOL_IMPL_LIBVIRT_EVENT_LOOP_IPP
 #define ANWEDDOL_IMPL_LIBVIRT_EVENT_LOOP_IPP
 
-#include <anweddol/detail/libvirt_event_loop.hpp>
+#include <anweddol/detail/libvirt/event_hooks.hpp>
+#include <anweddol/detail/libvirt/event_loop.hpp>
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
@@ -54,18 +55,6 @@ struct libvirt_event_loop::timeout_watch {
     bool removed = false;
 };
 
-// Told by the io_context when it shuts down, while its services still exist.
-class libvirt_event_loop::shutdown_watch : public boost::asio::execution_context::service {
-public:
-    using key_type = shutdown_watch;
-    static inline boost::asio::execution_context::id id;
-    explicit shutdown_watch(boost::asio::execution_context& context)
-        : service(context) {}
-
-private:
-    void shutdown() override { libvirt_event_loop::loop().detach(); }
-};
-
 namespace event_loop_impl {
 
 ANWEDDOL_DECL libvirt_event_loop* instance = nullptr;
@@ -96,27 +85,22 @@ ANWEDDOL_DECL int ready_now(int fd, int events) {
 } // namespace event_loop_impl
 
 ANWEDDOL_DECL libvirt_event_loop::libvirt_event_loop(const boost::asio::any_io_executor& executor)
-    : strand_(boost::asio::make_strand(executor)) {}
-
-ANWEDDOL_DECL libvirt_event_loop&
-libvirt_event_loop::install(const boost::asio::any_io_executor& executor) {
-    static libvirt_event_loop* const installed = [&] {
-        // Never destroyed: libvirt may call the hooks until the process ends.
-        event_loop_impl::instance = new libvirt_event_loop(executor);
-        boost::asio::use_service<shutdown_watch>(
-            boost::asio::query(executor, boost::asio::execution::context));
-        // libvirt prints every error to stderr unless told otherwise; ours
-        // travel as exceptions with libvirt's message instead.
-        virSetErrorFunc(nullptr, [](void*, virErrorPtr) {});
-        virEventRegisterImpl(&add_handle, &update_handle, &remove_handle, &add_timeout,
-                             &update_timeout, &remove_timeout);
-        return event_loop_impl::instance;
-    }();
-    return *installed;
+    : strand_(boost::asio::make_strand(executor)) {
+    libvirt_event_hooks::attach(this);
 }
 
-ANWEDDOL_DECL libvirt_event_loop& libvirt_event_loop::loop() noexcept {
-    return *event_loop_impl::instance;
+ANWEDDOL_DECL libvirt_event_loop::~libvirt_event_loop() {
+    libvirt_event_hooks::detach(this); // libvirt's later calls for our ids find nothing
+    detach();
+}
+
+ANWEDDOL_DECL libvirt_event_loop::scope::scope(libvirt_event_loop* loop) noexcept
+    : previous_(libvirt_event_hooks::current) {
+    libvirt_event_hooks::current = loop;
+}
+
+ANWEDDOL_DECL libvirt_event_loop::scope::~scope() {
+    libvirt_event_hooks::current = previous_;
 }
 
 ANWEDDOL_DECL std::size_t libvirt_event_loop::handle_count() const {
@@ -200,6 +184,7 @@ ANWEDDOL_DECL void libvirt_event_loop::on_ready(const std::shared_ptr<fd_entry>&
                 calls.push_back({id, events, watch.callback, watch.opaque});
         }
     }
+    const scope on_this_loop(this); // what the callbacks register lands here
     for (const due& call : calls) {
         {
             // An earlier callback may have removed or disabled this watch.
@@ -238,112 +223,104 @@ ANWEDDOL_DECL void libvirt_event_loop::detach() {
     timeouts_.clear();
 }
 
-ANWEDDOL_DECL int libvirt_event_loop::add_handle(int fd, int events, virEventHandleCallback callback,
-                                          void* opaque, virFreeCallback free_opaque) {
-    libvirt_event_loop& self = loop();
-    std::lock_guard lock(self.mutex_);
-    if (self.detached_)
+ANWEDDOL_DECL int libvirt_event_loop::add_handle(int id, int fd, int events,
+                                                 virEventHandleCallback callback, void* opaque,
+                                                 virFreeCallback free_opaque) {
+    std::lock_guard lock(mutex_);
+    if (detached_)
         return -1;
-    auto entry = self.fds_.find(fd);
-    if (entry == self.fds_.end()) {
+    auto entry = fds_.find(fd);
+    if (entry == fds_.end()) {
         try {
-            entry = self.fds_.emplace(fd, std::make_shared<fd_entry>(self.strand_, fd)).first;
+            entry = fds_.emplace(fd, std::make_shared<fd_entry>(strand_, fd)).first;
         } catch (const std::exception&) {
             return -1; // not a pollable fd
         }
     }
-    const int id = self.next_id_++;
-    self.handles_.emplace(id, handle_watch{fd, events, callback, opaque, free_opaque});
-    self.arm(entry->second);
+    handles_.emplace(id, handle_watch{fd, events, callback, opaque, free_opaque});
+    arm(entry->second);
     return id;
 }
 
-ANWEDDOL_DECL void libvirt_event_loop::update_handle(int watch, int events) {
-    libvirt_event_loop& self = loop();
-    std::lock_guard lock(self.mutex_);
-    auto found = self.handles_.find(watch);
-    if (found == self.handles_.end() || self.detached_)
+ANWEDDOL_DECL void libvirt_event_loop::update_handle(int id, int events) {
+    std::lock_guard lock(mutex_);
+    auto found = handles_.find(id);
+    if (found == handles_.end() || detached_)
         return;
     found->second.events = events;
-    self.arm(self.fds_.at(found->second.fd));
+    arm(fds_.at(found->second.fd));
 }
 
-ANWEDDOL_DECL int libvirt_event_loop::remove_handle(int watch) {
-    libvirt_event_loop& self = loop();
-    virFreeCallback free_opaque = nullptr;
-    void* opaque = nullptr;
-    {
-        std::lock_guard lock(self.mutex_);
-        auto found = self.handles_.find(watch);
-        if (found == self.handles_.end())
-            return -1;
-        const int fd = found->second.fd;
-        free_opaque = found->second.free_opaque;
-        opaque = found->second.opaque;
-        self.handles_.erase(found);
-        if (!self.detached_ && self.wanted_events(fd) == 0) {
-            bool other_watch = false;
-            for (const auto& [id, other] : self.handles_)
-                other_watch = other_watch || other.fd == fd;
-            if (!other_watch) {
-                // libvirt owns the fd and may close it as soon as we return:
-                // deregister it now, synchronously, and never close it.
-                auto entry = self.fds_.find(fd);
-                entry->second->descriptor.release();
-                self.fds_.erase(entry);
-            }
+ANWEDDOL_DECL int libvirt_event_loop::remove_handle(int id) {
+    std::lock_guard lock(mutex_);
+    auto found = handles_.find(id);
+    if (found == handles_.end())
+        return -1;
+    const int fd = found->second.fd;
+    const virFreeCallback free_opaque = found->second.free_opaque;
+    void* const opaque = found->second.opaque;
+    handles_.erase(found);
+    if (!detached_ && wanted_events(fd) == 0) {
+        bool other_watch = false;
+        for (const auto& [other_id, other] : handles_)
+            other_watch = other_watch || other.fd == fd;
+        if (!other_watch) {
+            // libvirt owns the fd and may close it as soon as we return:
+            // deregister it now, synchronously, and never close it.
+            auto entry = fds_.find(fd);
+            entry->second->descriptor.release();
+            fds_.erase(entry);
         }
-        self.free_later(free_opaque, opaque);
     }
+    free_later(free_opaque, opaque);
     return 0;
 }
 
-ANWEDDOL_DECL int libvirt_event_loop::add_timeout(int period_ms, virEventTimeoutCallback callback,
-                                           void* opaque, virFreeCallback free_opaque) {
-    libvirt_event_loop& self = loop();
+ANWEDDOL_DECL int libvirt_event_loop::add_timeout(int id, int period_ms,
+                                                  virEventTimeoutCallback callback, void* opaque,
+                                                  virFreeCallback free_opaque) {
     std::shared_ptr<timeout_watch> timeout;
     {
-        std::lock_guard lock(self.mutex_);
-        if (self.detached_)
+        std::lock_guard lock(mutex_);
+        if (detached_)
             return -1;
-        const int id = self.next_id_++;
-        timeout = std::make_shared<timeout_watch>(self.strand_, id, period_ms, callback, opaque,
-                                                  free_opaque);
-        self.timeouts_.emplace(id, timeout);
+        timeout =
+            std::make_shared<timeout_watch>(strand_, id, period_ms, callback, opaque, free_opaque);
+        timeouts_.emplace(id, timeout);
     }
-    boost::asio::post(self.strand_, [&self, timeout] { self.schedule(timeout); });
-    return timeout->id;
+    boost::asio::post(strand_, [this, timeout] { schedule(timeout); });
+    return id;
 }
 
-ANWEDDOL_DECL void libvirt_event_loop::update_timeout(int timer, int period_ms) {
-    libvirt_event_loop& self = loop();
+ANWEDDOL_DECL void libvirt_event_loop::update_timeout(int id, int period_ms) {
     std::shared_ptr<timeout_watch> timeout;
     {
-        std::lock_guard lock(self.mutex_);
-        auto found = self.timeouts_.find(timer);
-        if (found == self.timeouts_.end())
+        std::lock_guard lock(mutex_);
+        auto found = timeouts_.find(id);
+        if (found == timeouts_.end() || detached_)
             return;
         timeout = found->second;
         timeout->period_ms = period_ms;
         ++timeout->generation; // applies at once, also to a timer already running
     }
-    boost::asio::post(self.strand_, [&self, timeout] { self.schedule(timeout); });
+    boost::asio::post(strand_, [this, timeout] { schedule(timeout); });
 }
 
-ANWEDDOL_DECL int libvirt_event_loop::remove_timeout(int timer) {
-    libvirt_event_loop& self = loop();
+ANWEDDOL_DECL int libvirt_event_loop::remove_timeout(int id) {
     std::shared_ptr<timeout_watch> timeout;
     {
-        std::lock_guard lock(self.mutex_);
-        auto found = self.timeouts_.find(timer);
-        if (found == self.timeouts_.end())
+        std::lock_guard lock(mutex_);
+        auto found = timeouts_.find(id);
+        if (found == timeouts_.end())
             return -1;
         timeout = found->second;
         timeout->removed = true;
-        self.timeouts_.erase(found);
-        self.free_later(timeout->free_opaque, timeout->opaque);
+        timeouts_.erase(found);
+        free_later(timeout->free_opaque, timeout->opaque);
+        if (detached_)
+            return 0;
     }
-    boost::asio::post(self.strand_, [timeout] { timeout->timer.cancel(); });
+    boost::asio::post(strand_, [timeout] { timeout->timer.cancel(); });
     return 0;
 }
 
@@ -375,13 +352,16 @@ ANWEDDOL_DECL void libvirt_event_loop::schedule(const std::shared_ptr<timeout_wa
 
 // Runs on the strand.
 ANWEDDOL_DECL void libvirt_event_loop::fire(const std::shared_ptr<timeout_watch>& timeout,
-                                     unsigned generation) {
+                                            unsigned generation) {
     {
         std::lock_guard lock(mutex_);
         if (timeout->removed || timeout->generation != generation)
             return; // removed or updated meanwhile: the update scheduled anew
     }
-    timeout->callback(timeout->id, timeout->opaque);
+    {
+        const scope on_this_loop(this);
+        timeout->callback(timeout->id, timeout->opaque);
+    }
     bool unchanged;
     {
         std::lock_guard lock(mutex_);

@@ -43,12 +43,11 @@ virtualization_interface::get_stored_container(std::string_view uuid) const {
 ANWEDDOL_DECL void
 virtualization_interface::add_stored_container(std::shared_ptr<container_instance> container) {
     if (!container)
-        throw boost::system::system_error(make_error_code(errc::invalid_argument),
-                                          "cannot store a null container");
+        detail::throw_error(errc::invalid_argument, "cannot store a null container");
     const std::string& uuid = container->get_uuid();
     if (containers_.contains(uuid))
-        throw boost::system::system_error(make_error_code(errc::container_already_stored),
-                                          "a container with UUID " + uuid + " is already stored");
+        detail::throw_error(errc::container_already_stored,
+                            "a container with UUID " + uuid + " is already stored");
     containers_.emplace(uuid, std::move(container));
 }
 

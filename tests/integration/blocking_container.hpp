@@ -6,11 +6,11 @@
 // the guest ISO without depending on the library's asynchronous parts (the
 // first, blocking provisioning tool that it was written for is gone).
 //
-#ifndef ANWEDDOL_TOOLS_BLOCKING_CONTAINER_HPP
-#define ANWEDDOL_TOOLS_BLOCKING_CONTAINER_HPP
+#ifndef ANWEDDOL_TESTS_INTEGRATION_BLOCKING_CONTAINER_HPP
+#define ANWEDDOL_TESTS_INTEGRATION_BLOCKING_CONTAINER_HPP
 
-#include <anweddol/detail/lease_file.hpp>
-#include <anweddol/detail/libvirt_handle.hpp>
+#include <anweddol/detail/libvirt/handle.hpp>
+#include <anweddol/detail/libvirt/lease_file.hpp>
 #include <anweddol/detail/ssh_handle.hpp>
 
 #include <libssh/libssh.h>

@@ -1,8 +1,8 @@
 //
 // anweddol: throwaway libvirt/QEMU containers administered over SSH.
 //
-#ifndef ANWEDDOL_DETAIL_LEASE_FILE_HPP
-#define ANWEDDOL_DETAIL_LEASE_FILE_HPP
+#ifndef ANWEDDOL_DETAIL_LIBVIRT_LEASE_FILE_HPP
+#define ANWEDDOL_DETAIL_LIBVIRT_LEASE_FILE_HPP
 
 #include <anweddol/detail/config.hpp>
 #include <cstddef>

@@ -1,15 +1,16 @@
 //
 // anweddol: throwaway libvirt/QEMU containers administered over SSH.
 //
-#ifndef ANWEDDOL_DETAIL_STATUS_FILE_WATCH_HPP
-#define ANWEDDOL_DETAIL_STATUS_FILE_WATCH_HPP
+#ifndef ANWEDDOL_DETAIL_LIBVIRT_STATUS_FILE_WATCH_HPP
+#define ANWEDDOL_DETAIL_LIBVIRT_STATUS_FILE_WATCH_HPP
 
-#include <anweddol/detail/blocking_pool.hpp>
+#include <anweddol/detail/config.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <utility>
 
 #include <sys/inotify.h>
 #include <unistd.h>
@@ -27,14 +29,17 @@ namespace anweddol::detail {
 /// Wakes a coroutine when a file is written or replaced, with inotify on its
 /// directory: libvirt's lease helper writes dnsmasq's status file anew and
 /// renames it over the old one, which a watch on the file itself would lose.
-/// One coroutine at a time may wait; the inotify fd closes with the object.
+/// One coroutine at a time may wait; the inotify fd closes with the object,
+/// on `closer` (a worker).
 class status_file_watch {
 public:
     /// Throws boost::system::system_error when the directory cannot be
     /// watched (it does not exist, or inotify's limits are reached).
-    status_file_watch(boost::asio::any_io_executor executor, const std::filesystem::path& file)
+    status_file_watch(boost::asio::any_io_executor executor, const std::filesystem::path& file,
+                      boost::asio::thread_pool::executor_type closer)
         : name_(file.filename().string())
-        , descriptor_(executor) {
+        , descriptor_(executor)
+        , closer_(std::move(closer)) {
         const int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (fd < 0)
             throw_errno("inotify_init1");
@@ -52,11 +57,25 @@ public:
     ~status_file_watch() {
         if (!descriptor_.is_open())
             return;
-        const int fd = descriptor_.release();
+        // Closed when the posted work runs, or when it is destroyed unrun
+        // (the io_context went first): never left open.
+        struct closing {
+            int fd;
+            explicit closing(int f) noexcept
+                : fd(f) {}
+            closing(closing&& other) noexcept
+                : fd(std::exchange(other.fd, -1)) {}
+            ~closing() {
+                if (fd >= 0)
+                    ::close(fd);
+            }
+            void operator()() noexcept {}
+        };
+        closing fd(descriptor_.release());
         try {
-            boost::asio::post(blocking_pool(), [fd] { ::close(fd); });
+            boost::asio::post(closer_, std::move(fd));
         } catch (...) {
-            ::close(fd);
+            // out of memory: closed here, by fd's destructor
         }
     }
 
@@ -104,6 +123,7 @@ private:
 
     std::string name_;
     boost::asio::posix::stream_descriptor descriptor_;
+    boost::asio::thread_pool::executor_type closer_;
 };
 
 } // namespace anweddol::detail

@@ -1,8 +1,8 @@
 //
 // anweddol: throwaway libvirt/QEMU containers administered over SSH.
 //
-#ifndef ANWEDDOL_DETAIL_DOMAIN_XML_HPP
-#define ANWEDDOL_DETAIL_DOMAIN_XML_HPP
+#ifndef ANWEDDOL_DETAIL_LIBVIRT_DOMAIN_XML_HPP
+#define ANWEDDOL_DETAIL_LIBVIRT_DOMAIN_XML_HPP
 
 #include <string>
 #include <string_view>

@@ -1,0 +1,143 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_DETAIL_LIBVIRT_DOMAIN_OPS_HPP
+#define ANWEDDOL_DETAIL_LIBVIRT_DOMAIN_OPS_HPP
+
+#include <anweddol/detail/diagnostics.hpp>
+#include <anweddol/detail/libvirt/call.hpp>
+#include <anweddol/detail/libvirt/handle.hpp>
+#include <anweddol/detail/libvirt/host_probe.hpp>
+
+#include <libvirt/libvirt.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <optional>
+#include <string>
+
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace anweddol::detail {
+
+// The blocking libvirt work of a container, each run on a connection's lane.
+// Domains are looked up by UUID on the connection at hand: after libvirtd
+// restarted, handles from the old connection are dead.
+
+/// Everything start_domain checks before it creates anything; returns the
+/// domain type to use.
+inline std::string preflight(virConnectPtr connection, const std::string& uri,
+                             const std::string& uuid, const std::string& iso_path,
+                             const std::string& bridge, const std::string& wanted_type) {
+    struct stat status {};
+    const auto system_error = [](int code, std::string what) {
+        throw_error(boost::system::error_code(code, boost::system::system_category()),
+                    std::move(what));
+    };
+    if (::stat(iso_path.c_str(), &status) != 0)
+        system_error(errno, "cannot use the ISO file " + iso_path);
+    if (S_ISDIR(status.st_mode))
+        system_error(EISDIR, "the ISO path " + iso_path + " is a directory");
+    if (::access(iso_path.c_str(), R_OK) != 0)
+        system_error(errno, "cannot read the ISO file " + iso_path);
+
+    if (domain_handle existing(virDomainLookupByUUIDString(connection, uuid.c_str())); existing)
+        throw_error(errc::domain_already_running,
+                    "libvirt at " + uri + " already has a domain with UUID " + uuid +
+                        ": give this container another UUID, or stop that domain first");
+    virResetLastError();
+
+    if (!bridge_exists(connection, uri, bridge))
+        throw_error(errc::invalid_argument,
+                    "there is no bridge named '" + bridge + "' at " + uri +
+                        ": start the libvirt network that owns it (virsh net-start default) or "
+                        "set the container's NAT interface name to an existing one");
+    return wanted_type.empty() ? automatic_domain_type(connection) : wanted_type;
+}
+
+/// The domain with `uuid`, or nullptr when libvirt has none (any other
+/// failure throws).
+inline domain_handle find_domain(virConnectPtr connection, const std::string& uuid) {
+    domain_handle domain(virDomainLookupByUUIDString(connection, uuid.c_str()));
+    if (!domain) {
+        if (virGetLastErrorCode() != VIR_ERR_NO_DOMAIN)
+            throw_last_libvirt_error("cannot look up domain " + uuid);
+        virResetLastError();
+    }
+    return domain;
+}
+
+/// Destroys the domain with `uuid`, looked up on `connection`, or `fallback`
+/// where there is no connection (an adopted domain). A domain already gone
+/// is not an error.
+inline void destroy_domain_blocking(virConnectPtr connection, const std::string& uuid,
+                                    virDomainPtr fallback) {
+    domain_handle domain = connection ? find_domain(connection, uuid) : retain_domain(fallback);
+    if (domain && virDomainDestroy(domain.get()) < 0) {
+        if (virGetLastErrorCode() == VIR_ERR_OPERATION_INVALID ||
+            virGetLastErrorCode() == VIR_ERR_NO_DOMAIN) {
+            virResetLastError(); // not running any more
+            return;
+        }
+        throw_last_libvirt_error("cannot destroy domain " + uuid);
+    }
+}
+
+/// Asks the guest to shut down (an ACPI power button press).
+inline void shutdown_domain_blocking(virConnectPtr connection, const std::string& uuid) {
+    domain_handle domain = find_domain(connection, uuid);
+    if (!domain)
+        return; // gone already: its STOPPED event, or the next poll, says so
+    if (virDomainShutdown(domain.get()) < 0)
+        throw_last_libvirt_error("cannot ask the guest of domain " + uuid + " to shut down");
+}
+
+/// Whether the domain still runs.
+inline bool domain_active_blocking(virConnectPtr connection, const std::string& uuid) {
+    domain_handle domain = find_domain(connection, uuid);
+    if (!domain)
+        return false;
+    const int active = virDomainIsActive(domain.get());
+    if (active < 0)
+        throw_last_libvirt_error("cannot ask whether domain " + uuid + " runs");
+    return active == 1;
+}
+
+/// The first IPv4 address of domain `uuid`'s NIC with `mac`, as libvirt
+/// knows it from its own lease records, or from a guest agent.
+inline std::optional<std::string>
+interface_address(virConnectPtr connection, const std::string& uuid, const std::string& mac) {
+    domain_handle domain(virDomainLookupByUUIDString(connection, uuid.c_str()));
+    if (!domain) {
+        virResetLastError();
+        return std::nullopt; // gone: its STOPPED event says so
+    }
+    for (const unsigned source :
+         {VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT}) {
+        virDomainInterfacePtr* interfaces = nullptr;
+        const int count = virDomainInterfaceAddresses(domain.get(), &interfaces, source, 0);
+        if (count < 0) {
+            virResetLastError(); // no agent, or the source does not apply here
+            continue;
+        }
+        std::optional<std::string> found;
+        for (int i = 0; i < count; ++i) {
+            const virDomainInterfacePtr nic = interfaces[i];
+            if (!found && nic->hwaddr && strcasecmp(nic->hwaddr, mac.c_str()) == 0)
+                for (unsigned j = 0; j < nic->naddrs && !found; ++j)
+                    if (nic->addrs[j].type == VIR_IP_ADDR_TYPE_IPV4 && nic->addrs[j].addr)
+                        found = nic->addrs[j].addr;
+            virDomainInterfaceFree(nic);
+        }
+        std::free(interfaces);
+        if (found)
+            return found;
+    }
+    return std::nullopt;
+}
+
+} // namespace anweddol::detail
+
+#endif

@@ -1,0 +1,206 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_IMPL_CONTAINER_START_IPP
+#define ANWEDDOL_IMPL_CONTAINER_START_IPP
+
+// A container's start and stop: the two operations with a domain to clean up
+// whatever happens. Part of container_instance.ipp.
+
+#include <anweddol/container_instance.hpp>
+
+namespace anweddol {
+
+ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_options opts) {
+    if (is_domain_running())
+        detail::throw_error(errc::domain_already_running,
+                            "container " + uuid_ + " is already running");
+    if (iso_path_.empty())
+        detail::throw_error(errc::iso_path_not_set,
+                            "container " + uuid_ + " has no ISO file path to boot from");
+    if (opts.address_timeout && opts.address_timeout->count() < 0)
+        detail::throw_error(errc::invalid_argument,
+                            "start_options::address_timeout must not be negative: use "
+                            "std::nullopt for no limit");
+    const auto report = [&](container_phase phase) {
+        const auto& hook = opts.on_progress ? opts.on_progress : options_.on_progress;
+        if (hook)
+            hook({uuid_, phase, std::chrono::steady_clock::now()});
+    };
+    auto& rt = get_runtime();
+    // Every awaitable with captures is built outside its co_await
+    // expression: GCC 12 destroys such temporaries twice.
+    auto opening = hypervisor_connection::open(opts.driver_uri);
+    auto connection = co_await std::move(opening);
+    auto checking = connection->call([uri = opts.driver_uri, uuid = uuid_, iso = iso_path_,
+                                      bridge = nat_interface_name_,
+                                      type = options_.domain_type](virConnectPtr c) {
+        return detail::preflight(c, uri, uuid, iso, bridge, type);
+    });
+    const std::string domain_type = co_await std::move(checking);
+
+    boot_admission::ticket admitted;
+    if (!options_.bypass_admission) {
+        report(container_phase::waiting_for_boot_slot);
+        boot_admission& admission = options_.admission ? *options_.admission : rt.admission();
+        auto admitting = admission.admit(domain_type);
+        admitted = co_await std::move(admitting);
+    }
+
+    detail::domain_definition definition{
+        .uuid = uuid_,
+        .type = domain_type,
+        .memory_mib = memory_,
+        .vcpus = vcpus_,
+        // libvirtd resolves a relative path against its own directory.
+        .iso_path = std::filesystem::absolute(iso_path_).lexically_normal().string(),
+        .bridge = nat_interface_name_,
+        .mac = detail::random_mac(),
+        .owner = options_.owner.empty() ? detail::host_name() : options_.owner,
+    };
+
+    // Watch from before the domain exists: a guest that dies at once must not
+    // leave the address wait waiting for nothing.
+    auto executor = co_await boost::asio::this_coro::executor;
+    auto stopped = std::make_shared<detail::stop_signal>(executor);
+    auto watching_stop =
+        connection->subscribe(uuid_, executor, [stopped](const domain_lifecycle_event& event) {
+            if (event.event == VIR_DOMAIN_EVENT_STOPPED)
+                stopped->raise(event.detail);
+        });
+    auto st = state_;
+    st->watching = connection->subscribe(
+        uuid_, executor_,
+        [weak = std::weak_ptr<domain_state>(st)](const domain_lifecycle_event& e) {
+            if (e.event != VIR_DOMAIN_EVENT_STOPPED)
+                return;
+            if (auto alive = weak.lock()) {
+                alive->running = false;
+                alive->ip.reset();
+            }
+        });
+
+    report(container_phase::creating_domain);
+    auto creating = connection->call([xml = detail::domain_xml(definition)](virConnectPtr c) {
+        detail::domain_handle domain(virDomainCreateXML(c, xml.c_str(), 0));
+        if (!domain)
+            detail::throw_last_libvirt_error("cannot create the container's domain");
+        return domain;
+    });
+    try {
+        st->domain = co_await std::move(creating);
+    } catch (...) {
+        st->watching.reset();
+        throw; // nothing was created
+    }
+    st->running = true;
+    st->mac = definition.mac;
+    st->connection = connection;
+
+    // From here on, any failure destroys the domain before it propagates.
+    std::exception_ptr failure;
+    try {
+        if (opts.wait_available) {
+            report(container_phase::waiting_for_address);
+            detail::address_wait_settings settings{
+                .mac = definition.mac,
+                .status_file = detail::has_local_status_file(opts.driver_uri)
+                                   ? options_.lease_directory / (nat_interface_name_ + ".status")
+                                   : std::filesystem::path(),
+                .poll_interval = options_.address_poll_interval,
+                .budget = opts.address_timeout,
+                .workers = rt.workers(),
+                .completions = &rt.completions(),
+                .ask_libvirt = [connection, uuid = uuid_, mac = definition.mac]()
+                    -> boost::asio::awaitable<std::optional<std::string>> {
+                    auto asking = connection->call([uuid, mac](virConnectPtr c) {
+                        return detail::interface_address(c, uuid, mac);
+                    });
+                    co_return co_await std::move(asking);
+                },
+            };
+            auto waiting = detail::wait_for_address(std::move(settings), stopped);
+            st->ip = co_await std::move(waiting);
+            report(container_phase::address_known);
+        }
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    if (failure) {
+        // A cancelled coroutine would throw at the next co_await: clear it, and
+        // let nothing cancel the cleanup itself.
+        co_await boost::asio::this_coro::reset_cancellation_state();
+        try {
+            auto destroying = container_impl::destroy_domain(
+                rt, connection, uuid_, detail::retain_domain(st->domain.get()));
+            co_await std::move(destroying);
+            forget_domain();
+        } catch (...) {
+            // Still there: keep it, so that stop_domain() or the destructor
+            // tries again. The error that matters is the first one.
+        }
+        std::rethrow_exception(failure);
+    }
+}
+
+ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::destroy_here() {
+    auto destroying = container_impl::destroy_domain(get_runtime(), state_->connection, uuid_,
+                                                     detail::retain_domain(state_->domain.get()));
+    co_await std::move(destroying);
+    forget_domain();
+}
+
+ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::stop_here(stop_options opts) {
+    if (!is_domain_running())
+        detail::throw_error(errc::domain_not_running,
+                            "container " + uuid_ + " has no running domain to stop");
+    if (opts.mode == stop_mode::destroy) {
+        co_await destroy_here();
+        co_return;
+    }
+    auto st = state_;
+    auto connection = st->connection;
+    std::exception_ptr failure;
+    if (connection) {
+        auto executor = co_await boost::asio::this_coro::executor;
+        auto stopped = std::make_shared<detail::stop_signal>(executor);
+        auto watching_stop =
+            connection->subscribe(uuid_, executor, [stopped](const domain_lifecycle_event& event) {
+                if (event.event == VIR_DOMAIN_EVENT_STOPPED)
+                    stopped->raise(event.detail);
+            });
+        try {
+            auto asking = connection->call(
+                [uuid = uuid_](virConnectPtr c) { detail::shutdown_domain_blocking(c, uuid); });
+            co_await std::move(asking);
+            auto waiting = detail::wait_until_stopped(
+                stopped, connection->lifecycle_events(),
+                [connection, uuid = uuid_]() -> boost::asio::awaitable<bool> {
+                    auto polling = connection->call([uuid](virConnectPtr c) {
+                        return detail::domain_active_blocking(c, uuid);
+                    });
+                    co_return co_await std::move(polling);
+                },
+                opts.shutdown_timeout);
+            co_await std::move(waiting);
+        } catch (...) {
+            failure = std::current_exception();
+        }
+    }
+    // Stopped, or timed out, failed or cancelled (or adopted, with no
+    // connection to ask through): destroy what is left.
+    co_await boost::asio::this_coro::reset_cancellation_state();
+    co_await destroy_here();
+    if (failure) {
+        try {
+            std::rethrow_exception(failure);
+        } catch (const boost::system::system_error& e) {
+            if (e.code() != boost::asio::error::timed_out)
+                throw; // timing out is what the destroy above is for
+        }
+    }
+}
+
+} // namespace anweddol
+
+#endif

@@ -1,0 +1,157 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_IMPL_LIBVIRT_EVENT_HOOKS_IPP
+#define ANWEDDOL_IMPL_LIBVIRT_EVENT_HOOKS_IPP
+
+#include <anweddol/detail/diagnostics.hpp>
+#include <anweddol/detail/libvirt/event_hooks.hpp>
+#include <anweddol/detail/libvirt/event_loop.hpp>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <vector>
+
+namespace anweddol::detail {
+
+namespace event_hooks_impl {
+
+// Which loop owns each watch and timeout id, and the loops that exist. Ids
+// are unique in the process: libvirt hands them back without saying which
+// loop they came from.
+struct routing {
+    std::mutex mutex; // held while calling into a loop, never while calling libvirt
+    std::map<int, libvirt_event_loop*> owners;
+    std::vector<libvirt_event_loop*> loops;
+    int next_id = 1;
+};
+
+inline routing& table() {
+    static routing instance; // only routing: what it points to belongs to runtimes
+    return instance;
+}
+
+// Under the table's lock.
+inline libvirt_event_loop* loop_for_new_registration(routing& r) {
+    if (libvirt_event_hooks::current &&
+        std::ranges::find(r.loops, libvirt_event_hooks::current) != r.loops.end())
+        return libvirt_event_hooks::current;
+    return r.loops.empty() ? nullptr : r.loops.back();
+}
+
+inline void no_op_timeout(int, void*) {}
+
+} // namespace event_hooks_impl
+
+ANWEDDOL_DECL thread_local libvirt_event_loop* libvirt_event_hooks::current = nullptr;
+
+ANWEDDOL_DECL void libvirt_event_hooks::install() {
+    static std::once_flag once;
+    static bool foreign = false;
+    std::call_once(once, [] {
+        if (virInitialize() < 0) // thread-local errors need it before anything else
+            return;
+        // With no implementation registered, libvirt refuses a timeout; one
+        // accepted before ours is registered belongs to someone else.
+        const int probe =
+            virEventAddTimeout(-1, &event_hooks_impl::no_op_timeout, nullptr, nullptr);
+        if (probe >= 0) {
+            virEventRemoveTimeout(probe);
+            foreign = true;
+            return;
+        }
+        virResetLastError();
+        virSetErrorFunc(nullptr, [](void*, virErrorPtr) {});
+        virEventRegisterImpl(&add_handle, &update_handle, &remove_handle, &add_timeout,
+                             &update_timeout, &remove_timeout);
+    });
+    if (foreign)
+        throw_error(errc::foreign_event_loop,
+                    "this program registered a libvirt event loop of its own "
+                    "(virEventRegisterImpl or virEventRegisterDefaultImpl) before anweddol: "
+                    "libvirt takes one per process, and anweddol runs its events on Asio; "
+                    "remove that registration");
+}
+
+ANWEDDOL_DECL void libvirt_event_hooks::attach(libvirt_event_loop* loop) {
+    auto& r = event_hooks_impl::table();
+    std::lock_guard lock(r.mutex);
+    r.loops.push_back(loop);
+}
+
+ANWEDDOL_DECL void libvirt_event_hooks::detach(libvirt_event_loop* loop) {
+    auto& r = event_hooks_impl::table();
+    std::lock_guard lock(r.mutex);
+    std::erase(r.loops, loop);
+    std::erase_if(r.owners, [loop](const auto& owner) { return owner.second == loop; });
+}
+
+ANWEDDOL_DECL int libvirt_event_hooks::add_handle(int fd, int events,
+                                                  virEventHandleCallback callback, void* opaque,
+                                                  virFreeCallback free_opaque) {
+    auto& r = event_hooks_impl::table();
+    std::lock_guard lock(r.mutex);
+    libvirt_event_loop* loop = event_hooks_impl::loop_for_new_registration(r);
+    if (!loop)
+        return -1;
+    const int id = r.next_id++;
+    if (loop->add_handle(id, fd, events, callback, opaque, free_opaque) < 0)
+        return -1;
+    r.owners.emplace(id, loop);
+    return id;
+}
+
+ANWEDDOL_DECL void libvirt_event_hooks::update_handle(int watch, int events) {
+    auto& r = event_hooks_impl::table();
+    std::lock_guard lock(r.mutex);
+    if (auto owner = r.owners.find(watch); owner != r.owners.end())
+        owner->second->update_handle(watch, events);
+}
+
+ANWEDDOL_DECL int libvirt_event_hooks::remove_handle(int watch) {
+    auto& r = event_hooks_impl::table();
+    std::lock_guard lock(r.mutex);
+    auto owner = r.owners.find(watch);
+    if (owner == r.owners.end())
+        return -1;
+    const int result = owner->second->remove_handle(watch);
+    r.owners.erase(owner);
+    return result;
+}
+
+ANWEDDOL_DECL int libvirt_event_hooks::add_timeout(int period_ms, virEventTimeoutCallback callback,
+                                                   void* opaque, virFreeCallback free_opaque) {
+    auto& r = event_hooks_impl::table();
+    std::lock_guard lock(r.mutex);
+    libvirt_event_loop* loop = event_hooks_impl::loop_for_new_registration(r);
+    if (!loop)
+        return -1;
+    const int id = r.next_id++;
+    if (loop->add_timeout(id, period_ms, callback, opaque, free_opaque) < 0)
+        return -1;
+    r.owners.emplace(id, loop);
+    return id;
+}
+
+ANWEDDOL_DECL void libvirt_event_hooks::update_timeout(int timer, int period_ms) {
+    auto& r = event_hooks_impl::table();
+    std::lock_guard lock(r.mutex);
+    if (auto owner = r.owners.find(timer); owner != r.owners.end())
+        owner->second->update_timeout(timer, period_ms);
+}
+
+ANWEDDOL_DECL int libvirt_event_hooks::remove_timeout(int timer) {
+    auto& r = event_hooks_impl::table();
+    std::lock_guard lock(r.mutex);
+    auto owner = r.owners.find(timer);
+    if (owner == r.owners.end())
+        return -1;
+    const int result = owner->second->remove_timeout(timer);
+    r.owners.erase(owner);
+    return result;
+}
+
+} // namespace anweddol::detail
+
+#endif

@@ -1,0 +1,81 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_IMPL_RUNTIME_IPP
+#define ANWEDDOL_IMPL_RUNTIME_IPP
+
+#include <anweddol/detail/diagnostics.hpp>
+#include <anweddol/runtime.hpp>
+
+#include <boost/asio/query.hpp>
+
+namespace anweddol {
+
+namespace runtime_impl {
+
+// Blocking work that is not a connection's call: hashing, last destroys,
+// opening connections. Few threads: each connection has lanes of its own.
+inline constexpr std::size_t worker_threads = 4;
+
+} // namespace runtime_impl
+
+ANWEDDOL_DECL runtime& runtime::of(const boost::asio::any_io_executor& executor) {
+    if (!executor)
+        detail::throw_error(errc::invalid_argument, "anweddol needs an executor, not an empty one");
+    auto& rt = boost::asio::use_service<runtime>(
+        boost::asio::query(executor, boost::asio::execution::context));
+    rt.bind(executor);
+    return rt;
+}
+
+ANWEDDOL_DECL runtime::runtime(boost::asio::execution_context& context)
+    : boost::asio::execution_context::service(context) {}
+
+ANWEDDOL_DECL void runtime::bind(const boost::asio::any_io_executor& executor) {
+    std::call_once(bound_, [&] {
+        executor_ = executor;
+        event_loop_.emplace(executor_);
+        completions_.emplace(executor_);
+    });
+}
+
+ANWEDDOL_DECL runtime::~runtime() {
+    shutdown(); // no-op when the context did it
+}
+
+ANWEDDOL_DECL std::size_t runtime::connection_count() const {
+    std::lock_guard lock(connections_mutex_);
+    std::size_t open = 0;
+    for (const auto& [key, connection] : connections_)
+        open += connection.expired() ? 0 : 1;
+    return open;
+}
+
+ANWEDDOL_DECL boost::asio::thread_pool::executor_type runtime::workers() {
+    std::lock_guard lock(workers_mutex_);
+    if (!workers_)
+        workers_ = std::make_unique<boost::asio::thread_pool>(runtime_impl::worker_threads);
+    return workers_->get_executor();
+}
+
+ANWEDDOL_DECL void runtime::shutdown() {
+    if (shut_down_.exchange(true))
+        return;
+    // Queued blocking work still runs (a dropped container's last destroy);
+    // its completions go nowhere, the io_context being gone.
+    std::unique_ptr<boost::asio::thread_pool> workers;
+    {
+        std::lock_guard lock(workers_mutex_);
+        workers = std::move(workers_);
+    }
+    if (workers)
+        workers->join();
+    if (completions_)
+        completions_->discard();
+    if (event_loop_)
+        event_loop_->detach();
+}
+
+} // namespace anweddol
+
+#endif
