@@ -236,7 +236,7 @@ lifecycle_run(const std::shared_ptr<anweddol::hypervisor_connection>& connection
             executor, files.iso.string(), "", 512, 1);
         auto options = container->get_options();
         options.lease_directory = files.leases;
-        options.admission = nullptr; // all at once: no boot slots
+        options.bypass_admission = true; // all at once: no boot slots
         container->set_options(options);
         containers.push_back(std::move(container));
     }

@@ -81,7 +81,7 @@ public:
 private:
     // At most this many completions per drain, so that a burst does not hold
     // the io thread (and every timer due meanwhile) for long.
-    static constexpr std::size_t batch_limit = 32;
+    static constexpr std::size_t batch_limit = 8;
 
     void drain() {
         std::unique_ptr<item> batch;
