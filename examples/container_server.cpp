@@ -125,12 +125,9 @@ private:
         } catch (const boost::system::system_error& e) {
             co_return error(request, http::status::bad_request, e.what());
         }
-        auto options = container->get_options();
-        options.domain_type = domain_type_;
-        container->set_options(options);
-
         anweddol::provisioning_options provisioning;
         provisioning.driver_uri = uri_;
+        provisioning.domain_type = domain_type_; // empty: kvm where the host has it
         try {
             auto provisioned = co_await anweddol::provision(container, std::move(provisioning));
             interface_.add_stored_container(container);

@@ -23,23 +23,23 @@ asio::awaitable<void> run(std::string iso, unsigned count, std::chrono::seconds 
                           std::string uri, std::string domain_type) {
     auto executor = co_await asio::this_coro::executor;
     anweddol::virtualization_interface interface(executor); // destroys what it stores
-    using operation =
-        decltype(asio::co_spawn(executor, anweddol::provision(nullptr, {}), asio::deferred));
+    // provision() takes a completion token: `deferred` makes each an
+    // operation that the parallel group starts.
+    using operation = decltype(anweddol::provision(interface.create_container(iso, false), {},
+                                                   asio::deferred));
     std::vector<operation> operations;
     for (unsigned i = 0; i < count; ++i) {
         auto container = interface.create_container(iso);
         container->set_memory(512);
         container->set_vcpus(1);
-        auto options = container->get_options();
-        options.domain_type = domain_type;
-        container->set_options(options);
         anweddol::provisioning_options provisioning;
         provisioning.driver_uri = uri;
+        provisioning.domain_type = domain_type; // empty: kvm where the host has it
         provisioning.on_progress = [i](const anweddol::provisioning_event& e) {
             std::cout << "  container " << i + 1 << ": " << anweddol::to_string(e.phase) << "\n";
         };
-        operations.push_back(asio::co_spawn(
-            executor, anweddol::provision(container, std::move(provisioning)), asio::deferred));
+        operations.push_back(
+            anweddol::provision(container, std::move(provisioning), asio::deferred));
     }
 
     // All of them, or none after the deadline.
@@ -55,11 +55,7 @@ asio::awaitable<void> run(std::string iso, unsigned count, std::chrono::seconds 
     auto [order, errors, provisioned] = std::get<0>(std::move(outcome));
     for (std::size_t i = 0; i < provisioned.size(); ++i) {
         if (errors[i]) {
-            try {
-                std::rethrow_exception(errors[i]);
-            } catch (const std::exception& e) {
-                std::cout << "container " << i + 1 << " failed: " << e.what() << "\n";
-            }
+            std::cout << "container " << i + 1 << " failed: " << errors[i].message() << "\n";
             continue;
         }
         const auto& p = provisioned[i];

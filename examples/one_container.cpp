@@ -17,12 +17,13 @@ namespace asio = boost::asio;
 asio::awaitable<void> run(std::string iso, std::string uri, std::string domain_type) {
     auto executor = co_await asio::this_coro::executor;
     anweddol::container_instance container(executor, iso, "", 512, 1);
-    auto options = container.get_options();
-    options.domain_type = domain_type; // empty: kvm where the host has it
-    container.set_options(options);
 
     std::cout << "booting container " << container.get_uuid() << "...\n";
-    co_await container.start_domain(true, 240, uri);
+    anweddol::start_options start;
+    start.address_timeout = std::chrono::minutes(4);
+    start.driver_uri = uri;
+    start.domain_type = domain_type; // empty: kvm where the host has it
+    co_await container.start_domain(std::move(start));
     std::cout << "address " << *container.get_ip() << ", MAC " << *container.get_mac() << "\n";
 
     auto shell = co_await container.create_endpoint_shell(); // endpoint/endpoint on port 22
@@ -33,7 +34,8 @@ asio::awaitable<void> run(std::string iso, std::string uri, std::string domain_t
     std::cout << "ssh -p 2222 " << username << "@" << *container.get_ip()
               << "\npassword: " << password << "\n";
 
-    co_await container.stop_domain(false); // ask the guest to power off
+    co_await container.stop_domain(anweddol::stop_options{anweddol::stop_mode::graceful,
+                                                          std::chrono::seconds(60)});
     std::cout << "stopped\n";
 }
 

@@ -140,6 +140,7 @@ struct slot {
     std::chrono::steady_clock::duration elapsed{};
     std::optional<anweddol::provisioned_container> result;
     std::string error;
+    anweddol::diagnostics diagnostics; ///< libvirt's or libssh's own words on a failure
     bool done = false;
     asio::cancellation_signal cancel;
 };
@@ -261,9 +262,6 @@ int main(int argc, char** argv) try {
         auto container = interface.create_container(s.iso, false);
         container->set_memory(s.memory);
         container->set_vcpus(s.vcpus);
-        auto options = container->get_options();
-        options.domain_type = s.domain_type;
-        container->set_options(options);
         slots.push_back(std::make_unique<slot>());
         slots.back()->container = container;
     }
@@ -304,35 +302,34 @@ int main(int argc, char** argv) try {
         slot& current = *slots[i];
         anweddol::provisioning_options options;
         options.driver_uri = s.uri;
+        options.domain_type = s.domain_type; // empty: kvm where the host has it
         options.client_port = s.client_port;
         options.on_progress = [&current, &display, i](const anweddol::provisioning_event& e) {
             current.phase = e.phase;
             current.elapsed = e.elapsed;
             display.event(current, i);
         };
-        asio::co_spawn(context, anweddol::provision(current.container, std::move(options)),
-                       asio::bind_cancellation_slot(
-                           current.cancel.slot(), [&, i](std::exception_ptr error,
-                                                         anweddol::provisioned_container result) {
-                               slot& done = *slots[i];
-                               done.done = true;
-                               done.elapsed = std::chrono::steady_clock::now() - began;
-                               if (error) {
-                                   try {
-                                       std::rethrow_exception(error);
-                                   } catch (const std::exception& e) {
-                                       done.error = e.what();
-                                   }
-                                   if (!terminal)
-                                       (s.json ? std::cerr : std::cout)
-                                           << "container " << i + 1 << " failed: " << done.error
-                                           << "\n";
-                               } else {
-                                   done.result = std::move(result);
-                               }
-                               if (++finished == slots.size())
-                                   finish();
-                           }));
+        // A plain callback, with the slot that Ctrl-C cancels through.
+        anweddol::provision(
+            current.container, std::move(options), current.diagnostics,
+            asio::bind_cancellation_slot(
+                current.cancel.slot(), [&, i](boost::system::error_code error,
+                                              anweddol::provisioned_container result) {
+                    slot& done = *slots[i];
+                    done.done = true;
+                    done.elapsed = std::chrono::steady_clock::now() - began;
+                    if (error) {
+                        done.error = done.diagnostics.full_message();
+                        done.error += (done.error.empty() ? "" : ": ") + error.message();
+                        if (!terminal)
+                            (s.json ? std::cerr : std::cout)
+                                << "container " << i + 1 << " failed: " << done.error << "\n";
+                    } else {
+                        done.result = std::move(result);
+                    }
+                    if (++finished == slots.size())
+                        finish();
+                }));
     }
 
     // Ctrl-C: cancel every provisioning; each destroys its domain as it ends.

@@ -79,10 +79,8 @@ asio::awaitable<anweddol::provisioned_container>
 provision_one(const settings& s, clock_type::time_point began, double& last_ip) {
     auto container = std::make_shared<anweddol::container_instance>(
         co_await asio::this_coro::executor, s.iso, "", s.memory, 1);
-    auto options = container->get_options();
-    options.domain_type = s.domain_type;
-    container->set_options(options);
     anweddol::provisioning_options provisioning;
+    provisioning.domain_type = s.domain_type;
     provisioning.on_progress = [&](const anweddol::provisioning_event& e) {
         if (e.phase == anweddol::provisioning_phase::waiting_for_ssh)
             last_ip = std::max(last_ip, seconds(clock_type::now() - began));

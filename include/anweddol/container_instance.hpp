@@ -53,6 +53,8 @@ struct start_options {
     /// At most this long for the address; std::nullopt: no limit.
     std::optional<std::chrono::steady_clock::duration> address_timeout = std::chrono::seconds(20);
     std::string driver_uri = "qemu:///system";
+    /// The domain type; empty: the container's options::domain_type.
+    std::string domain_type;
     /// Called on the starting coroutine as each phase begins, instead of
     /// the container's options::on_progress; must not throw.
     std::function<void(const container_progress&)> on_progress;

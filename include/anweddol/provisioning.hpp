@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <optional>
 #include <string_view>
 
 namespace anweddol {
@@ -56,7 +57,10 @@ struct provisioning_timings {
 
 struct provisioning_options {
     std::string driver_uri = "qemu:///system";
-    int ip_wait_seconds = 240;        ///< start_domain's wait_max_tryout
+    /// How long the guest may take to get its address; std::nullopt: no limit.
+    std::optional<std::chrono::steady_clock::duration> address_timeout = std::chrono::seconds(240);
+    /// The domain type; empty: the container's options::domain_type.
+    std::string domain_type;
     std::uint16_t client_port = 2222; ///< where the client's SSH server listens
     std::size_t password_length = 120;
     bool verify_client_login = true; ///< log in as the client before handing over
@@ -75,15 +79,42 @@ struct provisioned_container {
     provisioning_timings timings;
 };
 
+namespace detail {
+boost::asio::awaitable<provisioned_container>
+provision_here(std::shared_ptr<container_instance> container, provisioning_options options);
+} // namespace detail
+
 /// async: what a container server does for each client: boots `container`,
 /// waits for its address, logs in as `endpoint`, generates client
 /// credentials, runs the setup script with them and (by default) checks that
-/// the client can log in. Errors: those of start_domain(), open_shell(),
-/// administrate_container(); errc::administration_failed when the client
-/// cannot log in afterwards. Any failure or cancellation destroys the
-/// domain before the error propagates.
-boost::asio::awaitable<provisioned_container>
-provision(std::shared_ptr<container_instance> container, provisioning_options options = {});
+/// the client can log in. Completes with `(error_code, provisioned_container)`
+/// (default token: `co_await` returns it, errors throw error_with_diagnostics).
+/// Errors: those of start_domain(), open_shell(), administrate_container();
+/// errc::administration_failed when the client cannot log in afterwards;
+/// errc::invalid_argument for a null container. Any failure or cancellation
+/// destroys the domain and wipes the generated password before the operation
+/// completes. Runs on the container's executor for tokens other than the
+/// default.
+template <class CompletionToken = default_completion_token>
+auto provision(std::shared_ptr<container_instance> container, provisioning_options options = {},
+               CompletionToken&& token = {}) {
+    if (!container)
+        detail::throw_error(errc::invalid_argument, "provision() needs a container, not nullptr");
+    auto executor = container->get_executor();
+    return detail::initiate_coroutine(std::move(executor),
+                                      detail::provision_here(std::move(container), std::move(options)),
+                                      nullptr, std::forward<CompletionToken>(token));
+}
+template <class CompletionToken = default_completion_token>
+auto provision(std::shared_ptr<container_instance> container, provisioning_options options,
+               diagnostics& diag, CompletionToken&& token = {}) {
+    if (!container)
+        detail::throw_error(errc::invalid_argument, "provision() needs a container, not nullptr");
+    auto executor = container->get_executor();
+    return detail::initiate_coroutine(std::move(executor),
+                                      detail::provision_here(std::move(container), std::move(options)),
+                                      &diag, std::forward<CompletionToken>(token));
+}
 
 } // namespace anweddol
 

@@ -78,33 +78,31 @@ ANWEDDOL_DECL provisioning_phase phase_of(container_phase phase) {
 } // namespace provisioning_impl
 
 ANWEDDOL_DECL boost::asio::awaitable<provisioned_container>
-provision(std::shared_ptr<container_instance> container, provisioning_options options) {
+detail::provision_here(std::shared_ptr<container_instance> container,
+                       provisioning_options options) {
     using provisioning_impl::phase_clock;
-    if (!container)
-        throw boost::system::system_error(make_error_code(errc::invalid_argument),
-                                          "provision() needs a container");
     phase_clock phases;
     phases.uuid = container->get_uuid();
     phases.on_progress = &options.on_progress;
 
-    // The container reports its own phases; ours wraps the caller's hook.
-    const auto original = container->get_options();
-    auto hooked = original;
-    hooked.on_progress = [&phases, forward = original.on_progress](const container_progress& p) {
+    // The container reports its own phases to this call's hook, which
+    // forwards them to the container's own and times them.
+    start_options start;
+    start.driver_uri = options.driver_uri;
+    start.address_timeout = options.address_timeout;
+    start.domain_type = options.domain_type;
+    start.on_progress = [&phases, forward = container->get_options().on_progress](
+                            const container_progress& p) {
         if (forward)
             forward(p);
         phases.enter(provisioning_impl::phase_of(p.phase), p.at);
     };
-    container->set_options(hooked);
-    struct restore_options {
-        container_instance& container;
-        const container_instance::options& original;
-        ~restore_options() { container.set_options(original); }
-    } restoring{*container, original};
-
     provisioned_container result;
     result.container = container;
-    co_await container->start_domain(true, options.ip_wait_seconds, options.driver_uri);
+    // Every awaitable with captures is built outside its co_await
+    // expression: GCC 12 destroys such temporaries twice.
+    auto starting = container->start_domain(std::move(start));
+    co_await std::move(starting);
 
     std::exception_ptr failure;
     try {
@@ -115,14 +113,17 @@ provision(std::shared_ptr<container_instance> container, provisioning_options op
         co_await endpoint->open_shell();
 
         phases.enter(provisioning_phase::administering);
-        auto [username, password] =
-            endpoint->generate_client_ssh_credentials(options.password_length, true);
-        endpoint->store_client_ssh_credentials(username, password, options.client_port);
+        // The password lives in result (wiped below on failure) and in the
+        // endpoint (wiped when it goes), nowhere else: a short one would stay
+        // in its moved-from buffer, so that is wiped too.
+        auto generated = endpoint->generate_client_ssh_credentials(options.password_length, false);
+        result.username = std::move(generated.first);
+        result.password = std::move(generated.second);
+        detail::cleanse(generated.second);
+        result.port = options.client_port;
+        endpoint->store_client_ssh_credentials(result.username, result.password, result.port);
         co_await endpoint->administrate_container();
         co_await endpoint->close_shell();
-        result.username = std::move(username);
-        result.password = std::move(password);
-        result.port = options.client_port;
 
         if (options.verify_client_login) {
             phases.enter(provisioning_phase::verifying);
@@ -133,10 +134,9 @@ provision(std::shared_ptr<container_instance> container, provisioning_options op
             const command_result whoami = co_await client.execute("id -un");
             co_await client.close_shell();
             if (whoami.exit_status != 0 || whoami.std_out != result.username + "\n")
-                throw boost::system::system_error(make_error_code(errc::administration_failed),
-                                                  "the client logged in but is not " +
-                                                      result.username + ": 'id -un' said '" +
-                                                      whoami.std_out + "'");
+                detail::throw_error(errc::administration_failed,
+                                    "the client logged in but is not " + result.username +
+                                        ": 'id -un' said '" + whoami.std_out + "'");
         }
         phases.enter(provisioning_phase::ready);
     } catch (...) {
@@ -148,8 +148,10 @@ provision(std::shared_ptr<container_instance> container, provisioning_options op
         if (container->is_domain_running()) {
             try {
                 co_await container->stop_domain(true);
-            } catch (const boost::system::system_error&) {
-                // Already gone (it crashed): nothing left to destroy.
+            } catch (...) {
+                // Already gone (it crashed), or out of memory: the error that
+                // matters is the first one, and the container's destructor
+                // tries again.
             }
         }
         std::rethrow_exception(failure);

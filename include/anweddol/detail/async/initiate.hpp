@@ -32,8 +32,15 @@ namespace detail {
 
 /// The completion signature of an operation that produces a `T`.
 template <class T>
-using completion_signature_t = std::conditional_t<std::is_void_v<T>, void(boost::system::error_code),
-                                                  void(boost::system::error_code, T)>;
+struct completion_signature {
+    using type = void(boost::system::error_code, T);
+};
+template <>
+struct completion_signature<void> {
+    using type = void(boost::system::error_code);
+};
+template <class T>
+using completion_signature_t = typename completion_signature<T>::type;
 
 /// The error code and diagnostics of a caught exception. A system_error's
 /// what() ends with its code's text, which the code already says: it is
