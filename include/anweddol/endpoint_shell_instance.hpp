@@ -4,10 +4,10 @@
 #ifndef ANWEDDOL_ENDPOINT_SHELL_INSTANCE_HPP
 #define ANWEDDOL_ENDPOINT_SHELL_INSTANCE_HPP
 
-#include <anweddol/detail/config.hpp>
 #include <anweddol/command_result.hpp>
+#include <anweddol/detail/config.hpp>
 #include <anweddol/detail/credentials.hpp>
-#include <anweddol/detail/ssh_connection.hpp>
+#include <anweddol/detail/ssh/connection.hpp>
 #include <anweddol/error.hpp>
 
 #include <boost/asio/any_io_executor.hpp>

@@ -1,7 +1,7 @@
 #include <anweddol/detail/credentials.hpp>
 #include <anweddol/detail/domain_identity.hpp>
 #include <anweddol/detail/random.hpp>
-#include <anweddol/detail/shell_quote.hpp>
+#include <anweddol/detail/ssh/shell_quote.hpp>
 #include <anweddol/error.hpp>
 
 #include <catch2/catch.hpp>

@@ -4,6 +4,8 @@
 #include "local_sshd.hpp"
 #include "test_context.hpp"
 
+#include <anweddol/detail/ssh/command.hpp>
+#include <anweddol/detail/ssh/login.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -49,6 +51,16 @@ std::unique_ptr<endpoint_shell_instance> shell_for(const local_sshd& sshd,
         sshd.port());
     shell->set_options(std::move(options));
     return shell;
+}
+
+/// What detail::login needs to log in to the local sshd.
+anweddol::detail::ssh_login_params login_params_for(const local_sshd& sshd) {
+    anweddol::detail::ssh_login_params p;
+    p.endpoint = {boost::asio::ip::make_address("127.0.0.1"), sshd.port()};
+    p.host = "127.0.0.1";
+    p.username = sshd.user();
+    p.password.assign(std::string_view(sshd.password()));
+    return p;
 }
 
 /// The error `work()` fails with; fails the test if it succeeds.
@@ -527,4 +539,27 @@ TEST_CASE("endpoint shell: cancelling open_shell completes promptly and leaks no
     CHECK(shell.is_closed());
     anweddol::test::run_until([] { return false; }, 50ms);
     CHECK(open_descriptors() <= descriptors + 2); // the fake server's own sockets
+}
+
+TEST_CASE("ssh internals: coroutines own their arguments: temporaries may end before the await",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto executor = anweddol::test::test_context().get_executor();
+    // The parameters are a temporary that is gone (and its password wiped)
+    // before the login starts.
+    auto connection = std::make_shared<anweddol::detail::ssh_connection>(executor);
+    auto login = anweddol::detail::login(connection, login_params_for(*sshd),
+                                         std::chrono::steady_clock::now() + 10s);
+    run(std::move(login), 15s);
+    REQUIRE(connection->is_open());
+
+    // The command is a temporary too; its memory is reused before it runs.
+    const std::string expected(100, 'a');
+    auto running = anweddol::detail::run_command(connection, "echo " + expected, {});
+    const std::string reuse = "echo " + std::string(100, 'b');
+    const command_result result = run_coroutine(std::move(running), 10s);
+    CHECK(result.std_out == expected + "\n");
+    CHECK(reuse.size() == expected.size() + 5);
+    run(connection->close(0ms));
+    CHECK_FALSE(connection->is_open());
 }

@@ -4,9 +4,9 @@
 #ifndef ANWEDDOL_IMPL_ENDPOINT_SHELL_INSTANCE_IPP
 #define ANWEDDOL_IMPL_ENDPOINT_SHELL_INSTANCE_IPP
 
-#include <anweddol/detail/shell_quote.hpp>
-#include <anweddol/detail/ssh_command.hpp>
-#include <anweddol/detail/ssh_login.hpp>
+#include <anweddol/detail/ssh/command.hpp>
+#include <anweddol/detail/ssh/connect.hpp>
+#include <anweddol/detail/ssh/shell_quote.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -19,10 +19,10 @@
 namespace anweddol {
 
 ANWEDDOL_DECL endpoint_shell_instance::endpoint_shell_instance(boost::asio::any_io_executor ex,
-                                                        std::string container_ip,
-                                                        std::string endpoint_username,
-                                                        std::string endpoint_password,
-                                                        std::uint16_t endpoint_listen_port)
+                                                               std::string container_ip,
+                                                               std::string endpoint_username,
+                                                               std::string endpoint_password,
+                                                               std::uint16_t endpoint_listen_port)
     : executor_(std::move(ex))
     , container_ip_(std::move(container_ip))
     , endpoint_username_(std::move(endpoint_username))
@@ -64,16 +64,16 @@ ANWEDDOL_DECL void endpoint_shell_instance::set_container_ip(std::string ip) {
 }
 
 ANWEDDOL_DECL void endpoint_shell_instance::set_endpoint_credentials(std::string username,
-                                                              std::string password,
-                                                              std::uint16_t listen_port) {
+                                                                     std::string password,
+                                                                     std::uint16_t listen_port) {
     endpoint_username_ = std::move(username);
     endpoint_password_.assign(std::move(password));
     endpoint_listen_port_ = listen_port;
 }
 
-ANWEDDOL_DECL void endpoint_shell_instance::store_client_ssh_credentials(std::string username,
-                                                                  std::string password,
-                                                                  std::uint16_t listen_port) {
+ANWEDDOL_DECL void
+endpoint_shell_instance::store_client_ssh_credentials(std::string username, std::string password,
+                                                      std::uint16_t listen_port) {
     if (!client_credentials_)
         client_credentials_.emplace();
     client_credentials_->username = std::move(username);
@@ -90,7 +90,8 @@ endpoint_shell_instance::generate_client_ssh_credentials(std::size_t password_le
     return generated;
 }
 
-ANWEDDOL_DECL std::shared_ptr<detail::ssh_connection> endpoint_shell_instance::open_connection() const {
+ANWEDDOL_DECL std::shared_ptr<detail::ssh_connection>
+endpoint_shell_instance::open_connection() const {
     if (is_closed())
         throw boost::system::system_error(errc::shell_not_open);
     return connection_;
@@ -166,9 +167,9 @@ endpoint_shell_instance::execute(std::string command) {
 ANWEDDOL_DECL boost::asio::awaitable<command_result>
 endpoint_shell_instance::execute(std::string command, command_options options) {
     auto connection = open_connection();
-    // The command lives in this frame until the spawned run ends.
     auto running = boost::asio::co_spawn(
-        executor_, detail::run_command(std::move(connection), command, std::move(options)),
+        executor_,
+        detail::run_command(std::move(connection), std::move(command), std::move(options)),
         boost::asio::use_awaitable);
     co_return co_await std::move(running);
 }
@@ -213,7 +214,8 @@ ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::administrate
     } wipe{command};
 
     auto running = boost::asio::co_spawn(
-        executor_, detail::run_command(std::move(connection), command, command_options{}),
+        executor_,
+        detail::run_command(std::move(connection), std::move(command), command_options{}),
         boost::asio::use_awaitable);
     const command_result result = co_await std::move(running);
     if (result.exit_status != 0 || !result.std_out.empty() || !result.std_err.empty()) {
