@@ -9,6 +9,8 @@
 #include <anweddol/endpoint_shell_instance.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -26,6 +28,8 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -561,5 +565,31 @@ TEST_CASE("ssh internals: coroutines own their arguments: temporaries may end be
     CHECK(result.std_out == expected + "\n");
     CHECK(reuse.size() == expected.size() + 5);
     run(connection->close(0ms));
+    CHECK_FALSE(connection->is_open());
+}
+
+TEST_CASE("ssh internals: a cancelled close stops lingering and completes without error",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto executor = anweddol::test::test_context().get_executor();
+    auto connection = std::make_shared<anweddol::detail::ssh_connection>(executor);
+    run(anweddol::detail::login(connection, login_params_for(*sshd),
+                                std::chrono::steady_clock::now() + 10s),
+        15s);
+    REQUIRE(connection->is_open());
+    // An operation that does not end makes the close linger, and wait again
+    // after each wake-up: the first wait after the cancellation threw.
+    anweddol::detail::ssh_connection::operation_guard busy(connection);
+    boost::asio::cancellation_signal cancel;
+    std::optional<std::exception_ptr> outcome;
+    boost::asio::co_spawn(executor, connection->close(30s),
+                          boost::asio::bind_cancellation_slot(
+                              cancel.slot(), [&](std::exception_ptr e) { outcome = e; }));
+    anweddol::test::run_until([] { return false; }, 100ms); // lingering
+    const auto start = std::chrono::steady_clock::now();
+    cancel.emit(boost::asio::cancellation_type::terminal);
+    REQUIRE(anweddol::test::run_until([&] { return outcome.has_value(); }, 5s));
+    CHECK(*outcome == nullptr);
+    CHECK(std::chrono::steady_clock::now() - start < 1s);
     CHECK_FALSE(connection->is_open());
 }

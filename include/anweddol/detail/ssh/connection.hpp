@@ -175,7 +175,8 @@ public:
 
     /// async: closes gracefully: operations in flight end with
     /// operation_aborted, pending output is flushed (for up to `linger`),
-    /// SSH_MSG_DISCONNECT is sent, descriptors are closed. Never fails.
+    /// SSH_MSG_DISCONNECT is sent, descriptors are closed. Never fails:
+    /// cancelling it only cuts the linger short.
     boost::asio::awaitable<void> close(std::chrono::steady_clock::duration linger);
 
     /// Closes at once: operations in flight end with operation_aborted

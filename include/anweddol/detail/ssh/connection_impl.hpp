@@ -111,21 +111,31 @@ ssh_connection::close(std::chrono::steady_clock::duration linger) {
     if (closing_ && !session_)
         co_return;
     closing_ = true;
+    // Never fails: a cancellation (of this close, or of a caller awaiting it
+    // in the same coroutine) only ends the linger. Waiting again after one
+    // would otherwise throw operation_aborted and skip the teardown.
+    const bool throwing = co_await boost::asio::this_coro::throw_if_cancelled();
+    co_await boost::asio::this_coro::throw_if_cancelled(false);
+    const auto cancelled = [&](const boost::asio::cancellation_state& state) {
+        return state.cancelled() != boost::asio::cancellation_type::none;
+    };
     boost::system::error_code ignored;
     socket_.cancel(ignored); // a login's TCP connect, and our own waits
     wake_all();
     const ssh_deadline limit = make_deadline(std::chrono::steady_clock::now() + linger);
     // Operations end when they wake (they see closing_); each wakes us.
-    while (operations_ > 0 && !limit.has_expired())
+    while (operations_ > 0 && !limit.has_expired() &&
+           !cancelled(co_await boost::asio::this_coro::cancellation_state))
         co_await wake_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
     // Flush what libssh still holds (channel closes), within the linger.
     while (operations_ == 0 && session_ && libssh_fd_ != -1 && !limit.has_expired() &&
-           !flush_output()) {
+           !cancelled(co_await boost::asio::this_coro::cancellation_state) && !flush_output()) {
         arm_write();
         co_await wake_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
     }
     if (operations_ == 0)
         teardown(); // otherwise the last operation's guard lets the destructor do it
+    co_await boost::asio::this_coro::throw_if_cancelled(throwing);
 }
 
 inline void ssh_connection::teardown() noexcept {
