@@ -593,3 +593,26 @@ TEST_CASE("ssh internals: a cancelled close stops lingering and completes withou
     CHECK(std::chrono::steady_clock::now() - start < 1s);
     CHECK_FALSE(connection->is_open());
 }
+
+TEST_CASE("endpoint shell: an exception from on_output kills the command and propagates",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    run(shell->open_shell());
+    const std::string sleep = "sleep 31." + std::to_string(::getpid());
+    command_options options;
+    options.on_output = [](anweddol::output_stream, std::string_view) {
+        throw std::runtime_error("the consumer failed");
+    };
+    try {
+        run_coroutine(shell->execute("echo started; " + sleep, options), 10s);
+        FAIL("no exception");
+    } catch (const std::runtime_error& e) {
+        CHECK(std::string(e.what()) == "the consumer failed");
+    }
+    // The session goes on, and the command was killed, not just abandoned.
+    const command_result after = run_coroutine(
+        shell->execute("sleep 0.5; ps -o args= -u $(id -u) | grep -c '^" + sleep + "$' || true"));
+    CHECK(after.std_out == "0\n");
+    run(shell->close_shell());
+}

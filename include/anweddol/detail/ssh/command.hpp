@@ -51,6 +51,12 @@ run_command(std::shared_ptr<ssh_connection> connection, std::string command,
     command_channel channel(connection);
     bool opened = false;
     bool started = false;
+    const auto abandon = [&]() noexcept {
+        if (!opened)
+            channel.reap_in_background();
+        else if (started)
+            channel.kill_command();
+    };
     try {
         auto opening = connection->repeat([&] { return ssh_channel_open_session(channel.get()); },
                                           SSH_AGAIN, limit.expired());
@@ -149,10 +155,7 @@ run_command(std::shared_ptr<ssh_connection> connection, std::string command,
                 co_await connection->wait(limit.expired(), before);
         }
     } catch (const boost::system::system_error& e) {
-        if (!opened)
-            channel.reap_in_background();
-        else if (started)
-            channel.kill_command();
+        abandon();
         if (e.code() == boost::asio::error::timed_out && limit.has_expired())
             throw_error(e.code(),
                         "the command did not end within " +
@@ -160,6 +163,11 @@ run_command(std::shared_ptr<ssh_connection> connection, std::string command,
                                                options.timeout)
                                                .count()) +
                             " ms; its channel was closed");
+        throw;
+    } catch (...) {
+        // Whatever ends the command early (an on_output callback that threw,
+        // an allocation failure) must not leave it running on the server.
+        abandon();
         throw;
     }
 }
