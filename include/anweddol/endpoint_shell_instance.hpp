@@ -178,9 +178,8 @@ public:
                                                 std::forward<CompletionToken>(token));
     }
 
-    /// async: runs `command` and returns (stdout, stderr), as the reference:
-    /// completes with `void(error_code, std::pair<std::string, std::string>)`.
-    /// Errors, cancellation and thread-safety as execute().
+    /// async: runs `command` and returns (stdout, stderr), as the reference
+    /// (`void(error_code, std::pair<std::string, std::string>)`); as execute().
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto execute_command(std::string command, CompletionToken&& token = CompletionToken()) {
         return execute_command(std::move(command), command_options{},
@@ -287,7 +286,8 @@ private:
     std::optional<client_credentials> client_credentials_;
     endpoint_shell_options options_;
     std::shared_ptr<detail::ssh_connection> connection_;
-    bool opening_ = false;
+    struct open_attempt; // an open_shell() in progress, which close_shell() aborts
+    std::shared_ptr<open_attempt> opening_;
 };
 
 } // namespace anweddol

@@ -625,6 +625,34 @@ TEST_CASE("endpoint shell: an exception from on_output kills the command and pro
     run(shell->close_shell());
 }
 
+TEST_CASE("endpoint shell: close_shell during open_shell aborts the open and leaves it closed",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    std::optional<boost::system::error_code> open_outcome;
+    boost::asio::co_spawn(anweddol::test::test_context(), shell->open_shell(),
+                          [&](std::exception_ptr e) {
+                              try {
+                                  if (e)
+                                      std::rethrow_exception(e);
+                                  open_outcome.emplace();
+                              } catch (const boost::system::system_error& error) {
+                                  open_outcome = error.code();
+                              }
+                          });
+    bool closed = false;
+    boost::asio::co_spawn(anweddol::test::test_context(), shell->close_shell(),
+                          [&](std::exception_ptr e) { closed = !e; });
+    REQUIRE(anweddol::test::run_until([&] { return closed && open_outcome.has_value(); }, 10s));
+    CHECK(*open_outcome == boost::asio::error::operation_aborted);
+    CHECK(shell->is_closed());
+    CHECK(shell->get_ssh_client() == nullptr);
+    // The shell can be opened again afterwards.
+    run(shell->open_shell());
+    CHECK_FALSE(shell->is_closed());
+    run(shell->close_shell());
+}
+
 // --- Completion tokens and diagnostics --------------------------------------
 
 using boost::system::error_code;

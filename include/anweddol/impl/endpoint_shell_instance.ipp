@@ -10,8 +10,11 @@
 #include <anweddol/endpoint_shell_instance.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
@@ -19,6 +22,14 @@
 #include <string_view>
 
 namespace anweddol {
+
+struct endpoint_shell_instance::open_attempt {
+    explicit open_attempt(const boost::asio::any_io_executor& executor)
+        : done(executor, boost::asio::steady_timer::time_point::max()) {}
+    boost::asio::cancellation_signal cancel;
+    boost::asio::steady_timer done; // cancelled when the open ends
+    bool aborted = false;           // by close_shell()
+};
 
 ANWEDDOL_DECL endpoint_shell_instance::endpoint_shell_instance(boost::asio::any_io_executor ex,
                                                                std::string container_ip,
@@ -139,19 +150,48 @@ endpoint_shell_instance::open_shell_op(endpoint_shell_options options) {
     params.known_hosts_file = options.known_hosts_file;
     params.fingerprint = options.host_key_fingerprint;
 
-    opening_ = true;
+    auto attempt = std::make_shared<open_attempt>(executor_);
+    opening_ = attempt;
     struct done_opening {
-        bool& flag;
-        ~done_opening() { flag = false; }
-    } reset_flag{opening_};
+        std::shared_ptr<open_attempt>& opening;
+        std::shared_ptr<open_attempt> attempt;
+        ~done_opening() {
+            if (opening == attempt)
+                opening.reset();
+            attempt->done.cancel(); // wakes a close_shell() waiting for this open to end
+        }
+    } reset_opening{opening_, attempt};
     if (connection_) // a lost session: release it before replacing it
         std::exchange(connection_, nullptr)->shutdown();
+
+    // The login listens to one signal, which both the caller's cancellation
+    // and close_shell() emit.
+    boost::asio::cancellation_slot caller =
+        (co_await boost::asio::this_coro::cancellation_state).slot();
+    if (caller.is_connected())
+        caller.assign(
+            [weak = std::weak_ptr<open_attempt>(attempt)](boost::asio::cancellation_type type) {
+                if (auto attempt = weak.lock())
+                    attempt->cancel.emit(type);
+            });
     // Spawned on the shell's executor: libssh must only ever run there.
-    connection_ = co_await boost::asio::co_spawn(
+    auto [failure, connection] = co_await boost::asio::co_spawn(
         executor_,
         detail::connect_when_ready(executor_, std::move(params), options.ready_timeout,
                                    options.attempt_timeout),
-        boost::asio::use_awaitable);
+        boost::asio::bind_cancellation_slot(attempt->cancel.slot(),
+                                            boost::asio::as_tuple(boost::asio::use_awaitable)));
+    if (caller.is_connected())
+        caller.clear();
+    if (attempt->aborted) {
+        if (connection) // it logged in just before the close
+            connection->shutdown();
+        detail::throw_error(boost::asio::error::operation_aborted,
+                            "close_shell() was called while the shell was opening");
+    }
+    if (failure)
+        std::rethrow_exception(failure);
+    connection_ = std::move(connection);
 }
 
 ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::close_shell_op() {
@@ -160,6 +200,14 @@ ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::close_shell_
     // on and tear the session down. The caller's setting is restored.
     const bool throwing = co_await boost::asio::this_coro::throw_if_cancelled();
     co_await boost::asio::this_coro::throw_if_cancelled(false);
+    if (auto attempt = opening_) {
+        // An open in progress fails with operation_aborted; once it has
+        // ended, nothing it made is left open.
+        attempt->aborted = true;
+        attempt->cancel.emit(boost::asio::cancellation_type::terminal);
+        while (opening_ == attempt)
+            co_await attempt->done.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    }
     if (connection_) {
         auto connection = std::exchange(connection_, nullptr);
         co_await boost::asio::co_spawn(executor_, connection->close(options_.close_linger),
