@@ -4,17 +4,13 @@
 #ifndef ANWEDDOL_DETAIL_SSH_CONNECTION_HPP
 #define ANWEDDOL_DETAIL_SSH_CONNECTION_HPP
 
-#include <anweddol/detail/ssh/deadline.hpp>
+// ssh_connection (declared in connection_decl.hpp, split off to keep each
+// file short) with the bodies of its members.
+#include <anweddol/detail/ssh/connection_decl.hpp>
 #include <anweddol/detail/ssh/error.hpp>
-#include <anweddol/detail/ssh/handle.hpp>
 
-#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/awaitable.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -26,206 +22,167 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <memory>
 #include <new>
-#include <string>
 
 namespace anweddol::detail {
 
-/// One client SSH session on one TCP connection, driven by libssh in
-/// non-blocking mode on an Asio executor. Logging in is login.hpp's job; this
-/// is the transport: waits, output flushing, closing.
-///
-/// Why it is built this way:
-/// - libssh gets a descriptor of its own, a dup of the Asio socket's. libssh
-///   0.10 closes a passed fd on socket errors and in ssh_free, but not in
-///   ssh_disconnect; sharing one number with Asio would risk closing it twice
-///   or closing a number another thread has just reused while the reactor
-///   still watches it. The Asio socket keeps the connection (and so the
-///   inode) alive, so whether libssh's copy is still ours is decided by its
-///   inode, never guessed.
-/// - A libssh call that returns SSH_AGAIN is repeated as the same call after
-///   wait(). Any call may read packets for other operations of this session
-///   (libssh buffers them per channel): the socket counters tell when a call
-///   moved bytes, and then every waiting operation is woken to look at its
-///   buffers again before anyone waits on the (now silent) socket.
-/// - Pending output is flushed by this object itself, when the socket becomes
-///   writable, so that nothing is left unsent when no operation runs.
-///
-/// Every member runs on the executor given at construction; libssh sessions
-/// are not thread-safe. Held by shared_ptr: waits in flight keep it alive.
-class ssh_connection : public std::enable_shared_from_this<ssh_connection> {
-public:
-    explicit ssh_connection(boost::asio::any_io_executor executor)
-        : executor_(std::move(executor))
-        , socket_(executor_)
-        , wake_(executor_, boost::asio::steady_timer::time_point::max()) {}
-    ssh_connection(const ssh_connection&) = delete;
-    ssh_connection& operator=(const ssh_connection&) = delete;
-    /// Closes at once, without waiting for anything.
-    ~ssh_connection() { teardown(); }
+inline ssh_session ssh_connection::start_session() {
+    libssh_fd_ = ::fcntl(socket_.native_handle(), F_DUPFD_CLOEXEC, 0);
+    struct stat identity {};
+    if (libssh_fd_ == -1 || ::fstat(libssh_fd_, &identity) != 0)
+        throw_error(boost::system::error_code(errno, boost::system::system_category()),
+                    "cannot duplicate the socket for libssh");
+    libssh_fd_inode_ = identity.st_ino;
+    libssh_fd_device_ = identity.st_dev;
+    session_.reset(ssh_new());
+    if (!session_)
+        throw std::bad_alloc();
+    ssh_session session = session_.get();
+    if (ssh_options_set(session, SSH_OPTIONS_FD, &libssh_fd_) != SSH_OK)
+        throw_libssh_error(session, "cannot hand the socket to libssh");
+    ssh_set_blocking(session, 0);
+    ssh_set_counters(session, &counter_, nullptr);
+    return session;
+}
 
-    const boost::asio::any_io_executor& get_executor() const noexcept { return executor_; }
-    /// The TCP connection, for login() to connect.
-    boost::asio::ip::tcp::socket& socket() noexcept { return socket_; }
+inline void ssh_connection::restore_nonblocking() noexcept {
+    const int fd = ssh_get_fd(session_.get());
+    if (fd == SSH_INVALID_SOCKET)
+        return;
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags != -1 && !(flags & O_NONBLOCK))
+        ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
 
-    /// The authenticated session, or nullptr.
-    ssh_session session() const noexcept { return authenticated_ ? session_.get() : nullptr; }
-    /// Authenticated, not closing, and libssh still has its connection.
-    bool is_open() const noexcept {
-        return authenticated_ && !closing_ && session_ && ssh_is_connected(session_.get()) != 0 &&
-               ssh_get_fd(session_.get()) != SSH_INVALID_SOCKET;
-    }
-    bool is_closing() const noexcept { return closing_; }
-    /// The server's host key as "SHA256:<base64>", once logged in.
-    const std::string& host_key_fingerprint() const noexcept { return fingerprint_; }
-
-    /// For login(): a non-blocking libssh session on a dup of the connected
-    /// socket, counting its bytes. Options other than the descriptor are the
-    /// caller's to set.
-    ssh_session start_session();
-    /// For login(): the handshake and authentication succeeded.
-    void set_authenticated(std::string fingerprint) {
-        fingerprint_ = std::move(fingerprint);
-        authenticated_ = true;
-    }
-    /// libssh makes the descriptor blocking when it sees it connected; it
-    /// shares its flags with Asio's, and libssh's writes must not block the
-    /// executor's thread.
-    void restore_nonblocking() noexcept;
-
-    /// Runs `call` (a libssh call returning int) until it returns something
-    /// other than `again`, waiting on the socket in between; returns that.
-    template <class Call>
-    boost::asio::awaitable<int> repeat(Call call, int again, const bool* expired = nullptr) {
-        while (true) {
-            const std::uint64_t before = progress_;
-            const int rc = call();
-            after_call();
-            if (rc != again)
-                co_return rc;
-            co_await wait(expired, before);
-        }
-    }
-
-    /// To be called after every libssh call on this session: flushes output
-    /// that libssh could not write yet (waiting for the socket if it must),
-    /// and wakes the waiting operations when bytes moved.
-    void after_call();
-
-    /// Counts the calls that moved bytes: a call that returned "nothing yet"
-    /// may still have read packets for its own caller, so a caller waits only
-    /// if this did not change since before its calls.
-    std::uint64_t progress() const noexcept { return progress_; }
-
-    /// async: suspends until this session may have progressed (the socket is
-    /// ready as libssh needs, another call moved bytes, wake_all() ran);
-    /// returns at once if progress() is no longer `since`. Errors:
-    /// operation_aborted when the caller is cancelled or the connection
-    /// closes, asio::error::timed_out when `*expired` is set.
-    boost::asio::awaitable<void> wait(const bool* expired, std::uint64_t since);
-
-    /// Writes what libssh holds for the socket, as far as the socket takes
-    /// it; true when nothing is left.
-    bool flush_output() {
-        ssh_session session = session_.get();
-        // SSH_WRITE_PENDING only says that libssh wants to hear about POLLOUT
-        // (it asks after every write); ssh_blocking_flush says whether bytes
-        // really wait, writing what the socket takes.
-        return !(ssh_get_poll_flags(session) & SSH_WRITE_PENDING) ||
-               ssh_blocking_flush(session, 0) != SSH_AGAIN;
-    }
-
-    /// Wakes every waiting operation (they look at their state again).
-    void wake_all() { wake_.cancel(); }
-
-    /// Counts an operation in flight; close() waits until none is left, as
-    /// libssh frees the channels of a session it disconnects.
-    class operation_guard {
-    public:
-        explicit operation_guard(std::shared_ptr<ssh_connection> c)
-            : connection_(std::move(c)) {
-            ++connection_->operations_;
-        }
-        operation_guard(const operation_guard&) = delete;
-        operation_guard& operator=(const operation_guard&) = delete;
-        ~operation_guard() {
-            --connection_->operations_;
-            connection_->wake_all();
-            connection_->disarm_if_idle();
-        }
-
-    private:
-        std::shared_ptr<ssh_connection> connection_;
-    };
-
-    /// A deadline for an operation of this session: when it passes, waits
-    /// report timed_out (and a TCP connect in progress is cancelled).
-    ssh_deadline make_deadline(std::chrono::steady_clock::time_point at) {
-        return ssh_deadline(executor_, at, [weak = weak_from_this()] {
-            if (auto self = weak.lock()) {
-                if (!self->session_) // still in the TCP connect
-                    self->socket_.cancel();
-                self->wake_all();
-            }
-        });
-    }
-
-    /// async: closes gracefully: operations in flight end with
-    /// operation_aborted, pending output is flushed (for up to `linger`),
-    /// SSH_MSG_DISCONNECT is sent, descriptors are closed. Never fails:
-    /// cancelling it only cuts the linger short.
-    boost::asio::awaitable<void> close(std::chrono::steady_clock::duration linger);
-
-    /// Closes at once: operations in flight end with operation_aborted
-    /// when they next run. Sends SSH_MSG_DISCONNECT if the socket takes it.
-    void shutdown() noexcept {
-        closing_ = true;
-        boost::system::error_code ignored;
-        socket_.cancel(ignored);
+inline void ssh_connection::after_call() {
+    if (!session_ || libssh_fd_ == -1)
+        return;
+    if (!writing_ && ssh_get_fd(session_.get()) != SSH_INVALID_SOCKET && !flush_output())
+        arm_write();
+    if (ssh_get_fd(session_.get()) == SSH_INVALID_SOCKET) {
+        // libssh closed its descriptor after a socket error: the session is
+        // dead; let every waiter find out from its own call.
+        libssh_fd_ = -1;
+        ++progress_;
         wake_all();
-        if (operations_ == 0)
-            teardown();
+        return;
     }
-
-    /// Frees the session and closes the descriptors now, whatever runs.
-    void teardown() noexcept;
-
-private:
-    void arm();
-    void arm_write();
-    void disarm_if_idle() {
-        // A read wait left armed on an idle session would keep its
-        // io_context's run() from returning.
-        if (waiters_ == 0 && reading_)
-            read_cancel_.emit(boost::asio::cancellation_type::total);
+    if (counter_.in_bytes != seen_in_ || counter_.out_bytes != seen_out_) {
+        seen_in_ = counter_.in_bytes;
+        seen_out_ = counter_.out_bytes;
+        ++progress_;
+        wake_all();
     }
+}
 
-    boost::asio::any_io_executor executor_;
-    boost::asio::ip::tcp::socket socket_;
-    boost::asio::steady_timer wake_; // a broadcast condition: cancel() wakes all waiters
-    boost::asio::cancellation_signal read_cancel_;
-    session_handle session_;
-    ssh_counter_struct counter_{}; // socket bytes, updated by libssh
-    std::uint64_t seen_in_ = 0;
-    std::uint64_t seen_out_ = 0;
-    std::uint64_t progress_ = 0;
-    int libssh_fd_ = -1; // our dup, as handed to libssh
-    ino_t libssh_fd_inode_ = 0;
-    dev_t libssh_fd_device_ = 0;
-    std::size_t waiters_ = 0;
-    std::size_t operations_ = 0;
-    bool reading_ = false;
-    bool writing_ = false;
-    bool authenticated_ = false;
-    bool closing_ = false;
-    std::string fingerprint_;
-};
+inline boost::asio::awaitable<void> ssh_connection::wait(const bool* expired, std::uint64_t since) {
+    if (closing_)
+        throw_error(boost::asio::error::operation_aborted, "the SSH connection was closed");
+    if (!session_ || libssh_fd_ == -1)
+        throw_libssh_error(session_.get(), "the SSH connection was lost");
+    if (progress_ == since) {
+        arm();
+        struct waiting {
+            std::size_t& count;
+            explicit waiting(std::size_t& c)
+                : count(++c) {}
+            ~waiting() { --count; }
+        } counted(waiters_);
+        co_await wake_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    }
+    const auto state = co_await boost::asio::this_coro::cancellation_state;
+    if (state.cancelled() != boost::asio::cancellation_type::none)
+        throw_error(boost::asio::error::operation_aborted, "the SSH operation was cancelled");
+    if (closing_)
+        throw_error(boost::asio::error::operation_aborted, "the SSH connection was closed");
+    if (expired && *expired)
+        throw_error(boost::asio::error::timed_out, "the SSH operation's deadline passed");
+}
+
+inline void ssh_connection::arm() {
+    if (reading_)
+        return;
+    reading_ = true;
+    socket_.async_wait(
+        boost::asio::ip::tcp::socket::wait_read,
+        boost::asio::bind_cancellation_slot(read_cancel_.slot(),
+                                            [self = shared_from_this()](boost::system::error_code) {
+                                                self->reading_ = false;
+                                                self->wake_all();
+                                            }));
+}
+
+inline void ssh_connection::arm_write() {
+    if (writing_ || !socket_.is_open())
+        return;
+    writing_ = true;
+    socket_.async_wait(boost::asio::ip::tcp::socket::wait_write,
+                       [self = shared_from_this()](boost::system::error_code ec) {
+                           self->writing_ = false;
+                           if (!ec)
+                               self->after_call(); // flushes, and wakes on progress
+                       });
+}
+
+inline boost::asio::awaitable<void>
+ssh_connection::close(std::chrono::steady_clock::duration linger) {
+    if (closing_ && !session_)
+        co_return;
+    closing_ = true;
+    // Never fails: a cancellation (of this close, or of a caller awaiting it
+    // in the same coroutine) only ends the linger. Waiting again after one
+    // would otherwise throw operation_aborted and skip the teardown.
+    const bool throwing = co_await boost::asio::this_coro::throw_if_cancelled();
+    co_await boost::asio::this_coro::throw_if_cancelled(false);
+    const auto cancelled = [&](const boost::asio::cancellation_state& state) {
+        return state.cancelled() != boost::asio::cancellation_type::none;
+    };
+    boost::system::error_code ignored;
+    socket_.cancel(ignored); // a login's TCP connect, and our own waits
+    wake_all();
+    const ssh_deadline limit = make_deadline(std::chrono::steady_clock::now() + linger);
+    // Operations end when they wake (they see closing_); each wakes us.
+    while (operations_ > 0 && !limit.has_expired() &&
+           !cancelled(co_await boost::asio::this_coro::cancellation_state))
+        co_await wake_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    // Flush what libssh still holds (channel closes), within the linger.
+    while (operations_ == 0 && session_ && libssh_fd_ != -1 && !limit.has_expired() &&
+           !cancelled(co_await boost::asio::this_coro::cancellation_state) && !flush_output()) {
+        arm_write();
+        co_await wake_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    }
+    if (operations_ == 0)
+        teardown(); // otherwise the last operation's guard lets the destructor do it
+    co_await boost::asio::this_coro::throw_if_cancelled(throwing);
+}
+
+inline void ssh_connection::teardown() noexcept {
+    closing_ = true;
+    authenticated_ = false;
+    if (session_) {
+        ssh_session session = session_.get();
+        if (ssh_get_fd(session) != SSH_INVALID_SOCKET && ssh_is_connected(session)) {
+            // libssh writes only after its own poll saw POLLOUT: say it may,
+            // so that SSH_MSG_DISCONNECT goes out now if the socket takes it.
+            ssh_set_fd_towrite(session);
+            ssh_disconnect(session); // keeps a passed descriptor open
+        }
+        session_.reset(); // ssh_free: closes libssh's descriptor if it still has one
+    }
+    if (libssh_fd_ != -1) {
+        // Still open and still ours (the Asio socket keeps the connection,
+        // and so its inode, alive): libssh did not close it, we must.
+        struct stat now {};
+        if (::fstat(libssh_fd_, &now) == 0 && now.st_ino == libssh_fd_inode_ &&
+            now.st_dev == libssh_fd_device_)
+            ::close(libssh_fd_);
+        libssh_fd_ = -1;
+    }
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+    wake_.cancel();
+}
 
 } // namespace anweddol::detail
-
-#include <anweddol/detail/ssh/connection_impl.hpp>
 
 #endif
