@@ -23,6 +23,21 @@
 
 namespace anweddol {
 
+namespace detail {
+// Not a local class: in a non-inline coroutine (separate compilation) a
+// local type in the frame trips -Wsubobject-linkage.
+template <class Attempt>
+struct end_of_open {
+    std::shared_ptr<Attempt>& opening;
+    std::shared_ptr<Attempt> attempt;
+    ~end_of_open() {
+        if (opening == attempt)
+            opening.reset();
+        attempt->done.cancel(); // wakes a close_shell() waiting for this open to end
+    }
+};
+} // namespace detail
+
 struct endpoint_shell_instance::open_attempt {
     explicit open_attempt(const boost::asio::any_io_executor& executor)
         : done(executor, boost::asio::steady_timer::time_point::max()) {}
@@ -152,15 +167,7 @@ endpoint_shell_instance::open_shell_op(endpoint_shell_options options) {
 
     auto attempt = std::make_shared<open_attempt>(executor_);
     opening_ = attempt;
-    struct done_opening {
-        std::shared_ptr<open_attempt>& opening;
-        std::shared_ptr<open_attempt> attempt;
-        ~done_opening() {
-            if (opening == attempt)
-                opening.reset();
-            attempt->done.cancel(); // wakes a close_shell() waiting for this open to end
-        }
-    } reset_opening{opening_, attempt};
+    const detail::end_of_open<open_attempt> reset_opening{opening_, attempt};
     if (connection_) // a lost session: release it before replacing it
         std::exchange(connection_, nullptr)->shutdown();
 
@@ -255,11 +262,8 @@ ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::administrate
     detail::append_shell_quoted(command, client.password.value());
     command += ' ';
     detail::append_shell_quoted(command, std::to_string(client.listen_port));
-    struct wipe_on_exit {
-        std::string& secret;
-        ~wipe_on_exit() { detail::cleanse(secret); }
-    } wipe{command};
 
+    // run_command owns the command (and so the password) and wipes it.
     auto running = boost::asio::co_spawn(
         executor_,
         detail::run_command(std::move(connection), std::move(command), command_options{}),
