@@ -164,9 +164,9 @@ public:
     /// open_shell() in progress fails with operation_aborted. Does nothing
     /// when closed. Completes with `void(error_code)` and never fails:
     /// cancelling it only cuts the linger short, and the shell is closed
-    /// either way. (A coroutine that is itself already cancelled throws at
-    /// its next `co_await`, as Asio's coroutines do, before the close starts:
-    /// reset its cancellation state first, or use a token.)
+    /// either way. (A coroutine already cancelled throws at its next
+    /// `co_await`, as Asio's do, before the close starts: reset its
+    /// cancellation state first, or use a token.) On the shell's executor.
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto close_shell(CompletionToken&& token = CompletionToken()) {
         return detail::initiate_shell_operation(executor_, close_shell_op(), nullptr,
@@ -249,9 +249,9 @@ public:
     /// errc::endpoint_credentials_not_set, errc::client_credentials_not_set,
     /// errc::invalid_argument (a NUL byte in a credential),
     /// errc::administration_failed with the script's output in the
-    /// diagnostics when it printed anything or exited non-zero, and
-    /// execute()'s errors. Cancelling kills the script, which may have done
-    /// part of its work. Thread-safety: on the shell's executor.
+    /// diagnostics when it printed anything or exited non-zero, execute()'s
+    /// errors. Cancelling kills the script, which may have done part of its
+    /// work. Thread-safety: on the shell's executor.
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto administrate_container(CompletionToken&& token = CompletionToken()) {
         return detail::initiate_shell_operation(executor_, administrate_container_op(), nullptr,
