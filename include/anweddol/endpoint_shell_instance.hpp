@@ -4,10 +4,11 @@
 #ifndef ANWEDDOL_ENDPOINT_SHELL_INSTANCE_HPP
 #define ANWEDDOL_ENDPOINT_SHELL_INSTANCE_HPP
 
-#include <anweddol/detail/config.hpp>
 #include <anweddol/command_result.hpp>
+#include <anweddol/detail/config.hpp>
 #include <anweddol/detail/credentials.hpp>
-#include <anweddol/detail/ssh_connection.hpp>
+#include <anweddol/detail/ssh/connection.hpp>
+#include <anweddol/detail/ssh/initiate.hpp>
 #include <anweddol/error.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -66,6 +67,16 @@ struct endpoint_shell_options {
 /// whatever the awaiting coroutine's executor. Not thread-safe: use one
 /// instance from one thread (or strand) at a time. The instance must outlive
 /// the operations it started, as any Asio I/O object.
+///
+/// Every async operation takes a completion token last, by default
+/// `default_completion_token` (`co_await shell.execute(cmd)` returns the
+/// result and throws error_with_diagnostics); with any other token
+/// (callback, `use_future`, `as_tuple(use_awaitable)`, `deferred`) it runs
+/// on the shell's executor and completes with `void(error_code)` or
+/// `void(error_code, T)`. Overloads taking `diagnostics&` fill it with any
+/// token: anweddol's explanation (client_message()) and libssh's own
+/// ssh_get_error text (server_message()). A cancellation slot bound to the
+/// token cancels the operation.
 class endpoint_shell_instance {
 public:
     explicit endpoint_shell_instance(boost::asio::any_io_executor ex, std::string container_ip = {},
@@ -108,15 +119,37 @@ public:
                                       std::uint16_t listen_port = 22);
 
     /// async: opens the SSH session: TCP connect, handshake, host key check
-    /// (options' policy), password login; retries while the server is not
-    /// ready (100 ms growing to 1 s between attempts) until the options'
-    /// ready_timeout. Errors: errc::shell_already_open, errc::invalid_argument
-    /// (no or malformed IP, port 0), errc::endpoint_credentials_not_set,
-    /// errc::authentication_failed at once for a refused password,
-    /// errc::host_key_mismatch, asio::error::timed_out with the last
-    /// attempt's error. Cancelling completes with operation_aborted and
-    /// leaves nothing open.
-    boost::asio::awaitable<void> open_shell();
+    /// (the options' policy), password login; retries while the server is
+    /// not ready (100 ms growing to 1 s between attempts) until the options'
+    /// ready_timeout. Uses get_options(), or `options` for this call only.
+    /// Completes with `void(error_code)`. Errors: errc::shell_already_open
+    /// (open or opening), errc::invalid_argument (no or malformed IP, port
+    /// 0, a host key policy without its file or fingerprint),
+    /// errc::endpoint_credentials_not_set, errc::authentication_failed at
+    /// once for a refused password, errc::host_key_mismatch, a timeout
+    /// (== std::errc::timed_out) with the last attempt's error in the
+    /// diagnostics. Cancellation, or close_shell() meanwhile, completes it
+    /// with operation_aborted and leaves nothing open. Thread-safety: on the
+    /// shell's executor, as every member.
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto open_shell(CompletionToken&& token = CompletionToken()) {
+        return open_shell(options_, std::forward<CompletionToken>(token));
+    }
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto open_shell(diagnostics& diag, CompletionToken&& token = CompletionToken()) {
+        return open_shell(options_, diag, std::forward<CompletionToken>(token));
+    }
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto open_shell(endpoint_shell_options options, CompletionToken&& token = CompletionToken()) {
+        return detail::initiate_shell_operation(executor_, open_shell_op(std::move(options)),
+                                                nullptr, std::forward<CompletionToken>(token));
+    }
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto open_shell(endpoint_shell_options options, diagnostics& diag,
+                    CompletionToken&& token = CompletionToken()) {
+        return detail::initiate_shell_operation(executor_, open_shell_op(std::move(options)), &diag,
+                                                std::forward<CompletionToken>(token));
+    }
 
     /// Generates client credentials: username `user_NNNNN` (10000-90000),
     /// a password of `password_length` characters from [A-Za-z0-9] (OpenSSL
@@ -127,34 +160,108 @@ public:
 
     /// async: closes the session gracefully: commands still running end with
     /// operation_aborted, their channels are closed, pending output leaves
-    /// (for up to the options' close_linger), the server is told goodbye.
-    /// Does nothing when closed. Never fails.
-    boost::asio::awaitable<void> close_shell();
+    /// (for up to the options' close_linger), the server is told goodbye; an
+    /// open_shell() in progress fails with operation_aborted. Does nothing
+    /// when closed. Completes with `void(error_code)` and never fails:
+    /// cancelling it only cuts the linger short, and the shell is closed
+    /// either way. (A coroutine already cancelled throws at its next
+    /// `co_await`, as Asio's do, before the close starts: reset its
+    /// cancellation state first, or use a token.) On the shell's executor.
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto close_shell(CompletionToken&& token = CompletionToken()) {
+        return detail::initiate_shell_operation(executor_, close_shell_op(), nullptr,
+                                                std::forward<CompletionToken>(token));
+    }
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto close_shell(diagnostics& diag, CompletionToken&& token = CompletionToken()) {
+        return detail::initiate_shell_operation(executor_, close_shell_op(), &diag,
+                                                std::forward<CompletionToken>(token));
+    }
 
-    /// async: runs `command` and returns (stdout, stderr), as the reference.
-    /// Errors as execute().
-    boost::asio::awaitable<std::pair<std::string, std::string>>
-    execute_command(std::string command);
-    boost::asio::awaitable<std::pair<std::string, std::string>>
-    execute_command(std::string command, command_options options);
+    /// async: runs `command` and returns (stdout, stderr), as the reference
+    /// (`void(error_code, std::pair<std::string, std::string>)`); as execute().
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto execute_command(std::string command, CompletionToken&& token = CompletionToken()) {
+        return execute_command(std::move(command), command_options{},
+                               std::forward<CompletionToken>(token));
+    }
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto execute_command(std::string command, diagnostics& diag,
+                         CompletionToken&& token = CompletionToken()) {
+        return execute_command(std::move(command), command_options{}, diag,
+                               std::forward<CompletionToken>(token));
+    }
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto execute_command(std::string command, command_options options,
+                         CompletionToken&& token = CompletionToken()) {
+        return detail::initiate_shell_operation(
+            executor_, execute_command_op(std::move(command), std::move(options)), nullptr,
+            std::forward<CompletionToken>(token));
+    }
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto execute_command(std::string command, command_options options, diagnostics& diag,
+                         CompletionToken&& token = CompletionToken()) {
+        return detail::initiate_shell_operation(
+            executor_, execute_command_op(std::move(command), std::move(options)), &diag,
+            std::forward<CompletionToken>(token));
+    }
 
     /// async: runs `command` on a channel of its own (any number at once on
-    /// one session) and returns its output and exit status. Errors:
-    /// errc::shell_not_open, errc::output_limit_exceeded,
-    /// asio::error::timed_out at the options' deadline, libssh's errors
-    /// (libssh_category()) when the session fails, operation_aborted when
-    /// cancelled or the shell closes. The channel is closed in every case.
-    boost::asio::awaitable<command_result> execute(std::string command);
-    boost::asio::awaitable<command_result> execute(std::string command, command_options options);
+    /// one session) and returns its output and exit status: completes with
+    /// `void(error_code, command_result)`; a non-zero exit status is a value.
+    /// Errors: errc::shell_not_open, errc::output_limit_exceeded, a timeout
+    /// (== std::errc::timed_out) at the options' deadline, libssh's errors
+    /// (libssh_category(), libssh's message in the diagnostics) when the
+    /// session fails, operation_aborted when cancelled or the shell closes;
+    /// an exception thrown by the options' on_output propagates (coroutine
+    /// mode) or completes with errc::unexpected_error. In every failure the
+    /// remote command is killed and its channel closed; the session stays
+    /// open. Thread-safety: on the shell's executor, as every member.
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto execute(std::string command, CompletionToken&& token = CompletionToken()) {
+        return execute(std::move(command), command_options{}, std::forward<CompletionToken>(token));
+    }
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto execute(std::string command, diagnostics& diag,
+                 CompletionToken&& token = CompletionToken()) {
+        return execute(std::move(command), command_options{}, diag,
+                       std::forward<CompletionToken>(token));
+    }
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto execute(std::string command, command_options options,
+                 CompletionToken&& token = CompletionToken()) {
+        return detail::initiate_shell_operation(executor_,
+                                                execute_op(std::move(command), std::move(options)),
+                                                nullptr, std::forward<CompletionToken>(token));
+    }
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto execute(std::string command, command_options options, diagnostics& diag,
+                 CompletionToken&& token = CompletionToken()) {
+        return detail::initiate_shell_operation(executor_,
+                                                execute_op(std::move(command), std::move(options)),
+                                                &diag, std::forward<CompletionToken>(token));
+    }
 
     /// async: runs `sudo /bin/anweddol_container_setup.sh <user> <password>
     /// <port>` with the stored client credentials, each shell-quoted, so the
-    /// container serves SSH to its client. Errors: errc::shell_not_open,
+    /// container serves SSH to its client; completes with
+    /// `void(error_code)`. Errors: errc::shell_not_open,
     /// errc::endpoint_credentials_not_set, errc::client_credentials_not_set,
     /// errc::invalid_argument (a NUL byte in a credential),
-    /// errc::administration_failed with the script's output when it printed
-    /// anything or exited non-zero, and execute()'s errors.
-    boost::asio::awaitable<void> administrate_container();
+    /// errc::administration_failed with the script's output in the
+    /// diagnostics when it printed anything or exited non-zero, execute()'s
+    /// errors. Cancelling kills the script, which may have done part of its
+    /// work. Thread-safety: on the shell's executor.
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto administrate_container(CompletionToken&& token = CompletionToken()) {
+        return detail::initiate_shell_operation(executor_, administrate_container_op(), nullptr,
+                                                std::forward<CompletionToken>(token));
+    }
+    template <detail::shell_completion_token CompletionToken = default_completion_token>
+    auto administrate_container(diagnostics& diag, CompletionToken&& token = CompletionToken()) {
+        return detail::initiate_shell_operation(executor_, administrate_container_op(), &diag,
+                                                std::forward<CompletionToken>(token));
+    }
 
 private:
     struct client_credentials {
@@ -164,6 +271,12 @@ private:
     };
 
     std::shared_ptr<detail::ssh_connection> open_connection() const;
+    boost::asio::awaitable<void> open_shell_op(endpoint_shell_options options);
+    boost::asio::awaitable<void> close_shell_op();
+    boost::asio::awaitable<command_result> execute_op(std::string command, command_options options);
+    boost::asio::awaitable<std::pair<std::string, std::string>>
+    execute_command_op(std::string command, command_options options);
+    boost::asio::awaitable<void> administrate_container_op();
 
     boost::asio::any_io_executor executor_;
     std::string container_ip_;
@@ -173,7 +286,8 @@ private:
     std::optional<client_credentials> client_credentials_;
     endpoint_shell_options options_;
     std::shared_ptr<detail::ssh_connection> connection_;
-    bool opening_ = false;
+    struct open_attempt; // an open_shell() in progress, which close_shell() aborts
+    std::shared_ptr<open_attempt> opening_;
 };
 
 } // namespace anweddol

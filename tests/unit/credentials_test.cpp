@@ -1,5 +1,7 @@
 #include <anweddol/detail/credentials.hpp>
-#include <anweddol/detail/shell_quote.hpp>
+#include <anweddol/detail/domain_identity.hpp>
+#include <anweddol/detail/random.hpp>
+#include <anweddol/detail/ssh/shell_quote.hpp>
 #include <anweddol/error.hpp>
 
 #include <catch2/catch.hpp>
@@ -73,4 +75,14 @@ TEST_CASE("shell quoting: every value is one word the shell passes as it is", "[
     CHECK(detail::shell_quote("x; reboot") == "'x; reboot'");
     CHECK(detail::shell_quote("it's") == "'it'\\''s'");
     CHECK(detail::shell_quote("$(id) `id` \"q\" \\ \n") == "'$(id) `id` \"q\" \\ \n'");
+}
+
+TEST_CASE("random: hex is lower-case, two digits a byte, and draws differ", "[credentials]") {
+    const unsigned char bytes[] = {0x00, 0x0f, 0xa5, 0xff};
+    CHECK(detail::to_hex(bytes, sizeof bytes) == "000fa5ff");
+    CHECK(detail::random_array<16>() != detail::random_array<16>());
+    const std::string uuid = detail::random_uuid();
+    CHECK(detail::is_canonical_uuid(uuid));
+    CHECK(uuid[14] == '4');
+    CHECK(detail::random_mac().rfind("52:54:00:", 0) == 0);
 }

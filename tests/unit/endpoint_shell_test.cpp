@@ -4,16 +4,26 @@
 #include "local_sshd.hpp"
 #include "test_context.hpp"
 
+#include <anweddol/detail/ssh/command.hpp>
+#include <anweddol/detail/ssh/login.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 #include <boost/asio/write.hpp>
 
 #include <catch2/catch.hpp>
@@ -23,8 +33,12 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 using anweddol::command_options;
@@ -49,6 +63,16 @@ std::unique_ptr<endpoint_shell_instance> shell_for(const local_sshd& sshd,
         sshd.port());
     shell->set_options(std::move(options));
     return shell;
+}
+
+/// What detail::login needs to log in to the local sshd.
+anweddol::detail::ssh_login_params login_params_for(const local_sshd& sshd) {
+    anweddol::detail::ssh_login_params p;
+    p.endpoint = {boost::asio::ip::make_address("127.0.0.1"), sshd.port()};
+    p.host = "127.0.0.1";
+    p.username = sshd.user();
+    p.password.assign(std::string_view(sshd.password()));
+    return p;
 }
 
 /// The error `work()` fails with; fails the test if it succeeds.
@@ -527,4 +551,335 @@ TEST_CASE("endpoint shell: cancelling open_shell completes promptly and leaks no
     CHECK(shell.is_closed());
     anweddol::test::run_until([] { return false; }, 50ms);
     CHECK(open_descriptors() <= descriptors + 2); // the fake server's own sockets
+}
+
+TEST_CASE("ssh internals: coroutines own their arguments: temporaries may end before the await",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto executor = anweddol::test::test_context().get_executor();
+    // The parameters are a temporary that is gone (and its password wiped)
+    // before the login starts.
+    auto connection = std::make_shared<anweddol::detail::ssh_connection>(executor);
+    auto login = anweddol::detail::login(connection, login_params_for(*sshd),
+                                         std::chrono::steady_clock::now() + 10s);
+    run(std::move(login), 15s);
+    REQUIRE(connection->is_open());
+
+    // The command is a temporary too; its memory is reused before it runs.
+    const std::string expected(100, 'a');
+    auto running = anweddol::detail::run_command(connection, "echo " + expected, {});
+    const std::string reuse = "echo " + std::string(100, 'b');
+    const command_result result = run_coroutine(std::move(running), 10s);
+    CHECK(result.std_out == expected + "\n");
+    CHECK(reuse.size() == expected.size() + 5);
+    run(connection->close(0ms));
+    CHECK_FALSE(connection->is_open());
+}
+
+TEST_CASE("ssh internals: a cancelled close stops lingering and completes without error",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto executor = anweddol::test::test_context().get_executor();
+    auto connection = std::make_shared<anweddol::detail::ssh_connection>(executor);
+    run(anweddol::detail::login(connection, login_params_for(*sshd),
+                                std::chrono::steady_clock::now() + 10s),
+        15s);
+    REQUIRE(connection->is_open());
+    // An operation that does not end makes the close linger, and wait again
+    // after each wake-up: the first wait after the cancellation threw.
+    anweddol::detail::ssh_connection::operation_guard busy(connection);
+    boost::asio::cancellation_signal cancel;
+    std::optional<std::exception_ptr> outcome;
+    boost::asio::co_spawn(executor, connection->close(30s),
+                          boost::asio::bind_cancellation_slot(
+                              cancel.slot(), [&](std::exception_ptr e) { outcome = e; }));
+    anweddol::test::run_until([] { return false; }, 100ms); // lingering
+    const auto start = std::chrono::steady_clock::now();
+    cancel.emit(boost::asio::cancellation_type::terminal);
+    REQUIRE(anweddol::test::run_until([&] { return outcome.has_value(); }, 5s));
+    CHECK(*outcome == nullptr);
+    CHECK(std::chrono::steady_clock::now() - start < 1s);
+    CHECK_FALSE(connection->is_open());
+}
+
+TEST_CASE("endpoint shell: an exception from on_output kills the command and propagates",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    run(shell->open_shell());
+    const std::string sleep = "sleep 31." + std::to_string(::getpid());
+    command_options options;
+    options.on_output = [](anweddol::output_stream, std::string_view) {
+        throw std::runtime_error("the consumer failed");
+    };
+    try {
+        run_coroutine(shell->execute("echo started; " + sleep, options), 10s);
+        FAIL("no exception");
+    } catch (const std::runtime_error& e) {
+        CHECK(std::string(e.what()) == "the consumer failed");
+    }
+    // The session goes on, and the command was killed, not just abandoned.
+    const command_result after = run_coroutine(
+        shell->execute("sleep 0.5; ps -o args= -u $(id -u) | grep -c '^" + sleep + "$' || true"));
+    CHECK(after.std_out == "0\n");
+    run(shell->close_shell());
+}
+
+TEST_CASE("endpoint shell: close_shell during open_shell aborts the open and leaves it closed",
+          "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    std::optional<boost::system::error_code> open_outcome;
+    boost::asio::co_spawn(anweddol::test::test_context(), shell->open_shell(),
+                          [&](std::exception_ptr e) {
+                              try {
+                                  if (e)
+                                      std::rethrow_exception(e);
+                                  open_outcome.emplace();
+                              } catch (const boost::system::system_error& error) {
+                                  open_outcome = error.code();
+                              }
+                          });
+    bool closed = false;
+    boost::asio::co_spawn(anweddol::test::test_context(), shell->close_shell(),
+                          [&](std::exception_ptr e) { closed = !e; });
+    REQUIRE(anweddol::test::run_until([&] { return closed && open_outcome.has_value(); }, 10s));
+    CHECK(*open_outcome == boost::asio::error::operation_aborted);
+    CHECK(shell->is_closed());
+    CHECK(shell->get_ssh_client() == nullptr);
+    // The shell can be opened again afterwards.
+    run(shell->open_shell());
+    CHECK_FALSE(shell->is_closed());
+    run(shell->close_shell());
+}
+
+// --- Completion tokens and diagnostics --------------------------------------
+
+using boost::system::error_code;
+
+TEST_CASE("endpoint shell tokens: a plain callback gets the error code and the result",
+          "[endpoint_shell][tokens]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    std::optional<error_code> opened;
+    shell->open_shell([&](error_code ec) { opened = ec; });
+    REQUIRE(anweddol::test::run_until([&] { return opened.has_value(); }, 20s));
+    CHECK_FALSE(*opened);
+
+    std::optional<std::pair<error_code, command_result>> executed;
+    shell->execute("echo callback; exit 4", [&](error_code ec, command_result result) {
+        executed.emplace(ec, std::move(result));
+    });
+    std::optional<std::pair<error_code, std::pair<std::string, std::string>>> pair;
+    shell->execute_command("printf out; printf err >&2",
+                           [&](error_code ec, std::pair<std::string, std::string> output) {
+                               pair.emplace(ec, std::move(output));
+                           });
+    REQUIRE(anweddol::test::run_until([&] { return executed && pair; }, 20s));
+    CHECK_FALSE(executed->first);
+    CHECK(executed->second.std_out == "callback\n");
+    CHECK(executed->second.exit_status == 4);
+    CHECK_FALSE(pair->first);
+    CHECK(pair->second == std::pair<std::string, std::string>("out", "err"));
+
+    // An error arrives as a code, with the diagnostics filled.
+    anweddol::diagnostics diag;
+    std::optional<error_code> again;
+    shell->open_shell(diag, [&](error_code ec) { again = ec; });
+    REQUIRE(anweddol::test::run_until([&] { return again.has_value(); }));
+    CHECK(*again == errc::shell_already_open);
+    CHECK_FALSE(diag.client_message().empty());
+
+    std::optional<error_code> closed;
+    shell->close_shell([&](error_code ec) { closed = ec; });
+    REQUIRE(anweddol::test::run_until([&] { return closed.has_value(); }, 10s));
+    CHECK_FALSE(*closed);
+    CHECK(shell->is_closed());
+}
+
+TEST_CASE("endpoint shell tokens: use_future works with the io_context on another thread",
+          "[endpoint_shell][tokens]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    boost::asio::io_context context;
+    auto work = boost::asio::make_work_guard(context);
+    std::thread runner([&] { context.run(); });
+    struct join_at_exit {
+        std::thread& thread;
+        decltype(work)& guard;
+        ~join_at_exit() {
+            guard.reset();
+            thread.join();
+        }
+    } joiner{runner, work};
+    endpoint_shell_instance shell(context.get_executor(), "127.0.0.1", sshd->user(),
+                                  sshd->password(), sshd->port());
+    // Futures block this thread only; the shell runs on the context's.
+    shell.open_shell(boost::asio::use_future).get();
+    const command_result result = shell.execute("echo future", boost::asio::use_future).get();
+    CHECK(result.std_out == "future\n");
+    CHECK(shell.execute_command("printf x", boost::asio::use_future).get().first == "x");
+    try {
+        shell.open_shell(boost::asio::use_future).get();
+        FAIL("opened twice");
+    } catch (const boost::system::system_error& e) {
+        CHECK(e.code() == errc::shell_already_open);
+    }
+    shell.close_shell(boost::asio::use_future).get();
+    CHECK(boost::asio::post(context, boost::asio::use_future([&] { return shell.is_closed(); }))
+              .get());
+}
+
+TEST_CASE("endpoint shell tokens: as_tuple(use_awaitable) returns errors as values",
+          "[endpoint_shell][tokens]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    const auto tuple = boost::asio::as_tuple(use_awaitable);
+    run([&]() -> awaitable<void> {
+        auto [not_open, nothing] = co_await shell->execute("true", tuple);
+        CHECK(not_open == errc::shell_not_open);
+        auto [opened] = co_await shell->open_shell(tuple);
+        CHECK_FALSE(opened);
+        auto [ec, result] = co_await shell->execute("echo tuple", tuple);
+        CHECK_FALSE(ec);
+        CHECK(result.std_out == "tuple\n");
+        // The shell's timeouts compare equal to std::errc::timed_out.
+        command_options quick;
+        quick.timeout = 200ms;
+        anweddol::diagnostics diag;
+        auto [timed_out, partial] = co_await shell->execute("sleep 5", quick, diag, tuple);
+        CHECK(timed_out == std::errc::timed_out);
+        CHECK(diag.client_message().find("did not end within 200 ms") != std::string::npos);
+        auto [closed] = co_await shell->close_shell(tuple);
+        CHECK_FALSE(closed);
+    }());
+    CHECK(shell->is_closed());
+}
+
+TEST_CASE("endpoint shell tokens: deferred operations run in a parallel group",
+          "[endpoint_shell][tokens]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    run(shell->open_shell());
+    using boost::asio::deferred;
+    using boost::asio::experimental::make_parallel_group;
+    run([&]() -> awaitable<void> {
+        auto [order, ec1, first, ec2, second] =
+            co_await make_parallel_group(shell->execute("sleep 0.2; echo one", deferred),
+                                         shell->execute("echo two", deferred))
+                .async_wait(boost::asio::experimental::wait_for_all(), use_awaitable);
+        CHECK(order[0] == 1); // the quick one ended first: they ran at once
+        CHECK_FALSE(ec1);
+        CHECK_FALSE(ec2);
+        CHECK(first.std_out == "one\n");
+        CHECK(second.std_out == "two\n");
+
+        // The group cancels the loser: it completes with operation_aborted.
+        boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, 200ms);
+        auto [race, aborted, result, timer_ec] =
+            co_await make_parallel_group(shell->execute("sleep 30", deferred),
+                                         timer.async_wait(deferred))
+                .async_wait(boost::asio::experimental::wait_for_one(), use_awaitable);
+        CHECK(race[0] == 1);
+        CHECK(aborted == boost::asio::error::operation_aborted);
+        CHECK_FALSE(timer_ec);
+    }());
+    CHECK(run_coroutine(shell->execute("echo still open")).std_out == "still open\n");
+    run(shell->close_shell());
+}
+
+TEST_CASE("endpoint shell tokens: a bound cancellation slot aborts, leaving no channel or fd",
+          "[endpoint_shell][tokens]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    warm_up_reactor(); // its descriptors are not a leak
+    auto shell = shell_for(*sshd);
+    run(shell->open_shell());
+    const std::size_t descriptors = open_descriptors();
+
+    // A command: aborted promptly, killed on the server, the session goes on.
+    const std::string sleep = "sleep 32." + std::to_string(::getpid());
+    boost::asio::cancellation_signal cancel;
+    std::optional<error_code> outcome;
+    shell->execute(sleep, boost::asio::bind_cancellation_slot(
+                              cancel.slot(), [&](error_code ec, command_result) { outcome = ec; }));
+    anweddol::test::run_until([] { return false; }, 300ms); // the command starts
+    const auto start = std::chrono::steady_clock::now();
+    cancel.emit(boost::asio::cancellation_type::terminal);
+    REQUIRE(anweddol::test::run_until([&] { return outcome.has_value(); }, 5s));
+    CHECK(*outcome == boost::asio::error::operation_aborted);
+    CHECK(std::chrono::steady_clock::now() - start < 2s);
+    const command_result after = run_coroutine(
+        shell->execute("sleep 0.5; ps -o args= -u $(id -u) | grep -c '^" + sleep + "$' || true"));
+    CHECK(after.std_out == "0\n");
+    anweddol::test::run_until([] { return false; }, 50ms);
+    CHECK(open_descriptors() == descriptors);
+
+    // close_shell: a cancellation only cuts the linger short; it succeeds.
+    std::optional<error_code> closed;
+    shell->close_shell(
+        boost::asio::bind_cancellation_slot(cancel.slot(), [&](error_code ec) { closed = ec; }));
+    cancel.emit(boost::asio::cancellation_type::terminal);
+    REQUIRE(anweddol::test::run_until([&] { return closed.has_value(); }, 5s));
+    CHECK_FALSE(*closed);
+    CHECK(shell->is_closed());
+
+    // open_shell against a server that never answers: aborted, nothing kept.
+    fake_server silent(fake_server_behaviour::silent);
+    endpoint_shell_instance stuck(anweddol::test::test_context().get_executor(), "127.0.0.1",
+                                  "endpoint", "endpoint", silent.port());
+    const std::size_t before_open = open_descriptors();
+    std::optional<error_code> opened;
+    stuck.open_shell(
+        boost::asio::bind_cancellation_slot(cancel.slot(), [&](error_code ec) { opened = ec; }));
+    anweddol::test::run_until([] { return false; }, 200ms);
+    cancel.emit(boost::asio::cancellation_type::terminal);
+    REQUIRE(anweddol::test::run_until([&] { return opened.has_value(); }, 5s));
+    CHECK(*opened == boost::asio::error::operation_aborted);
+    CHECK(stuck.is_closed());
+    anweddol::test::run_until([] { return false; }, 50ms);
+    CHECK(open_descriptors() <= before_open + 1); // the fake server's accepted socket
+}
+
+TEST_CASE("endpoint shell diagnostics: a wrong password says why, in both modes",
+          "[endpoint_shell][tokens]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    endpoint_shell_instance shell(anweddol::test::test_context().get_executor(), "127.0.0.1",
+                                  sshd->user(), "not-the-password", sshd->port());
+    anweddol::diagnostics diag;
+    std::optional<error_code> outcome;
+    shell.open_shell(diag, [&](error_code ec) { outcome = ec; });
+    REQUIRE(anweddol::test::run_until([&] { return outcome.has_value(); }, 20s));
+    CHECK(*outcome == errc::authentication_failed);
+    CHECK(diag.client_message().find(sshd->user()) != std::string::npos);
+    CHECK_FALSE(diag.server_message().empty()); // libssh's own account
+    CHECK(diag.full_message().find("not-the-password") == std::string::npos);
+
+    // Coroutine mode: error_with_diagnostics, and the diagnostics& overload
+    // is filled too.
+    anweddol::diagnostics filled;
+    run([&]() -> awaitable<void> {
+        try {
+            co_await shell.open_shell(filled);
+            FAIL("logged in with a wrong password");
+        } catch (const anweddol::error_with_diagnostics& e) {
+            CHECK(e.code() == errc::authentication_failed);
+            CHECK(e.get_diagnostics() == diag);
+        }
+    }());
+    CHECK(filled == diag);
+    CHECK(shell.is_closed());
+
+    // libssh's message for a server that hangs up mid-handshake travels in
+    // the timeout's diagnostics.
+    fake_server rude(fake_server_behaviour::hang_up_after_banner);
+    endpoint_shell_options quick;
+    quick.ready_timeout = 800ms;
+    quick.attempt_timeout = 400ms;
+    endpoint_shell_instance hung_up(anweddol::test::test_context().get_executor(), "127.0.0.1",
+                                    "endpoint", "endpoint", rude.port());
+    outcome.reset();
+    hung_up.open_shell(quick, diag, [&](error_code ec) { outcome = ec; });
+    REQUIRE(anweddol::test::run_until([&] { return outcome.has_value(); }, 10s));
+    CHECK(*outcome == std::errc::timed_out);
+    CHECK(diag.client_message().find("was not ready within 800 ms") != std::string::npos);
+    CHECK_FALSE(diag.server_message().empty());
 }

@@ -13,7 +13,7 @@
 #endif
 
 #include <anweddol/detail/credentials.hpp>
-#include <anweddol/detail/ssh_handle.hpp>
+#include <anweddol/detail/ssh/handle.hpp>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>

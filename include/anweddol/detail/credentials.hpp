@@ -4,13 +4,10 @@
 #ifndef ANWEDDOL_DETAIL_CREDENTIALS_HPP
 #define ANWEDDOL_DETAIL_CREDENTIALS_HPP
 
-#include <anweddol/error.hpp>
-
-#include <boost/system/errc.hpp>
-#include <boost/system/system_error.hpp>
+#include <anweddol/detail/diagnostics.hpp>
+#include <anweddol/detail/random.hpp>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include <array>
 #include <cstddef>
@@ -67,15 +64,6 @@ private:
     std::string value_;
 };
 
-/// Fills `out` from OpenSSL's CSPRNG; throws if it has no entropy.
-template <std::size_t N>
-void random_bytes(std::array<unsigned char, N>& out) {
-    if (RAND_bytes(out.data(), static_cast<int>(N)) != 1)
-        throw boost::system::system_error(
-            make_error_code(boost::system::errc::resource_unavailable_try_again),
-            "OpenSSL's RAND_bytes failed: the random generator has no entropy");
-}
-
 /// `user_NNNNN`, NNNNN uniform in [10000, 90000], by rejection sampling.
 inline std::string generate_username() {
     constexpr std::uint32_t span = 90000 - 10000 + 1;
@@ -95,9 +83,8 @@ inline std::string generate_username() {
 /// buffer reserved once, and the random bytes are wiped.
 inline std::string generate_password(std::size_t length) {
     if (length == 0 || length > max_password_length)
-        throw boost::system::system_error(make_error_code(errc::invalid_argument),
-                                          "password length must be 1 to " +
-                                              std::to_string(max_password_length));
+        throw_error(errc::invalid_argument,
+                    "password length must be 1 to " + std::to_string(max_password_length));
     static constexpr std::string_view alphabet =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     static_assert(256 - 256 % alphabet.size() == 248);

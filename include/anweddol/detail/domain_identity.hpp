@@ -4,10 +4,7 @@
 #ifndef ANWEDDOL_DETAIL_DOMAIN_IDENTITY_HPP
 #define ANWEDDOL_DETAIL_DOMAIN_IDENTITY_HPP
 
-#include <boost/system/errc.hpp>
-#include <boost/system/system_error.hpp>
-
-#include <openssl/rand.h>
+#include <anweddol/detail/random.hpp>
 
 #include <array>
 #include <cstddef>
@@ -20,25 +17,9 @@ namespace anweddol::detail {
 // come from OpenSSL's CSPRNG: a guessable or colliding one would let one
 // container be mistaken for another.
 
-template <std::size_t N>
-std::array<unsigned char, N> csprng_bytes() {
-    std::array<unsigned char, N> bytes{};
-    if (RAND_bytes(bytes.data(), static_cast<int>(N)) != 1)
-        throw boost::system::system_error(
-            make_error_code(boost::system::errc::resource_unavailable_try_again),
-            "OpenSSL's RAND_bytes failed: the random generator has no entropy");
-    return bytes;
-}
-
-inline void append_hex(std::string& out, unsigned char byte) {
-    static constexpr char digits[] = "0123456789abcdef";
-    out += digits[byte >> 4];
-    out += digits[byte & 0x0f];
-}
-
 /// A random (version 4, RFC 4122 variant) UUID in lower-case canonical text.
 inline std::string random_uuid() {
-    auto bytes = csprng_bytes<16>();
+    auto bytes = random_array<16>();
     bytes[6] = static_cast<unsigned char>((bytes[6] & 0x0f) | 0x40);
     bytes[8] = static_cast<unsigned char>((bytes[8] & 0x3f) | 0x80);
     std::string text;
@@ -69,7 +50,7 @@ inline bool is_canonical_uuid(std::string_view text) noexcept {
 
 /// A random MAC in QEMU's locally administered 52:54:00 range.
 inline std::string random_mac() {
-    const auto tail = csprng_bytes<3>();
+    const auto tail = random_array<3>();
     std::string mac = "52:54:00";
     for (unsigned char byte : tail) {
         mac += ':';

@@ -4,6 +4,8 @@
 #ifndef ANWEDDOL_DETAIL_FILE_SHA256_HPP
 #define ANWEDDOL_DETAIL_FILE_SHA256_HPP
 
+#include <anweddol/detail/random.hpp>
+
 #include <boost/system/system_error.hpp>
 
 #include <openssl/evp.h>
@@ -58,13 +60,7 @@ inline std::string file_sha256(const std::string& path) {
     unsigned int size = 0;
     if (EVP_DigestFinal_ex(context.get(), digest.data(), &size) != 1)
         throw std::runtime_error("OpenSSL's SHA-256 digest failed");
-    static constexpr char hex[] = "0123456789abcdef";
-    std::string text;
-    for (unsigned int i = 0; i < size; ++i) {
-        text += hex[digest[i] >> 4];
-        text += hex[digest[i] & 0x0f];
-    }
-    return text;
+    return to_hex(digest.data(), size);
 }
 
 } // namespace anweddol::detail

@@ -4,13 +4,18 @@
 #ifndef ANWEDDOL_IMPL_ENDPOINT_SHELL_INSTANCE_IPP
 #define ANWEDDOL_IMPL_ENDPOINT_SHELL_INSTANCE_IPP
 
-#include <anweddol/detail/shell_quote.hpp>
-#include <anweddol/detail/ssh_command.hpp>
-#include <anweddol/detail/ssh_login.hpp>
+#include <anweddol/detail/ssh/command.hpp>
+#include <anweddol/detail/ssh/connect.hpp>
+#include <anweddol/detail/ssh/shell_quote.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -18,11 +23,34 @@
 
 namespace anweddol {
 
+namespace detail {
+// Not a local class: in a non-inline coroutine (separate compilation) a
+// local type in the frame trips -Wsubobject-linkage.
+template <class Attempt>
+struct end_of_open {
+    std::shared_ptr<Attempt>& opening;
+    std::shared_ptr<Attempt> attempt;
+    ~end_of_open() {
+        if (opening == attempt)
+            opening.reset();
+        attempt->done.cancel(); // wakes a close_shell() waiting for this open to end
+    }
+};
+} // namespace detail
+
+struct endpoint_shell_instance::open_attempt {
+    explicit open_attempt(const boost::asio::any_io_executor& executor)
+        : done(executor, boost::asio::steady_timer::time_point::max()) {}
+    boost::asio::cancellation_signal cancel;
+    boost::asio::steady_timer done; // cancelled when the open ends
+    bool aborted = false;           // by close_shell()
+};
+
 ANWEDDOL_DECL endpoint_shell_instance::endpoint_shell_instance(boost::asio::any_io_executor ex,
-                                                        std::string container_ip,
-                                                        std::string endpoint_username,
-                                                        std::string endpoint_password,
-                                                        std::uint16_t endpoint_listen_port)
+                                                               std::string container_ip,
+                                                               std::string endpoint_username,
+                                                               std::string endpoint_password,
+                                                               std::uint16_t endpoint_listen_port)
     : executor_(std::move(ex))
     , container_ip_(std::move(container_ip))
     , endpoint_username_(std::move(endpoint_username))
@@ -64,16 +92,16 @@ ANWEDDOL_DECL void endpoint_shell_instance::set_container_ip(std::string ip) {
 }
 
 ANWEDDOL_DECL void endpoint_shell_instance::set_endpoint_credentials(std::string username,
-                                                              std::string password,
-                                                              std::uint16_t listen_port) {
+                                                                     std::string password,
+                                                                     std::uint16_t listen_port) {
     endpoint_username_ = std::move(username);
     endpoint_password_.assign(std::move(password));
     endpoint_listen_port_ = listen_port;
 }
 
-ANWEDDOL_DECL void endpoint_shell_instance::store_client_ssh_credentials(std::string username,
-                                                                  std::string password,
-                                                                  std::uint16_t listen_port) {
+ANWEDDOL_DECL void
+endpoint_shell_instance::store_client_ssh_credentials(std::string username, std::string password,
+                                                      std::uint16_t listen_port) {
     if (!client_credentials_)
         client_credentials_.emplace();
     client_credentials_->username = std::move(username);
@@ -90,113 +118,140 @@ endpoint_shell_instance::generate_client_ssh_credentials(std::size_t password_le
     return generated;
 }
 
-ANWEDDOL_DECL std::shared_ptr<detail::ssh_connection> endpoint_shell_instance::open_connection() const {
+ANWEDDOL_DECL std::shared_ptr<detail::ssh_connection>
+endpoint_shell_instance::open_connection() const {
     if (is_closed())
-        throw boost::system::system_error(errc::shell_not_open);
+        detail::throw_error(errc::shell_not_open, "the endpoint shell is not open");
     return connection_;
 }
 
-ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::open_shell() {
+ANWEDDOL_DECL boost::asio::awaitable<void>
+endpoint_shell_instance::open_shell_op(endpoint_shell_options options) {
     if (!is_closed() || opening_)
-        throw boost::system::system_error(errc::shell_already_open);
+        detail::throw_error(errc::shell_already_open, opening_
+                                                          ? "another open_shell() is in progress"
+                                                          : "close_shell() first to open it again");
     if (container_ip_.empty())
-        throw boost::system::system_error(errc::invalid_argument,
-                                          "no container IP is set: call set_container_ip() first");
+        detail::throw_error(errc::invalid_argument,
+                            "no container IP is set: call set_container_ip() first");
     boost::system::error_code parse_error;
     const auto address = boost::asio::ip::make_address(container_ip_, parse_error);
     if (parse_error)
-        throw boost::system::system_error(errc::invalid_argument,
-                                          "'" + container_ip_ + "' is not an IP address");
+        detail::throw_error(errc::invalid_argument, "'" + container_ip_ + "' is not an IP address");
     if (endpoint_listen_port_ == 0)
-        throw boost::system::system_error(errc::invalid_argument,
-                                          "the endpoint listen port is 0: expected 1-65535");
+        detail::throw_error(errc::invalid_argument,
+                            "the endpoint listen port is 0: expected 1-65535");
     if (endpoint_username_.empty() || endpoint_password_.empty())
-        throw boost::system::system_error(errc::endpoint_credentials_not_set);
-    if (options_.host_keys == host_key_policy::known_hosts && options_.known_hosts_file.empty())
-        throw boost::system::system_error(errc::invalid_argument,
-                                          "host_key_policy::known_hosts needs a known_hosts_file");
-    if (options_.host_keys == host_key_policy::pinned_fingerprint &&
-        options_.host_key_fingerprint.empty())
-        throw boost::system::system_error(
-            errc::invalid_argument, "host_key_policy::pinned_fingerprint needs a fingerprint");
+        detail::throw_error(errc::endpoint_credentials_not_set,
+                            "set_endpoint_credentials() with a username and a password first");
+    if (options.host_keys == host_key_policy::known_hosts && options.known_hosts_file.empty())
+        detail::throw_error(errc::invalid_argument,
+                            "host_key_policy::known_hosts needs a known_hosts_file");
+    if (options.host_keys == host_key_policy::pinned_fingerprint &&
+        options.host_key_fingerprint.empty())
+        detail::throw_error(errc::invalid_argument,
+                            "host_key_policy::pinned_fingerprint needs a fingerprint");
 
     detail::ssh_login_params params;
     params.endpoint = {address, endpoint_listen_port_};
     params.host = container_ip_;
     params.username = endpoint_username_;
     params.password = endpoint_password_;
-    params.host_keys = options_.host_keys == host_key_policy::known_hosts
+    params.host_keys = options.host_keys == host_key_policy::known_hosts
                            ? detail::host_key_check::known_hosts
-                       : options_.host_keys == host_key_policy::pinned_fingerprint
+                       : options.host_keys == host_key_policy::pinned_fingerprint
                            ? detail::host_key_check::fingerprint
                            : detail::host_key_check::accept_new;
-    params.known_hosts_file = options_.known_hosts_file;
-    params.fingerprint = options_.host_key_fingerprint;
+    params.known_hosts_file = options.known_hosts_file;
+    params.fingerprint = options.host_key_fingerprint;
 
-    opening_ = true;
-    struct done_opening {
-        bool& flag;
-        ~done_opening() { flag = false; }
-    } reset_flag{opening_};
+    auto attempt = std::make_shared<open_attempt>(executor_);
+    opening_ = attempt;
+    const detail::end_of_open<open_attempt> reset_opening{opening_, attempt};
     if (connection_) // a lost session: release it before replacing it
         std::exchange(connection_, nullptr)->shutdown();
+
+    // The login listens to one signal, which both the caller's cancellation
+    // and close_shell() emit.
+    boost::asio::cancellation_slot caller =
+        (co_await boost::asio::this_coro::cancellation_state).slot();
+    if (caller.is_connected())
+        caller.assign(
+            [weak = std::weak_ptr<open_attempt>(attempt)](boost::asio::cancellation_type type) {
+                if (auto attempt = weak.lock())
+                    attempt->cancel.emit(type);
+            });
     // Spawned on the shell's executor: libssh must only ever run there.
-    auto opening = boost::asio::co_spawn(executor_,
-                                         detail::connect_when_ready(executor_, std::move(params),
-                                                                    options_.ready_timeout,
-                                                                    options_.attempt_timeout),
-                                         boost::asio::use_awaitable);
-    connection_ = co_await std::move(opening);
+    auto [failure, connection] = co_await boost::asio::co_spawn(
+        executor_,
+        detail::connect_when_ready(executor_, std::move(params), options.ready_timeout,
+                                   options.attempt_timeout),
+        boost::asio::bind_cancellation_slot(attempt->cancel.slot(),
+                                            boost::asio::as_tuple(boost::asio::use_awaitable)));
+    if (caller.is_connected())
+        caller.clear();
+    if (attempt->aborted) {
+        if (connection) // it logged in just before the close
+            connection->shutdown();
+        detail::throw_error(boost::asio::error::operation_aborted,
+                            "close_shell() was called while the shell was opening");
+    }
+    if (failure)
+        std::rethrow_exception(failure);
+    connection_ = std::move(connection);
 }
 
-ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::close_shell() {
-    if (!connection_)
-        co_return;
-    auto connection = std::exchange(connection_, nullptr);
-    auto closing = boost::asio::co_spawn(executor_, connection->close(options_.close_linger),
-                                         boost::asio::use_awaitable);
-    co_await std::move(closing);
+ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::close_shell_op() {
+    // Never fails: after a cancellation (of this close, or of a coroutine
+    // awaiting it), Asio would throw at the next co_await; the close must go
+    // on and tear the session down. The caller's setting is restored.
+    const bool throwing = co_await boost::asio::this_coro::throw_if_cancelled();
+    co_await boost::asio::this_coro::throw_if_cancelled(false);
+    if (auto attempt = opening_) {
+        // An open in progress fails with operation_aborted; once it has
+        // ended, nothing it made is left open.
+        attempt->aborted = true;
+        attempt->cancel.emit(boost::asio::cancellation_type::terminal);
+        while (opening_ == attempt)
+            co_await attempt->done.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    }
+    if (connection_) {
+        auto connection = std::exchange(connection_, nullptr);
+        co_await boost::asio::co_spawn(executor_, connection->close(options_.close_linger),
+                                       boost::asio::as_tuple(boost::asio::use_awaitable));
+    }
+    co_await boost::asio::this_coro::throw_if_cancelled(throwing);
 }
 
 ANWEDDOL_DECL boost::asio::awaitable<command_result>
-endpoint_shell_instance::execute(std::string command) {
-    return execute(std::move(command), command_options{});
-}
-
-ANWEDDOL_DECL boost::asio::awaitable<command_result>
-endpoint_shell_instance::execute(std::string command, command_options options) {
+endpoint_shell_instance::execute_op(std::string command, command_options options) {
     auto connection = open_connection();
-    // The command lives in this frame until the spawned run ends.
-    auto running = boost::asio::co_spawn(
-        executor_, detail::run_command(std::move(connection), command, std::move(options)),
+    co_return co_await boost::asio::co_spawn(
+        executor_,
+        detail::run_command(std::move(connection), std::move(command), std::move(options)),
         boost::asio::use_awaitable);
-    co_return co_await std::move(running);
 }
 
 ANWEDDOL_DECL boost::asio::awaitable<std::pair<std::string, std::string>>
-endpoint_shell_instance::execute_command(std::string command) {
-    return execute_command(std::move(command), command_options{});
-}
-
-ANWEDDOL_DECL boost::asio::awaitable<std::pair<std::string, std::string>>
-endpoint_shell_instance::execute_command(std::string command, command_options options) {
-    auto running = execute(std::move(command), std::move(options));
-    command_result result = co_await std::move(running);
+endpoint_shell_instance::execute_command_op(std::string command, command_options options) {
+    command_result result = co_await execute_op(std::move(command), std::move(options));
     co_return std::pair{std::move(result.std_out), std::move(result.std_err)};
 }
 
-ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::administrate_container() {
+ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::administrate_container_op() {
     auto connection = open_connection();
     if (endpoint_username_.empty() || endpoint_password_.empty())
-        throw boost::system::system_error(errc::endpoint_credentials_not_set);
+        detail::throw_error(errc::endpoint_credentials_not_set,
+                            "set_endpoint_credentials() with a username and a password first");
     if (!client_credentials_ || client_credentials_->username.empty() ||
         client_credentials_->password.empty())
-        throw boost::system::system_error(errc::client_credentials_not_set);
+        detail::throw_error(
+            errc::client_credentials_not_set,
+            "generate_client_ssh_credentials() or store_client_ssh_credentials() first");
     const client_credentials& client = *client_credentials_;
     if (client.username.find('\0') != std::string::npos ||
         client.password.value().find('\0') != std::string::npos)
-        throw boost::system::system_error(errc::invalid_argument,
-                                          "a client credential contains a NUL byte");
+        detail::throw_error(errc::invalid_argument, "a client credential contains a NUL byte");
 
     // Every argument is one quoted word: a username such as "x; reboot"
     // reaches the script as it is, and the script refuses it.
@@ -207,13 +262,11 @@ ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::administrate
     detail::append_shell_quoted(command, client.password.value());
     command += ' ';
     detail::append_shell_quoted(command, std::to_string(client.listen_port));
-    struct wipe_on_exit {
-        std::string& secret;
-        ~wipe_on_exit() { detail::cleanse(secret); }
-    } wipe{command};
 
+    // run_command owns the command (and so the password) and wipes it.
     auto running = boost::asio::co_spawn(
-        executor_, detail::run_command(std::move(connection), command, command_options{}),
+        executor_,
+        detail::run_command(std::move(connection), std::move(command), command_options{}),
         boost::asio::use_awaitable);
     const command_result result = co_await std::move(running);
     if (result.exit_status != 0 || !result.std_out.empty() || !result.std_err.empty()) {
@@ -225,7 +278,7 @@ ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::administrate
             message += "; stderr: " + result.std_err;
         if (!result.std_out.empty())
             message += "; stdout: " + result.std_out;
-        throw boost::system::system_error(errc::administration_failed, message);
+        detail::throw_error(errc::administration_failed, message);
     }
 }
 

@@ -1,8 +1,8 @@
 //
 // anweddol: throwaway libvirt/QEMU containers administered over SSH.
 //
-#ifndef ANWEDDOL_DETAIL_SHELL_QUOTE_HPP
-#define ANWEDDOL_DETAIL_SHELL_QUOTE_HPP
+#ifndef ANWEDDOL_DETAIL_SSH_SHELL_QUOTE_HPP
+#define ANWEDDOL_DETAIL_SSH_SHELL_QUOTE_HPP
 
 #include <string>
 #include <string_view>

@@ -4,145 +4,59 @@
 #ifndef ANWEDDOL_DETAIL_SSH_COMMAND_HPP
 #define ANWEDDOL_DETAIL_SSH_COMMAND_HPP
 
-#include <anweddol/command_result.hpp>
-#include <anweddol/detail/ssh_connection.hpp>
-#include <anweddol/error.hpp>
+#include <anweddol/detail/credentials.hpp>
+#include <anweddol/detail/ssh/command_channel.hpp>
+#include <anweddol/detail/ssh/command_result.hpp>
+#include <anweddol/detail/ssh/connection.hpp>
+#include <anweddol/detail/ssh/error.hpp>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/error.hpp>
-#include <boost/system/system_error.hpp>
 
-#include <libssh/callbacks.h>
 #include <libssh/libssh.h>
 
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
+#include <string_view>
 
 namespace anweddol::detail {
 
-/// What libssh tells about a channel through its callbacks, which run inside
-/// whichever libssh call of the session reads the packet. The exit status
-/// comes this way because ssh_channel_get_exit_status blocks in 0.10.
-struct channel_events {
-    ssh_channel_callbacks_struct callbacks{};
-    std::optional<int> exit_status;
-    std::string exit_signal;
-    bool closed = false;
-
-    channel_events() {
-        callbacks.size = sizeof callbacks;
-        callbacks.userdata = this;
-        callbacks.channel_exit_status_function = [](ssh_session, ssh_channel, int status,
-                                                    void* self) {
-            static_cast<channel_events*>(self)->exit_status = status;
-        };
-        callbacks.channel_exit_signal_function = [](ssh_session, ssh_channel, const char* signal,
-                                                    int, const char*, const char*, void* self) {
-            static_cast<channel_events*>(self)->exit_signal = signal ? signal : "";
-        };
-        callbacks.channel_close_function = [](ssh_session, ssh_channel, void* self) {
-            static_cast<channel_events*>(self)->closed = true;
-        };
-    }
-    channel_events(const channel_events&) = delete;
-    channel_events& operator=(const channel_events&) = delete;
-};
-
-/// A channel with its callbacks: removes them before freeing the channel
-/// (libssh keeps a freed channel until the server's close arrives, and would
-/// call them then), and frees it (which sends EOF and close if it is open).
-class command_channel {
-public:
-    explicit command_channel(std::shared_ptr<ssh_connection> connection)
-        : connection_(std::move(connection))
-        , channel_(ssh_channel_new(connection_->session())) {
-        if (!channel_)
-            throw_libssh_error(connection_->session(), "cannot create an SSH channel");
-        ssh_set_channel_callbacks(channel_.get(), &events_->callbacks);
-    }
-    command_channel(const command_channel&) = delete;
-    command_channel& operator=(const command_channel&) = delete;
-    ~command_channel() { reset(); }
-
-    ssh_channel get() const noexcept { return channel_.get(); }
-    const channel_events& events() const noexcept { return *events_; }
-
-    void reset() noexcept {
-        if (!channel_)
-            return;
-        ssh_remove_channel_callbacks(channel_.get(), &events_->callbacks);
-        channel_.reset();
-        connection_->after_call(); // the close it sent may wait for the socket
-    }
-
-    /// Asks the server to kill the command (SIGKILL to its process group;
-    /// OpenSSH 7.9 and later do it): closing the channel alone leaves a
-    /// command that neither reads nor writes running on the server.
-    void kill_command() noexcept {
-        if (channel_ && !events_->closed && ssh_is_connected(connection_->session())) {
-            ssh_channel_request_send_signal(channel_.get(), "KILL");
-            connection_->after_call();
-        }
-    }
-
-    /// The channel is being opened and the server will confirm it later:
-    /// close it once it is confirmed, in the background, so that it does not
-    /// stay open on the server. Used when a command is abandoned early.
-    void reap_in_background() noexcept {
-        if (!channel_)
-            return;
-        ssh_remove_channel_callbacks(channel_.get(), &events_->callbacks);
-        boost::asio::co_spawn(connection_->get_executor(),
-                              finish_opening(connection_, std::move(channel_)),
-                              boost::asio::detached);
-    }
-
-private:
-    static boost::asio::awaitable<void> finish_opening(std::shared_ptr<ssh_connection> connection,
-                                                       channel_handle channel) {
-        ssh_connection::operation_guard guard(connection);
-        try {
-            auto opening = connection->repeat(
-                [&] { return ssh_channel_open_session(channel.get()); }, SSH_AGAIN);
-            co_await std::move(opening);
-        } catch (...) {
-            // closing, or the session failed: freeing it is all there is to do
-        }
-        channel.reset();
-        connection->after_call();
-    }
-
-    std::shared_ptr<ssh_connection> connection_;
-    std::unique_ptr<channel_events> events_ = std::make_unique<channel_events>();
-    channel_handle channel_;
-};
-
-/// async: runs `command` (which the caller keeps alive until this ends, and
-/// may then wipe) on its own channel of `connection`, several at once if the
+/// async: runs `command` on its own channel of `connection`, several at once if the
 /// caller likes. Output is drained from libssh's buffers before
 /// waiting on the socket again. Errors: errc::shell_not_open, libssh's,
 /// errc::output_limit_exceeded, asio::error::timed_out at the options'
 /// deadline, operation_aborted when cancelled or the shell closes; the
 /// channel is closed in every case.
 inline boost::asio::awaitable<command_result>
-run_command(std::shared_ptr<ssh_connection> connection, const std::string& command,
+run_command(std::shared_ptr<ssh_connection> connection, std::string command,
             command_options options) {
+    // By value: a coroutine outlives the full expression that called it. The
+    // command may hold a password: wiped when this ends.
+    struct wipe_on_exit {
+        std::string& secret;
+        ~wipe_on_exit() { cleanse(secret); }
+    } wipe{command};
     if (!connection || !connection->is_open())
-        throw boost::system::system_error(errc::shell_not_open);
+        throw_error(errc::shell_not_open, "the endpoint shell is not open");
     ssh_connection::operation_guard guard(connection);
-    ssh_connection::deadline limit(*connection,
-                                   options.timeout > std::chrono::steady_clock::duration::zero()
-                                       ? std::chrono::steady_clock::now() + options.timeout
-                                       : std::chrono::steady_clock::time_point::max());
+    const ssh_deadline limit =
+        connection->make_deadline(options.timeout > std::chrono::steady_clock::duration::zero()
+                                      ? std::chrono::steady_clock::now() + options.timeout
+                                      : std::chrono::steady_clock::time_point::max());
     ssh_session session = connection->session();
     command_channel channel(connection);
     bool opened = false;
     bool started = false;
+    const auto abandon = [&]() noexcept {
+        if (!opened)
+            channel.reap_in_background();
+        else if (started)
+            channel.kill_command();
+    };
     try {
         auto opening = connection->repeat([&] { return ssh_channel_open_session(channel.get()); },
                                           SSH_AGAIN, limit.expired());
@@ -209,10 +123,9 @@ run_command(std::shared_ptr<ssh_connection> connection, const std::string& comma
                         }
                         kept += piece.size();
                         if (kept > options.max_output_bytes)
-                            throw boost::system::system_error(
-                                errc::output_limit_exceeded,
-                                "the command printed more than " +
-                                    std::to_string(options.max_output_bytes) + " bytes");
+                            throw_error(errc::output_limit_exceeded,
+                                        "the command printed more than " +
+                                            std::to_string(options.max_output_bytes) + " bytes");
                         (stream ? result.std_err : result.std_out).append(piece);
                     }
                 }
@@ -242,17 +155,19 @@ run_command(std::shared_ptr<ssh_connection> connection, const std::string& comma
                 co_await connection->wait(limit.expired(), before);
         }
     } catch (const boost::system::system_error& e) {
-        if (!opened)
-            channel.reap_in_background();
-        else if (started)
-            channel.kill_command();
+        abandon();
         if (e.code() == boost::asio::error::timed_out && limit.has_expired())
-            throw boost::system::system_error(
-                e.code(), "the command did not end within " +
-                              std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                 options.timeout)
-                                                 .count()) +
-                              " ms; its channel was closed");
+            throw_error(e.code(),
+                        "the command did not end within " +
+                            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               options.timeout)
+                                               .count()) +
+                            " ms; its channel was closed");
+        throw;
+    } catch (...) {
+        // Whatever ends the command early (an on_output callback that threw,
+        // an allocation failure) must not leave it running on the server.
+        abandon();
         throw;
     }
 }

@@ -1,0 +1,110 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_DETAIL_SSH_LOGIN_HPP
+#define ANWEDDOL_DETAIL_SSH_LOGIN_HPP
+
+#include <anweddol/detail/ssh/connection.hpp>
+#include <anweddol/detail/ssh/host_key.hpp>
+#include <anweddol/detail/ssh/login_params.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <libssh/libssh.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace anweddol::detail {
+
+/// async: one login attempt on a fresh `connection`: TCP connect, handshake,
+/// host key check, password authentication. Everything is taken by value: a
+/// coroutine outlives the full expression that called it. Errors: the
+/// socket's, libssh_category(), errc::authentication_failed,
+/// errc::host_key_mismatch, asio::error::timed_out at `at`,
+/// operation_aborted when cancelled. On error the connection is torn down.
+inline boost::asio::awaitable<void> login(std::shared_ptr<ssh_connection> connection,
+                                          ssh_login_params params,
+                                          std::chrono::steady_clock::time_point at) {
+    ssh_connection::operation_guard guard(connection);
+    const ssh_deadline limit = connection->make_deadline(at);
+    const std::string where = endpoint_name(params);
+    const char* stage = "connecting over TCP to ";
+    try {
+        auto [connect_error] = co_await connection->socket().async_connect(
+            params.endpoint, boost::asio::as_tuple(boost::asio::use_awaitable));
+        if (limit.has_expired())
+            throw_error(boost::asio::error::timed_out, "");
+        if ((co_await boost::asio::this_coro::cancellation_state).cancelled() !=
+            boost::asio::cancellation_type::none)
+            throw_error(boost::asio::error::operation_aborted, "the SSH login was cancelled");
+        if (connect_error)
+            throw_error(connect_error, "cannot connect to " + where);
+        boost::system::error_code ignored;
+        connection->socket().set_option(boost::asio::ip::tcp::no_delay(true), ignored);
+
+        ssh_session session = connection->start_session();
+        const unsigned port = params.endpoint.port();
+        const int no = 0;
+        const char* known_hosts = params.host_keys == host_key_check::known_hosts
+                                      ? params.known_hosts_file.c_str()
+                                      : "/dev/null";
+        if (ssh_options_set(session, SSH_OPTIONS_HOST, params.host.c_str()) != SSH_OK ||
+            ssh_options_set(session, SSH_OPTIONS_PORT, &port) != SSH_OK ||
+            ssh_options_set(session, SSH_OPTIONS_USER, params.username.c_str()) != SSH_OK ||
+            // No ~/.ssh/config or /etc/ssh/ssh_config: only what we are told.
+            ssh_options_set(session, SSH_OPTIONS_PROCESS_CONFIG, &no) != SSH_OK ||
+            ssh_options_set(session, SSH_OPTIONS_KNOWNHOSTS, known_hosts) != SSH_OK ||
+            ssh_options_set(session, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null") != SSH_OK)
+            throw_libssh_error(session, "cannot set the SSH options for " + where);
+
+        stage = "the SSH handshake with ";
+        auto handshake = connection->repeat(
+            [&] {
+                const int rc = ssh_connect(session);
+                connection->restore_nonblocking();
+                return rc;
+            },
+            SSH_AGAIN, limit.expired());
+        if (co_await std::move(handshake) != SSH_OK)
+            throw_libssh_error(session, "the SSH handshake with " + where + " failed");
+        std::string fingerprint = check_host_key(session, params);
+
+        stage = "password authentication with ";
+        auto authentication = connection->repeat(
+            [&] {
+                return ssh_userauth_password(session, nullptr, params.password.value().c_str());
+            },
+            SSH_AUTH_AGAIN, limit.expired());
+        switch (co_await std::move(authentication)) {
+        case SSH_AUTH_SUCCESS:
+            connection->set_authenticated(std::move(fingerprint));
+            break;
+        case SSH_AUTH_DENIED:
+        case SSH_AUTH_PARTIAL:
+            throw error_with_diagnostics(
+                errc::authentication_failed,
+                diagnostics(where + " refused the password of user '" + params.username + "'",
+                            libssh_message(session)));
+        default:
+            throw_libssh_error(session, "password authentication with " + where + " failed");
+        }
+    } catch (const boost::system::system_error& e) {
+        connection->teardown();
+        if (e.code() == boost::asio::error::timed_out && limit.has_expired())
+            throw_error(e.code(), std::string(stage) + where + " did not finish in time");
+        throw;
+    } catch (...) {
+        connection->teardown();
+        throw;
+    }
+}
+
+} // namespace anweddol::detail
+
+#endif
