@@ -8,7 +8,8 @@
 #include <anweddol/detail/config.hpp>
 #include <anweddol/detail/credentials.hpp>
 #include <anweddol/detail/ssh/connection.hpp>
-#include <anweddol/detail/ssh/initiate.hpp>
+#include <anweddol/detail/async/initiate.hpp>
+#include <anweddol/detail/ssh/completion_token.hpp>
 #include <anweddol/error.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -141,13 +142,13 @@ public:
     }
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto open_shell(endpoint_shell_options options, CompletionToken&& token = CompletionToken()) {
-        return detail::initiate_shell_operation(executor_, open_shell_op(std::move(options)),
+        return detail::initiate_coroutine(executor_, open_shell_op(std::move(options)),
                                                 nullptr, std::forward<CompletionToken>(token));
     }
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto open_shell(endpoint_shell_options options, diagnostics& diag,
                     CompletionToken&& token = CompletionToken()) {
-        return detail::initiate_shell_operation(executor_, open_shell_op(std::move(options)), &diag,
+        return detail::initiate_coroutine(executor_, open_shell_op(std::move(options)), &diag,
                                                 std::forward<CompletionToken>(token));
     }
 
@@ -169,12 +170,12 @@ public:
     /// cancellation state first, or use a token.) On the shell's executor.
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto close_shell(CompletionToken&& token = CompletionToken()) {
-        return detail::initiate_shell_operation(executor_, close_shell_op(), nullptr,
+        return detail::initiate_coroutine(executor_, close_shell_op(), nullptr,
                                                 std::forward<CompletionToken>(token));
     }
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto close_shell(diagnostics& diag, CompletionToken&& token = CompletionToken()) {
-        return detail::initiate_shell_operation(executor_, close_shell_op(), &diag,
+        return detail::initiate_coroutine(executor_, close_shell_op(), &diag,
                                                 std::forward<CompletionToken>(token));
     }
 
@@ -194,14 +195,14 @@ public:
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto execute_command(std::string command, command_options options,
                          CompletionToken&& token = CompletionToken()) {
-        return detail::initiate_shell_operation(
+        return detail::initiate_coroutine(
             executor_, execute_command_op(std::move(command), std::move(options)), nullptr,
             std::forward<CompletionToken>(token));
     }
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto execute_command(std::string command, command_options options, diagnostics& diag,
                          CompletionToken&& token = CompletionToken()) {
-        return detail::initiate_shell_operation(
+        return detail::initiate_coroutine(
             executor_, execute_command_op(std::move(command), std::move(options)), &diag,
             std::forward<CompletionToken>(token));
     }
@@ -230,14 +231,14 @@ public:
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto execute(std::string command, command_options options,
                  CompletionToken&& token = CompletionToken()) {
-        return detail::initiate_shell_operation(executor_,
+        return detail::initiate_coroutine(executor_,
                                                 execute_op(std::move(command), std::move(options)),
                                                 nullptr, std::forward<CompletionToken>(token));
     }
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto execute(std::string command, command_options options, diagnostics& diag,
                  CompletionToken&& token = CompletionToken()) {
-        return detail::initiate_shell_operation(executor_,
+        return detail::initiate_coroutine(executor_,
                                                 execute_op(std::move(command), std::move(options)),
                                                 &diag, std::forward<CompletionToken>(token));
     }
@@ -254,12 +255,12 @@ public:
     /// work. Thread-safety: on the shell's executor.
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto administrate_container(CompletionToken&& token = CompletionToken()) {
-        return detail::initiate_shell_operation(executor_, administrate_container_op(), nullptr,
+        return detail::initiate_coroutine(executor_, administrate_container_op(), nullptr,
                                                 std::forward<CompletionToken>(token));
     }
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto administrate_container(diagnostics& diag, CompletionToken&& token = CompletionToken()) {
-        return detail::initiate_shell_operation(executor_, administrate_container_op(), &diag,
+        return detail::initiate_coroutine(executor_, administrate_container_op(), &diag,
                                                 std::forward<CompletionToken>(token));
     }
 

@@ -11,7 +11,7 @@
 
 #include <anweddol/detail/libvirt/handle.hpp>
 #include <anweddol/detail/libvirt/lease_file.hpp>
-#include <anweddol/detail/ssh_handle.hpp>
+#include <anweddol/detail/ssh/handle.hpp>
 
 #include <libssh/libssh.h>
 #include <libvirt/libvirt.h>

@@ -88,18 +88,38 @@ boost::asio::awaitable<T> with_diagnostics(boost::asio::awaitable<T> operation) 
     throw error_with_diagnostics(ec, std::move(diag));
 }
 
+/// Awaits `operation`, and on failure fills `*diag` before rethrowing as
+/// error_with_diagnostics: a caller who passed diagnostics gets them filled
+/// in coroutine mode too, as with any other token.
+template <class T>
+boost::asio::awaitable<T> recording_diagnostics(boost::asio::awaitable<T> operation,
+                                                diagnostics* diag) {
+    std::exception_ptr failure;
+    try {
+        diag->clear();
+        co_return co_await std::move(operation);
+    } catch (const boost::system::system_error&) {
+        failure = std::current_exception();
+    }
+    auto [ec, found] = to_error(failure);
+    *diag = found;
+    throw error_with_diagnostics(ec, std::move(found));
+}
+
 /// Starts an operation written as a coroutine, for any completion token:
 /// with the default token it is the coroutine itself (awaited on the
 /// awaiting coroutine's executor, throwing error_with_diagnostics); with
 /// any other it is co_spawned on `executor` and completes with
-/// `completion_signature_t<T>`, filling `*diag` (when given) first. A
+/// `completion_signature_t<T>`. `*diag`, when given, is filled whatever the
+/// token (cleared on success). A
 /// cancellation slot bound to the handler cancels the coroutine.
 template <class T, class CompletionToken>
 auto initiate_coroutine(boost::asio::any_io_executor executor, boost::asio::awaitable<T> operation,
                         diagnostics* diag, CompletionToken&& token) {
     if constexpr (std::is_same_v<std::decay_t<CompletionToken>, default_completion_token>) {
         (void)executor;
-        (void)diag;
+        if (diag)
+            return recording_diagnostics(std::move(operation), diag);
         return with_diagnostics(std::move(operation));
     } else {
         return boost::asio::async_initiate<CompletionToken, completion_signature_t<T>>(
