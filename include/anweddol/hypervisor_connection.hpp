@@ -202,16 +202,17 @@ private:
         auto* loop = &runtime_.event_loop();
         // Built outside the co_await expression, as every awaitable with
         // captures here: GCC 12 destroys such temporaries twice.
-        auto running =
-            detail::run_blocking(lanes_->get_executor(), &runtime_.completions(),
-                                 [self = shared_from_this(), connection = current(), loop,
-                                  work = std::move(work)]() mutable {
-                                     // What libvirt registers during the call lands on this
-                                     // io_context.
-                                     const detail::libvirt_event_loop::scope on_our_loop(loop);
-                                     const in_flight_count counting(*self);
-                                     return work(connection.get());
-                                 });
+        auto on_lane = [self = shared_from_this(), loop, work = std::move(work)]() mutable {
+            // What libvirt registers during the call lands on this io_context.
+            const detail::libvirt_event_loop::scope on_our_loop(loop);
+            const in_flight_count counting(*self);
+            // Referenced here, not on the io thread: virConnectRef and its
+            // release format a debug message each time.
+            const detail::connect_handle connection = self->current();
+            return work(connection.get());
+        };
+        auto running = detail::run_blocking(lanes_->get_executor(), &runtime_.completions(),
+                                            std::move(on_lane));
         co_return co_await std::move(running);
     }
 
