@@ -30,10 +30,19 @@ using default_completion_token = boost::asio::use_awaitable_t<>;
 
 namespace detail {
 
-/// The completion signature of an operation that produces a `T`.
+/// The completion signature of an operation that produces a `T`. A
+/// specialisation, not std::conditional_t: that would also form the
+/// ill-formed `void(error_code, void)` for T = void.
 template <class T>
-using completion_signature_t = std::conditional_t<std::is_void_v<T>, void(boost::system::error_code),
-                                                  void(boost::system::error_code, T)>;
+struct completion_signature {
+    using type = void(boost::system::error_code, T);
+};
+template <>
+struct completion_signature<void> {
+    using type = void(boost::system::error_code);
+};
+template <class T>
+using completion_signature_t = typename completion_signature<T>::type;
 
 /// The error code and diagnostics of a caught exception. A system_error's
 /// what() ends with its code's text, which the code already says: it is
