@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -42,7 +43,7 @@ struct blocking_operation : std::enable_shared_from_this<blocking_operation<Work
     using handler_executor = boost::asio::associated_executor_t<Handler>;
 
     blocking_operation(Work w, Handler h, completion_batcher* b)
-        : work(std::move(w))
+        : work(std::in_place, std::move(w))
         , handler(std::move(h))
         , work_guard(boost::asio::make_work_guard(boost::asio::get_associated_executor(handler)))
         , batcher(b) {}
@@ -100,16 +101,20 @@ struct blocking_operation : std::enable_shared_from_this<blocking_operation<Work
         diagnostics diag;
         try {
             if constexpr (std::is_void_v<std::invoke_result_t<Work&>>)
-                work();
+                (*work)();
             else
-                value = work();
+                value = (*work)();
         } catch (...) {
             std::tie(ec, diag) = to_error(std::current_exception());
         }
+        // What the work holds (a connection, say) goes here, before the
+        // handler can run: otherwise this thread may drop the last reference
+        // after the io_context ran out of work, even after it was destroyed.
+        work.reset();
         complete(ec, std::move(diag), std::move(value), true);
     }
 
-    Work work;
+    std::optional<Work> work; // reset once run or cancelled
     Handler handler;
     boost::asio::executor_work_guard<handler_executor> work_guard;
     completion_batcher* batcher;
@@ -137,11 +142,13 @@ auto async_run_blocking_on(Executor pool, completion_batcher* batcher, Work work
             if (slot.is_connected())
                 slot.assign([weak = std::weak_ptr<operation>(op)](boost::asio::cancellation_type) {
                     auto cancelled = weak.lock();
-                    if (cancelled && cancelled->claim(operation::cancelled))
+                    if (cancelled && cancelled->claim(operation::cancelled)) {
+                        cancelled->work.reset(); // the worker will not touch it now
                         // Inside the slot's own handler: it must not be cleared.
                         cancelled->complete(boost::asio::error::operation_aborted,
                                             diagnostics("cancelled before it ran"), result{},
                                             false);
+                    }
                 });
             boost::asio::post(pool, [op = std::move(op)] { op->run(); });
         },

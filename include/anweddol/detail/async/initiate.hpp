@@ -30,7 +30,9 @@ using default_completion_token = boost::asio::use_awaitable_t<>;
 
 namespace detail {
 
-/// The completion signature of an operation that produces a `T`.
+/// The completion signature of an operation that produces a `T`. A
+/// specialisation, not std::conditional_t: that would also form the
+/// ill-formed `void(error_code, void)` for T = void.
 template <class T>
 struct completion_signature {
     using type = void(boost::system::error_code, T);
