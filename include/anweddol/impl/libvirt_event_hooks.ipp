@@ -32,6 +32,28 @@ inline routing& table() {
     return instance;
 }
 
+// Under the table's lock: a live loop of the calling thread, if any.
+inline libvirt_event_loop* own_live_loop(routing& r) {
+    auto* loop = libvirt_event_hooks::current;
+    if (loop && std::ranges::find(r.loops, loop) != r.loops.end() && !loop->detached())
+        return loop;
+    return nullptr;
+}
+
+// Under the table's lock: moves timeout `id` from `from` to `to`.
+inline bool move_timeout(routing& r, int id, libvirt_event_loop* from, libvirt_event_loop* to) {
+    auto spec = from->take_timeout(id);
+    if (!spec)
+        return false;
+    if (to->add_timeout(id, spec->period_ms, spec->callback, spec->opaque, spec->free_opaque) <
+        0) {
+        r.owners.erase(id);
+        return false;
+    }
+    r.owners[id] = to;
+    return true;
+}
+
 // Under the table's lock.
 inline libvirt_event_loop* loop_for_new_registration(routing& r) {
     if (libvirt_event_hooks::current &&
@@ -84,6 +106,20 @@ ANWEDDOL_DECL void libvirt_event_hooks::detach(libvirt_event_loop* loop) {
     auto& r = event_hooks_impl::table();
     std::lock_guard lock(r.mutex);
     std::erase(r.loops, loop);
+    // A timeout of a driver shared by the process (test:///) outlives the
+    // io_context that registered it: another loop takes it over. Watches are
+    // a connection's own fds, gone with it.
+    std::vector<int> timeouts;
+    for (const auto& [id, owner] : r.owners)
+        if (owner == loop)
+            timeouts.push_back(id);
+    libvirt_event_loop* heir = nullptr;
+    for (auto it = r.loops.rbegin(); it != r.loops.rend() && !heir; ++it)
+        if (!(*it)->detached())
+            heir = *it;
+    for (int id : timeouts)
+        if (!heir || !event_hooks_impl::move_timeout(r, id, loop, heir))
+            r.owners.erase(id);
     std::erase_if(r.owners, [loop](const auto& owner) { return owner.second == loop; });
 }
 
@@ -137,8 +173,19 @@ ANWEDDOL_DECL int libvirt_event_hooks::add_timeout(int period_ms, virEventTimeou
 ANWEDDOL_DECL void libvirt_event_hooks::update_timeout(int timer, int period_ms) {
     auto& r = event_hooks_impl::table();
     std::lock_guard lock(r.mutex);
-    if (auto owner = r.owners.find(timer); owner != r.owners.end())
-        owner->second->update_timeout(timer, period_ms);
+    auto owner = r.owners.find(timer);
+    if (owner == r.owners.end())
+        return;
+    // A timeout follows the loop that re-arms it: a driver shared by several
+    // io_contexts (test:///'s one event timer per process) fires where its
+    // events were just queued, also once the loop that registered it stopped.
+    libvirt_event_loop* here = event_hooks_impl::own_live_loop(r);
+    if (here && here != owner->second &&
+        event_hooks_impl::move_timeout(r, timer, owner->second, here)) {
+        here->update_timeout(timer, period_ms);
+        return;
+    }
+    owner->second->update_timeout(timer, period_ms);
 }
 
 ANWEDDOL_DECL int libvirt_event_hooks::remove_timeout(int timer) {

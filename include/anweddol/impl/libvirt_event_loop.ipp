@@ -216,11 +216,9 @@ ANWEDDOL_DECL void libvirt_event_loop::detach() {
         if (entry->descriptor.is_open())
             entry->descriptor.release(); // libvirt's fd: never closed here
     fds_.clear();
-    for (auto& [id, timeout] : timeouts_)
-        timeout->removed = true;
-    // Handlers still queued hold entries and timers: the io_context destroys
-    // them next, while its services still exist.
-    timeouts_.clear();
+    // Timeouts stay listed (nothing schedules them any more): a driver that
+    // outlives this io_context (test:///'s one event timer per process) may
+    // re-arm one from another loop, which then takes it over.
 }
 
 ANWEDDOL_DECL int libvirt_event_loop::add_handle(int id, int fd, int events,
@@ -322,6 +320,31 @@ ANWEDDOL_DECL int libvirt_event_loop::remove_timeout(int id) {
     }
     boost::asio::post(strand_, [timeout] { timeout->timer.cancel(); });
     return 0;
+}
+
+ANWEDDOL_DECL std::optional<libvirt_event_loop::timeout_spec>
+libvirt_event_loop::take_timeout(int id) {
+    std::shared_ptr<timeout_watch> timeout;
+    {
+        std::lock_guard lock(mutex_);
+        auto found = timeouts_.find(id);
+        if (found == timeouts_.end())
+            return std::nullopt;
+        timeout = found->second;
+        timeout->removed = true;
+        timeouts_.erase(found);
+        if (detached_)
+            return timeout_spec{timeout->period_ms, timeout->callback, timeout->opaque,
+                                timeout->free_opaque};
+    }
+    boost::asio::post(strand_, [timeout] { timeout->timer.cancel(); });
+    return timeout_spec{timeout->period_ms, timeout->callback, timeout->opaque,
+                        timeout->free_opaque};
+}
+
+ANWEDDOL_DECL bool libvirt_event_loop::detached() const {
+    std::lock_guard lock(mutex_);
+    return detached_;
 }
 
 // Runs on the strand: (re)starts the timeout for its current period.

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 namespace anweddol::detail {
 
@@ -69,6 +70,19 @@ public:
                     virFreeCallback free_opaque);
     void update_timeout(int id, int period_ms);
     int remove_timeout(int id);
+
+    /// A timeout as libvirt registered it, to move it to another loop.
+    struct timeout_spec {
+        int period_ms;
+        virEventTimeoutCallback callback;
+        void* opaque;
+        virFreeCallback free_opaque;
+    };
+    /// Takes timeout `id` out of this loop without freeing its opaque, so
+    /// that another loop can serve it (see event_hooks.hpp).
+    std::optional<timeout_spec> take_timeout(int id);
+    /// Whether this loop's io_context is gone.
+    bool detached() const;
 
     /// The io_context is going: release every fd, drop every timer.
     void detach();
