@@ -28,8 +28,11 @@ struct routing {
 };
 
 inline routing& table() {
-    static routing instance; // only routing: what it points to belongs to runtimes
-    return instance;
+    // Only routing: what it points to belongs to runtimes. Never destroyed:
+    // an io_context that outlives main() (a static one) still detaches its
+    // loop from it at exit.
+    static routing* const instance = new routing;
+    return *instance;
 }
 
 // Under the table's lock: a live loop of the calling thread, if any.
