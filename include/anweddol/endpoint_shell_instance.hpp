@@ -4,12 +4,14 @@
 #ifndef ANWEDDOL_ENDPOINT_SHELL_INSTANCE_HPP
 #define ANWEDDOL_ENDPOINT_SHELL_INSTANCE_HPP
 
-#include <anweddol/command_result.hpp>
 #include <anweddol/detail/config.hpp>
-#include <anweddol/detail/credentials.hpp>
-#include <anweddol/detail/ssh/connection.hpp>
+
+#include <anweddol/command_result.hpp>
 #include <anweddol/detail/async/initiate.hpp>
+#include <anweddol/detail/credentials.hpp>
 #include <anweddol/detail/ssh/completion_token.hpp>
+#include <anweddol/detail/ssh/connection.hpp>
+#include <anweddol/endpoint_shell_options.hpp>
 #include <anweddol/error.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -27,36 +29,6 @@
 #include <utility>
 
 namespace anweddol {
-
-/// How open_shell() checks the container's SSH host key.
-enum class host_key_policy {
-    /// Accept whatever key the server presents, as the reference does
-    /// (paramiko's AutoAddPolicy): containers make new keys at every boot.
-    accept_new,
-    /// Check against `known_hosts_file` (OpenSSH format, "[ip]:port" for a
-    /// port other than 22); a host not in it is added, a changed key fails
-    /// with errc::host_key_mismatch.
-    known_hosts,
-    /// The key's SHA-256 fingerprint must be `host_key_fingerprint`
-    /// ("SHA256:<base64>", as ssh-keygen -l prints it), or open_shell() fails
-    /// with errc::host_key_mismatch.
-    pinned_fingerprint,
-};
-
-/// How an endpoint shell connects. The defaults suit a container that has
-/// just got its address and is still starting its SSH server.
-struct endpoint_shell_options {
-    /// open_shell() retries until then: a booting container refuses
-    /// connections at first, and an open port is not yet a working server.
-    std::chrono::steady_clock::duration ready_timeout = std::chrono::seconds(60);
-    /// The most one attempt (TCP connect, handshake, authentication) may take.
-    std::chrono::steady_clock::duration attempt_timeout = std::chrono::seconds(10);
-    host_key_policy host_keys = host_key_policy::accept_new;
-    std::string known_hosts_file;     ///< for host_key_policy::known_hosts
-    std::string host_key_fingerprint; ///< for host_key_policy::pinned_fingerprint
-    /// close_shell() waits this long at most for pending output to leave.
-    std::chrono::steady_clock::duration close_linger = std::chrono::seconds(1);
-};
 
 /// An SSH shell on a container's endpoint account, used to administer the
 /// container: run commands, then hand it over to a client with
@@ -142,14 +114,14 @@ public:
     }
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto open_shell(endpoint_shell_options options, CompletionToken&& token = CompletionToken()) {
-        return detail::initiate_coroutine(executor_, open_shell_op(std::move(options)),
-                                                nullptr, std::forward<CompletionToken>(token));
+        return detail::initiate_coroutine(executor_, open_shell_op(std::move(options)), nullptr,
+                                          std::forward<CompletionToken>(token));
     }
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto open_shell(endpoint_shell_options options, diagnostics& diag,
                     CompletionToken&& token = CompletionToken()) {
         return detail::initiate_coroutine(executor_, open_shell_op(std::move(options)), &diag,
-                                                std::forward<CompletionToken>(token));
+                                          std::forward<CompletionToken>(token));
     }
 
     /// Generates client credentials: username `user_NNNNN` (10000-90000),
@@ -171,12 +143,12 @@ public:
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto close_shell(CompletionToken&& token = CompletionToken()) {
         return detail::initiate_coroutine(executor_, close_shell_op(), nullptr,
-                                                std::forward<CompletionToken>(token));
+                                          std::forward<CompletionToken>(token));
     }
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto close_shell(diagnostics& diag, CompletionToken&& token = CompletionToken()) {
         return detail::initiate_coroutine(executor_, close_shell_op(), &diag,
-                                                std::forward<CompletionToken>(token));
+                                          std::forward<CompletionToken>(token));
     }
 
     /// async: runs `command` and returns (stdout, stderr), as the reference
@@ -232,15 +204,15 @@ public:
     auto execute(std::string command, command_options options,
                  CompletionToken&& token = CompletionToken()) {
         return detail::initiate_coroutine(executor_,
-                                                execute_op(std::move(command), std::move(options)),
-                                                nullptr, std::forward<CompletionToken>(token));
+                                          execute_op(std::move(command), std::move(options)),
+                                          nullptr, std::forward<CompletionToken>(token));
     }
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto execute(std::string command, command_options options, diagnostics& diag,
                  CompletionToken&& token = CompletionToken()) {
         return detail::initiate_coroutine(executor_,
-                                                execute_op(std::move(command), std::move(options)),
-                                                &diag, std::forward<CompletionToken>(token));
+                                          execute_op(std::move(command), std::move(options)), &diag,
+                                          std::forward<CompletionToken>(token));
     }
 
     /// async: runs `sudo /bin/anweddol_container_setup.sh <user> <password>
@@ -256,12 +228,12 @@ public:
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto administrate_container(CompletionToken&& token = CompletionToken()) {
         return detail::initiate_coroutine(executor_, administrate_container_op(), nullptr,
-                                                std::forward<CompletionToken>(token));
+                                          std::forward<CompletionToken>(token));
     }
     template <detail::shell_completion_token CompletionToken = default_completion_token>
     auto administrate_container(diagnostics& diag, CompletionToken&& token = CompletionToken()) {
         return detail::initiate_coroutine(executor_, administrate_container_op(), &diag,
-                                                std::forward<CompletionToken>(token));
+                                          std::forward<CompletionToken>(token));
     }
 
 private:

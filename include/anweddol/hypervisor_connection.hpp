@@ -15,6 +15,7 @@
 #include <anweddol/runtime.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
 
@@ -27,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace anweddol {
@@ -74,6 +76,15 @@ public:
                                           std::forward<CompletionToken>(token));
     }
 
+    /// async_open, filling `diag` with libvirt's message on failure.
+    template <class CompletionToken = default_completion_token>
+    static auto async_open(boost::asio::any_io_executor executor, std::string uri, options opts,
+                           diagnostics& diag, CompletionToken&& token = {}) {
+        auto opening = open_on(executor, std::move(uri), opts);
+        return detail::initiate_coroutine(std::move(executor), std::move(opening), &diag,
+                                          std::forward<CompletionToken>(token));
+    }
+
     /// async, in a coroutine: async_open on the coroutine's executor.
     static boost::asio::awaitable<std::shared_ptr<hypervisor_connection>> open(std::string uri,
                                                                                options opts);
@@ -95,8 +106,13 @@ public:
     /// dropped it.
     template <class Work, class CompletionToken = default_completion_token>
     auto call(Work work, CompletionToken&& token = {}) {
-        return detail::initiate_coroutine(runtime_.get_executor(), call_here(std::move(work)),
-                                          nullptr, std::forward<CompletionToken>(token));
+        // The hot path: call_here throws error_with_diagnostics already, so
+        // the default token needs no wrapping coroutine around it.
+        if constexpr (std::is_same_v<std::decay_t<CompletionToken>, default_completion_token>)
+            return call_here(std::move(work));
+        else
+            return detail::initiate_coroutine(runtime_.get_executor(), call_here(std::move(work)),
+                                              nullptr, std::forward<CompletionToken>(token));
     }
 
     /// Whether the connection is open: false once libvirt reported it closed
@@ -211,9 +227,13 @@ private:
             const detail::connect_handle connection = self->current();
             return work(connection.get());
         };
-        auto running = detail::run_blocking(lanes_->get_executor(), &runtime_.completions(),
-                                            std::move(on_lane));
-        co_return co_await std::move(running);
+        auto running = detail::async_run_blocking_on(
+            lanes_->get_executor(), &runtime_.completions(), &backlog_, std::move(on_lane),
+            boost::asio::as_tuple(boost::asio::use_awaitable));
+        auto [ec, diag, value] = co_await std::move(running);
+        if (ec)
+            throw error_with_diagnostics(ec, std::move(diag));
+        co_return std::move(value);
     }
 
     struct in_flight_count {
@@ -240,6 +260,7 @@ private:
     std::atomic<bool> open_{false};
     std::atomic<bool> events_wanted_;
     std::atomic<std::size_t> in_flight_{0};
+    std::atomic<std::size_t> backlog_{0}; // calls queued for the lanes
     std::atomic<std::size_t> peak_in_flight_{0};
     std::atomic<unsigned> open_count_{0};
 

@@ -8,7 +8,9 @@
 
 #include <anweddol/boot_admission.hpp>
 #include <anweddol/container_instance.hpp>
+#include <anweddol/container_options.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
+#include <anweddol/endpoint_shell_options.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 #include <anweddol/provisioning.hpp>

@@ -5,6 +5,7 @@
 #include "blocking_container.hpp"
 #include "sandbox_settings.hpp"
 
+#include <anweddol/container_instance.hpp>
 #include <anweddol/detail/async/blocking_call.hpp>
 #include <anweddol/detail/domain_identity.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
@@ -180,4 +181,41 @@ TEST_CASE("libvirtd killed mid-run gives clean errors, and the connection reopen
             co_return true;
         }(),
         3min);
+}
+
+TEST_CASE("a container's graceful stop works after libvirtd restarted under it") {
+    run_coroutine(
+        [&]() -> awaitable<bool> {
+            auto executor = co_await boost::asio::this_coro::executor;
+            anweddol::container_instance container(executor, anweddol::test::test_iso(), "", 512,
+                                                   1);
+            anweddol::start_options start;
+            start.address_timeout = 4min;
+            start.domain_type = anweddol::test::test_domain_type();
+            co_await container.start_domain(start); // booted: its acpid answers the button
+
+            // The connection the domain was created on dies with libvirtd; the
+            // domain (QEMU) lives on, and libvirtd finds it again when it is back.
+            co_await sandbox("kill-libvirtd");
+            co_await sandbox("up");
+
+            // Looked up by UUID on the reopened connection, not through the
+            // dead connection's handle.
+            co_await container.stop_domain(
+                anweddol::stop_options{anweddol::stop_mode::graceful, 90s});
+            CHECK_FALSE(container.is_domain_running());
+            auto connection = co_await hypervisor_connection::open(system_uri);
+            // Built outside the co_await expression: GCC 12 destroys
+            // temporaries with captures inside one twice.
+            auto looking = connection->call([uuid = container.get_uuid()](virConnectPtr c) {
+                anweddol::detail::domain_handle domain(
+                    virDomainLookupByUUIDString(c, uuid.c_str()));
+                virResetLastError();
+                return domain != nullptr;
+            });
+            const bool still_there = co_await std::move(looking);
+            CHECK_FALSE(still_there);
+            co_return true;
+        }(),
+        8min);
 }

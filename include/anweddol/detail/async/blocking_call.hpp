@@ -42,15 +42,29 @@ struct blocking_operation : std::enable_shared_from_this<blocking_operation<Work
     using result = blocking_result_t<std::invoke_result_t<Work&>>;
     using handler_executor = boost::asio::associated_executor_t<Handler>;
 
-    blocking_operation(Work w, Handler h, completion_batcher* b)
+    blocking_operation(Work w, Handler h, completion_batcher* b, std::atomic<std::size_t>* q)
         : work(std::in_place, std::move(w))
         , handler(std::move(h))
         , work_guard(boost::asio::make_work_guard(boost::asio::get_associated_executor(handler)))
-        , batcher(b) {}
+        , batcher(b)
+        , backlog(q) {
+        if (backlog)
+            ++*backlog;
+    }
 
     bool claim(int next) {
         int expected = queued;
-        return state.compare_exchange_strong(expected, next);
+        const bool claimed = state.compare_exchange_strong(expected, next);
+        if (claimed && backlog)
+            --*backlog;
+        return claimed;
+    }
+
+    // Hands the held completions to the io thread unless more calls wait
+    // for this pool: one of them will, when it ends.
+    void flush_unless_busy() {
+        if (batcher && (!backlog || backlog->load() == 0))
+            batcher->flush();
     }
 
     // The handler with what it is to be called with.
@@ -112,12 +126,14 @@ struct blocking_operation : std::enable_shared_from_this<blocking_operation<Work
         // after the io_context ran out of work, even after it was destroyed.
         work.reset();
         complete(ec, std::move(diag), std::move(value), true);
+        flush_unless_busy();
     }
 
     std::optional<Work> work; // reset once run or cancelled
     Handler handler;
     boost::asio::executor_work_guard<handler_executor> work_guard;
     completion_batcher* batcher;
+    std::atomic<std::size_t>* backlog; // calls queued for the pool, or null
     std::atomic<int> state{queued};
 };
 
@@ -126,19 +142,22 @@ struct blocking_operation : std::enable_shared_from_this<blocking_operation<Work
 /// `(error_code, diagnostics, result)`: what `work` threw becomes the code
 /// and the diagnostics, on the worker (libvirt's error is thread-local).
 /// Keeps the handler's io_context busy meanwhile; completions go through
-/// `batcher` (may be null). While the work waits in the pool's queue,
+/// `batcher` (may be null), held while `backlog` (the count of work queued
+/// for `pool`, or null) says more is coming. While the work waits in the pool's queue,
 /// cancelling through the handler's slot completes it at once with
 /// operation_aborted and the work never runs; once started, it runs to its end.
 template <class Executor, class Work, class CompletionToken>
-auto async_run_blocking_on(Executor pool, completion_batcher* batcher, Work work,
-                           CompletionToken&& token) {
+auto async_run_blocking_on(Executor pool, completion_batcher* batcher,
+                           std::atomic<std::size_t>* backlog, Work work, CompletionToken&& token) {
     using result = blocking_result_t<std::invoke_result_t<Work&>>;
     return boost::asio::async_initiate<CompletionToken,
                                        void(boost::system::error_code, diagnostics, result)>(
-        [](auto handler, Executor pool, completion_batcher* batcher, Work work) {
+        [](auto handler, Executor pool, completion_batcher* batcher,
+           std::atomic<std::size_t>* backlog, Work work) {
             using operation = blocking_operation<Work, decltype(handler)>;
             auto slot = boost::asio::get_associated_cancellation_slot(handler);
-            auto op = std::make_shared<operation>(std::move(work), std::move(handler), batcher);
+            auto op =
+                std::make_shared<operation>(std::move(work), std::move(handler), batcher, backlog);
             if (slot.is_connected())
                 slot.assign([weak = std::weak_ptr<operation>(op)](boost::asio::cancellation_type) {
                     auto cancelled = weak.lock();
@@ -148,11 +167,13 @@ auto async_run_blocking_on(Executor pool, completion_batcher* batcher, Work work
                         cancelled->complete(boost::asio::error::operation_aborted,
                                             diagnostics("cancelled before it ran"), result{},
                                             false);
+                        if (cancelled->batcher)
+                            cancelled->batcher->flush();
                     }
                 });
             boost::asio::post(pool, [op = std::move(op)] { op->run(); });
         },
-        token, std::move(pool), batcher, std::move(work));
+        token, std::move(pool), batcher, backlog, std::move(work));
 }
 
 /// async, in a coroutine: the result of `work()` run on `pool`, or its error
@@ -160,7 +181,7 @@ auto async_run_blocking_on(Executor pool, completion_batcher* batcher, Work work
 template <class Executor, class Work>
 boost::asio::awaitable<blocking_result_t<std::invoke_result_t<Work&>>>
 run_blocking(Executor pool, completion_batcher* batcher, Work work) {
-    auto running = async_run_blocking_on(std::move(pool), batcher, std::move(work),
+    auto running = async_run_blocking_on(std::move(pool), batcher, nullptr, std::move(work),
                                          boost::asio::as_tuple(boost::asio::use_awaitable));
     auto [ec, diag, value] = co_await std::move(running);
     if (ec)

@@ -21,9 +21,10 @@ namespace anweddol::detail {
 /// Hands the completions of worker threads (libvirt calls, file hashing) to
 /// one io_context in batches. Posting each completion on its own wakes the
 /// io thread once per call, and in a VM that wake-up costs more than the
-/// call's own work there. Here a worker posts one drain only when none is
-/// pending; completions that arrive meanwhile ride along with it. A single
-/// call waits no longer than before: its drain is posted at once.
+/// call's own work there. Here a worker pushes its completion, and flushes
+/// only when no more calls wait for its worker pool (or a batch is full):
+/// completions of a busy pool reach the io thread several at a time, while
+/// a single call is flushed at once and waits no longer than before.
 class completion_batcher {
 public:
     /// One completion: runs the handler on its own executor (dispatched:
@@ -47,7 +48,8 @@ public:
         return &boost::asio::query(executor, boost::asio::execution::context) == context_;
     }
 
-    /// From any thread.
+    /// From any thread: holds `done` until the next flush(), or until a
+    /// batch is full.
     void push(std::unique_ptr<item> done) {
         bool post_drain = false;
         {
@@ -58,8 +60,20 @@ public:
             else
                 head_ = std::move(done);
             tail_ = raw;
-            post_drain = !drain_pending_;
-            drain_pending_ = true;
+            post_drain = ++held_ >= batch_limit && !drain_pending_;
+            drain_pending_ = drain_pending_ || post_drain;
+        }
+        if (post_drain)
+            boost::asio::post(io_executor_, [this] { drain(); });
+    }
+
+    /// From any thread: hands what is held to the io thread.
+    void flush() {
+        bool post_drain = false;
+        {
+            std::lock_guard lock(mutex_);
+            post_drain = head_ && !drain_pending_;
+            drain_pending_ = drain_pending_ || post_drain;
         }
         if (post_drain)
             boost::asio::post(io_executor_, [this] { drain(); });
@@ -73,6 +87,7 @@ public:
             std::lock_guard lock(mutex_);
             pending = std::move(head_);
             tail_ = nullptr;
+            held_ = 0;
         }
         while (pending)
             pending = std::move(pending->next);
@@ -89,8 +104,10 @@ private:
             std::lock_guard lock(mutex_);
             batch = std::move(head_);
             item* last = batch.get();
-            for (std::size_t n = 1; last && n < batch_limit && last->next; ++n)
+            std::size_t taken = last ? 1 : 0;
+            for (; last && taken < batch_limit && last->next; ++taken)
                 last = last->next.get();
+            held_ -= taken;
             if (last && last->next) {
                 head_ = std::move(last->next); // the rest: in the next drain
                 boost::asio::post(io_executor_, [this] { drain(); });
@@ -111,6 +128,7 @@ private:
     std::mutex mutex_;
     std::unique_ptr<item> head_;
     item* tail_ = nullptr;
+    std::size_t held_ = 0;
     bool drain_pending_ = false;
 };
 

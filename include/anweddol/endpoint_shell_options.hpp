@@ -1,0 +1,48 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_ENDPOINT_SHELL_OPTIONS_HPP
+#define ANWEDDOL_ENDPOINT_SHELL_OPTIONS_HPP
+
+// How an endpoint shell connects and checks its server.
+
+#include <anweddol/detail/config.hpp>
+
+#include <chrono>
+#include <string>
+
+namespace anweddol {
+
+/// How open_shell() checks the container's SSH host key.
+enum class host_key_policy {
+    /// Accept whatever key the server presents, as the reference does
+    /// (paramiko's AutoAddPolicy): containers make new keys at every boot.
+    accept_new,
+    /// Check against `known_hosts_file` (OpenSSH format, "[ip]:port" for a
+    /// port other than 22); a host not in it is added, a changed key fails
+    /// with errc::host_key_mismatch.
+    known_hosts,
+    /// The key's SHA-256 fingerprint must be `host_key_fingerprint`
+    /// ("SHA256:<base64>", as ssh-keygen -l prints it), or open_shell() fails
+    /// with errc::host_key_mismatch.
+    pinned_fingerprint,
+};
+
+/// How an endpoint shell connects. The defaults suit a container that has
+/// just got its address and is still starting its SSH server.
+struct endpoint_shell_options {
+    /// open_shell() retries until then: a booting container refuses
+    /// connections at first, and an open port is not yet a working server.
+    std::chrono::steady_clock::duration ready_timeout = std::chrono::seconds(60);
+    /// The most one attempt (TCP connect, handshake, authentication) may take.
+    std::chrono::steady_clock::duration attempt_timeout = std::chrono::seconds(10);
+    host_key_policy host_keys = host_key_policy::accept_new;
+    std::string known_hosts_file;     ///< for host_key_policy::known_hosts
+    std::string host_key_fingerprint; ///< for host_key_policy::pinned_fingerprint
+    /// close_shell() waits this long at most for pending output to leave.
+    std::chrono::steady_clock::duration close_linger = std::chrono::seconds(1);
+};
+
+} // namespace anweddol
+
+#endif
