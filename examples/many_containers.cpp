@@ -25,8 +25,8 @@ asio::awaitable<void> run(std::string iso, unsigned count, std::chrono::seconds 
     anweddol::virtualization_interface interface(executor); // destroys what it stores
     // provision() takes a completion token: `deferred` makes each an
     // operation that the parallel group starts.
-    using operation = decltype(anweddol::provision(interface.create_container(iso, false), {},
-                                                   asio::deferred));
+    using operation =
+        decltype(anweddol::provision(interface.create_container(iso, false), {}, asio::deferred));
     std::vector<operation> operations;
     for (unsigned i = 0; i < count; ++i) {
         auto container = interface.create_container(iso);

@@ -34,8 +34,8 @@ asio::awaitable<void> run(std::string iso, std::string uri, std::string domain_t
     std::cout << "ssh -p 2222 " << username << "@" << *container.get_ip()
               << "\npassword: " << password << "\n";
 
-    co_await container.stop_domain(anweddol::stop_options{anweddol::stop_mode::graceful,
-                                                          std::chrono::seconds(60)});
+    co_await container.stop_domain(
+        anweddol::stop_options{anweddol::stop_mode::graceful, std::chrono::seconds(60)});
     std::cout << "stopped\n";
 }
 

@@ -313,8 +313,8 @@ int main(int argc, char** argv) try {
         anweddol::provision(
             current.container, std::move(options), current.diagnostics,
             asio::bind_cancellation_slot(
-                current.cancel.slot(), [&, i](boost::system::error_code error,
-                                              anweddol::provisioned_container result) {
+                current.cancel.slot(),
+                [&, i](boost::system::error_code error, anweddol::provisioned_container result) {
                     slot& done = *slots[i];
                     done.done = true;
                     done.elapsed = std::chrono::steady_clock::now() - began;

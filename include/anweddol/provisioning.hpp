@@ -4,8 +4,8 @@
 #ifndef ANWEDDOL_PROVISIONING_HPP
 #define ANWEDDOL_PROVISIONING_HPP
 
-#include <anweddol/detail/config.hpp>
 #include <anweddol/container_instance.hpp>
+#include <anweddol/detail/config.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -15,8 +15,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <string>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace anweddol {
@@ -101,9 +101,9 @@ auto provision(std::shared_ptr<container_instance> container, provisioning_optio
     if (!container)
         detail::throw_error(errc::invalid_argument, "provision() needs a container, not nullptr");
     auto executor = container->get_executor();
-    return detail::initiate_coroutine(std::move(executor),
-                                      detail::provision_here(std::move(container), std::move(options)),
-                                      nullptr, std::forward<CompletionToken>(token));
+    return detail::initiate_coroutine(
+        std::move(executor), detail::provision_here(std::move(container), std::move(options)),
+        nullptr, std::forward<CompletionToken>(token));
 }
 template <class CompletionToken = default_completion_token>
 auto provision(std::shared_ptr<container_instance> container, provisioning_options options,
@@ -111,9 +111,9 @@ auto provision(std::shared_ptr<container_instance> container, provisioning_optio
     if (!container)
         detail::throw_error(errc::invalid_argument, "provision() needs a container, not nullptr");
     auto executor = container->get_executor();
-    return detail::initiate_coroutine(std::move(executor),
-                                      detail::provision_here(std::move(container), std::move(options)),
-                                      &diag, std::forward<CompletionToken>(token));
+    return detail::initiate_coroutine(
+        std::move(executor), detail::provision_here(std::move(container), std::move(options)),
+        &diag, std::forward<CompletionToken>(token));
 }
 
 } // namespace anweddol

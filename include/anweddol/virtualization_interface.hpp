@@ -4,8 +4,8 @@
 #ifndef ANWEDDOL_VIRTUALIZATION_INTERFACE_HPP
 #define ANWEDDOL_VIRTUALIZATION_INTERFACE_HPP
 
-#include <anweddol/detail/config.hpp>
 #include <anweddol/container_instance.hpp>
+#include <anweddol/detail/config.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 

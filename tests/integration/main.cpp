@@ -2,8 +2,7 @@
 // sets ANWEDDOL_SANDBOX=1. Elsewhere they report themselves skipped (exit 77,
 // CTest's SKIP_RETURN_CODE), except with CI=true, where a missing sandbox is
 // a failure: CI must never skip them silently.
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+#include "../catch_session.hpp"
 
 #include <cstdlib>
 #include <iostream>
@@ -26,5 +25,5 @@ int main(int argc, char** argv) {
                      "Run scripts/test.sh as root.\n";
         return 77;
     }
-    return Catch::Session().run(argc, argv);
+    return anweddol::test::run_catch_session(argc, argv);
 }

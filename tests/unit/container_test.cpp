@@ -1,6 +1,7 @@
 // Containers and the container store, on libvirt's test:///default driver:
 // every getter, setter and error, the domain's XML, lease discovery through
 // the status file's inotify wake-up, and cancellation at each phase.
+#include "scratch_directory.hpp"
 #include "test_context.hpp"
 
 #include <anweddol/container_instance.hpp>
@@ -28,6 +29,7 @@ using anweddol::errc;
 using anweddol::virtualization_interface;
 using anweddol::test::run_coroutine;
 using anweddol::test::run_until;
+using anweddol::test::scratch;
 using anweddol::test::test_context;
 using boost::asio::awaitable;
 using namespace std::chrono_literals;
@@ -36,33 +38,6 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::string test_uri = "test:///default";
-
-// A scratch directory with a stand-in ISO (test:/// never reads it) and a
-// lease directory of its own, removed afterwards.
-struct scratch {
-    fs::path root;
-    fs::path iso;
-    fs::path leases;
-    scratch() {
-        char pattern[] = "/tmp/anweddol-container-test-XXXXXX";
-        root = ::mkdtemp(pattern);
-        iso = root / "live.iso";
-        leases = root / "leases";
-        fs::create_directory(leases);
-        std::ofstream(iso) << "not really an ISO";
-    }
-    ~scratch() {
-        std::error_code ignored;
-        fs::remove_all(root, ignored);
-    }
-    // Writes `text` as `name` the way libvirt's lease helper does: a new file
-    // renamed over the old one.
-    void replace_status_file(const std::string& name, const std::string& text) const {
-        const fs::path temporary = leases / (name + ".new");
-        std::ofstream(temporary) << text;
-        fs::rename(temporary, leases / name);
-    }
-};
 
 std::string lease_json(const std::string& mac, const std::string& ip, long expiry) {
     return "[{\"ip-address\": \"" + ip + "\", \"mac-address\": \"" + mac +

@@ -3,6 +3,7 @@
 // kind of completion token, diagnostics beside error codes, event routing by
 // UUID, boot admission places that survive a destroyed io_context, and the
 // per-call start and stop options.
+#include "scratch_directory.hpp"
 #include "test_context.hpp"
 
 #include <anweddol/boot_admission.hpp>
@@ -53,6 +54,7 @@ using anweddol::stop_mode;
 using anweddol::stop_options;
 using anweddol::test::run_coroutine;
 using anweddol::test::run_until;
+using anweddol::test::scratch;
 using anweddol::test::test_context;
 using boost::asio::awaitable;
 using boost::system::error_code;
@@ -62,27 +64,6 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::string test_uri = "test:///default";
-
-// A scratch directory with a stand-in ISO (test:/// never reads it) and an
-// empty lease directory of its own, removed afterwards.
-struct scratch {
-    fs::path root;
-    fs::path iso;
-    fs::path leases;
-    scratch() {
-        char pattern[] = "/tmp/anweddol-runtime-test-XXXXXX";
-        REQUIRE(::mkdtemp(pattern) != nullptr);
-        root = pattern;
-        iso = root / "live.iso";
-        leases = root / "leases";
-        fs::create_directory(leases);
-        std::ofstream(iso) << "abc";
-    }
-    ~scratch() {
-        std::error_code ignored;
-        fs::remove_all(root, ignored);
-    }
-};
 
 // A small container for test:///, outside any boot admission. Without
 // `ask_libvirt`, nothing ever gives it an address (the status file is in

@@ -48,8 +48,7 @@ inline bool move_timeout(routing& r, int id, libvirt_event_loop* from, libvirt_e
     auto spec = from->take_timeout(id);
     if (!spec)
         return false;
-    if (to->add_timeout(id, spec->period_ms, spec->callback, spec->opaque, spec->free_opaque) <
-        0) {
+    if (to->add_timeout(id, spec->period_ms, spec->callback, spec->opaque, spec->free_opaque) < 0) {
         r.owners.erase(id);
         return false;
     }

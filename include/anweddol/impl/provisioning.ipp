@@ -91,12 +91,12 @@ detail::provision_here(std::shared_ptr<container_instance> container,
     start.driver_uri = options.driver_uri;
     start.address_timeout = options.address_timeout;
     start.domain_type = options.domain_type;
-    start.on_progress = [&phases, forward = container->get_options().on_progress](
-                            const container_progress& p) {
-        if (forward)
-            forward(p);
-        phases.enter(provisioning_impl::phase_of(p.phase), p.at);
-    };
+    start.on_progress =
+        [&phases, forward = container->get_options().on_progress](const container_progress& p) {
+            if (forward)
+                forward(p);
+            phases.enter(provisioning_impl::phase_of(p.phase), p.at);
+        };
     provisioned_container result;
     result.container = container;
     // Every awaitable with captures is built outside its co_await
