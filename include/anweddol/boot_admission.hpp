@@ -4,6 +4,7 @@
 #ifndef ANWEDDOL_BOOT_ADMISSION_HPP
 #define ANWEDDOL_BOOT_ADMISSION_HPP
 
+#include <anweddol/detail/async/place.hpp>
 #include <anweddol/detail/async/waiter_queue.hpp>
 #include <anweddol/detail/config.hpp>
 
@@ -62,33 +63,8 @@ public:
         return queue_.size();
     }
 
-    /// A place in the boot admission; gives it back when destroyed.
-    class ticket {
-    public:
-        ticket() = default;
-        ticket(ticket&& other) noexcept
-            : owner_(std::exchange(other.owner_, nullptr)) {}
-        ticket& operator=(ticket&& other) noexcept {
-            if (this != &other) {
-                reset();
-                owner_ = std::exchange(other.owner_, nullptr);
-            }
-            return *this;
-        }
-        ~ticket() { reset(); }
-        /// Gives the place back now.
-        void reset() noexcept {
-            if (auto* owner = std::exchange(owner_, nullptr))
-                owner->release();
-        }
-        explicit operator bool() const noexcept { return owner_ != nullptr; }
-
-    private:
-        friend class boot_admission;
-        explicit ticket(boot_admission* owner)
-            : owner_(owner) {}
-        boot_admission* owner_ = nullptr;
-    };
+    /// A place in the boot admission; gives it back when destroyed or reset.
+    using ticket = detail::place<boot_admission>;
 
     /// async: a place for booting a domain of `domain_type`, once one is free
     /// and every earlier waiter has had theirs; completes with
@@ -117,6 +93,7 @@ public:
     boost::asio::awaitable<ticket> admit(std::string domain_type);
 
 private:
+    friend ticket; // gives its place back
     using queue_type = detail::waiter_queue<ticket, std::string>;
 
     std::size_t limit_for_locked(std::string_view domain_type) const {

@@ -4,6 +4,7 @@
 #ifndef ANWEDDOL_DETAIL_ASYNC_ASYNC_SEMAPHORE_HPP
 #define ANWEDDOL_DETAIL_ASYNC_ASYNC_SEMAPHORE_HPP
 
+#include <anweddol/detail/async/place.hpp>
 #include <anweddol/detail/async/waiter_queue.hpp>
 
 #include <boost/asio/async_result.hpp>
@@ -22,31 +23,8 @@ namespace anweddol::detail {
 /// never ran. Thread-safe.
 class async_semaphore {
 public:
-    class permit {
-    public:
-        permit() = default;
-        permit(permit&& other) noexcept
-            : owner_(std::exchange(other.owner_, nullptr)) {}
-        permit& operator=(permit&& other) noexcept {
-            if (this != &other) {
-                reset();
-                owner_ = std::exchange(other.owner_, nullptr);
-            }
-            return *this;
-        }
-        ~permit() { reset(); }
-        void reset() noexcept {
-            if (auto* owner = std::exchange(owner_, nullptr))
-                owner->release();
-        }
-        explicit operator bool() const noexcept { return owner_ != nullptr; }
-
-    private:
-        friend class async_semaphore;
-        explicit permit(async_semaphore* owner)
-            : owner_(owner) {}
-        async_semaphore* owner_ = nullptr;
-    };
+    /// A slot, given back when destroyed or reset.
+    using permit = place<async_semaphore>;
 
     explicit async_semaphore(std::size_t slots)
         : available_(slots) {}
@@ -84,6 +62,7 @@ public:
     }
 
 private:
+    friend permit; // gives its slot back
     using queue_type = waiter_queue<permit, std::monostate>;
 
     void release() noexcept {
