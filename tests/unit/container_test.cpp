@@ -7,6 +7,7 @@
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/detail/libvirt/domain_xml.hpp>
+#include <anweddol/provisioning.hpp>
 #include <anweddol/virtualization_interface.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -18,9 +19,11 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -523,4 +526,40 @@ TEST_CASE("admission: boots wait their turn in order, and a raised limit lets mo
     admission.set_automatic();
     CHECK(admission.limit_for("qemu") == std::max(1u, std::thread::hardware_concurrency()));
     CHECK(admission.limit_for("kvm") == std::numeric_limits<std::size_t>::max());
+}
+
+// provision()'s own failure path, on test:/// with the lease pointing at
+// 127.0.0.1, where no endpoint answers: the first error (the SSH wait's) is
+// the one that completes the call, no password comes back, and the domain is
+// destroyed first. (No traffic leaves loopback.)
+TEST_CASE("provision: an endpoint that never answers completes with that error, and leaves no "
+          "domain") {
+    scratch s;
+    auto container = test_container(s, false); // the address comes from the status file only
+    anweddol::provisioning_options options;
+    options.driver_uri = test_uri;
+    options.address_timeout = 20s;
+    options.shell.ready_timeout = 600ms;
+    options.shell.attempt_timeout = 200ms;
+    options.on_progress = [&](const anweddol::provisioning_event& e) {
+        if (e.phase == anweddol::provisioning_phase::waiting_for_address)
+            s.replace_status_file("virbr0.status", lease_json(*container->get_mac(), "127.0.0.1",
+                                                              std::time(nullptr) + 3600));
+    };
+    anweddol::diagnostics diag;
+    std::optional<boost::system::error_code> result;
+    anweddol::provision(container, options, diag,
+                        [&](boost::system::error_code ec, anweddol::provisioned_container p) {
+                            CHECK(p.password.empty());
+                            CHECK(p.username.empty());
+                            result = ec;
+                        });
+    REQUIRE(run_until([&] { return result.has_value(); }, 30s));
+    INFO(result->message() << ": " << diag.full_message());
+    // Nothing listens on 127.0.0.1:22 here (a timeout); should something
+    // answer, it refuses endpoint's password.
+    CHECK((*result == std::errc::timed_out || *result == errc::authentication_failed));
+    CHECK_FALSE(diag.client_message().empty());
+    CHECK_FALSE(container->is_domain_running());
+    CHECK_FALSE(domain_exists(container->get_uuid()));
 }
