@@ -563,3 +563,46 @@ TEST_CASE("provision: an endpoint that never answers completes with that error, 
     CHECK_FALSE(container->is_domain_running());
     CHECK_FALSE(domain_exists(container->get_uuid()));
 }
+
+// XML normalises a literal tab, newline or carriage return in an attribute
+// to a space: unescaped, the domain would boot another path, with no error.
+TEST_CASE("container: an ISO path with a tab, a newline and a carriage return reaches libvirt "
+          "intact") {
+    scratch s;
+    const fs::path awkward = s.root / "live\tcd\nimage\r.iso";
+    std::ofstream(awkward) << "iso";
+    auto container = test_container(s);
+    container->set_iso_file_path(awkward.string());
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->start_domain(false, 20, test_uri);
+        co_return true;
+    }());
+    REQUIRE(container->is_domain_running());
+    auto connection = run_coroutine(anweddol::hypervisor_connection::open(test_uri));
+    // libvirt's own parse of its own XML: the disk's source as libvirt holds it.
+    const std::string source = run_coroutine([&]() -> awaitable<std::string> {
+        auto reading = connection->call([uuid = container->get_uuid()](virConnectPtr c) {
+            anweddol::detail::domain_handle domain(virDomainLookupByUUIDString(c, uuid.c_str()));
+            char* xml = virDomainGetXMLDesc(domain.get(), 0);
+            std::string text = xml ? xml : "";
+            std::free(xml);
+            return text;
+        });
+        co_return co_await std::move(reading);
+    }());
+    INFO(source);
+    const bool tab = source.find("live&#9;cd") != std::string::npos ||
+                     source.find("live\tcd") != std::string::npos;
+    const bool newline = source.find("cd&#10;image") != std::string::npos ||
+                         source.find("cd\nimage") != std::string::npos;
+    const bool carriage_return = source.find("image&#13;.iso") != std::string::npos ||
+                                 source.find("image\r.iso") != std::string::npos;
+    CHECK(tab);
+    CHECK(newline);
+    CHECK(carriage_return);
+    CHECK(source.find("live cd image .iso") == std::string::npos);
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->stop_domain();
+        co_return true;
+    }());
+}

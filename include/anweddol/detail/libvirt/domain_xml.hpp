@@ -35,6 +35,17 @@ inline std::string xml_escape(std::string_view value) {
         case '"':
             out += "&quot;";
             break;
+        // An XML parser turns a literal tab, newline or carriage return in an
+        // attribute into a space: as character references they arrive intact.
+        case '\t':
+            out += "&#9;";
+            break;
+        case '\n':
+            out += "&#10;";
+            break;
+        case '\r':
+            out += "&#13;";
+            break;
         default:
             out += c;
         }
