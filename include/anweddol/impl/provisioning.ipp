@@ -154,7 +154,9 @@ detail::provision_here(std::shared_ptr<container_instance> container,
                 // tries again.
             }
         }
-        std::rethrow_exception(failure);
+        // What the guest said on its console, up to the failure (an SSH
+        // server that never came up, a setup script that failed).
+        std::rethrow_exception(detail::with_guest_console(failure, container->get_console_log()));
     }
 
     using P = provisioning_phase;
