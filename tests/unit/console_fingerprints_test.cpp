@@ -73,6 +73,46 @@ TEST_CASE("console fingerprints: cloud-init's block as util-linux logger prints 
     CHECK(fingerprints_of(scan) == std::vector<std::string>{ecdsa, ed25519});
 }
 
+TEST_CASE("console fingerprints: the test guest's serial console, as it was captured") {
+    // The end of tests/guest's ISO booting under QEMU, byte for byte: a
+    // first boot that panicked, then the block rcS prints; the keys are
+    // those `ssh-keyscan | ssh-keygen -l` reported for that guest.
+    const std::string console =
+        "[    0.072000]  secondary_startup_64_no_verify+0xe4/0xeb\r\n"
+        "[    0.072000]  </TASK>\r\n"
+        "[    0.072000] Rebooting in 5 seconds..\r\n"
+        "[    0.024000] ..MP-BIOS bug: 8254 timer not connected to IO-APIC\r\n"
+        "<14>Nov 29 17:02:14 ec2: \r\n"
+        "<14>Nov 29 17:02:14 ec2: #############################################################\r\n"
+        "<14>Nov 29 17:02:14 ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\r\n"
+        "<14>Nov 29 17:02:14 ec2: 256 SHA256:/PGG2BKPZnGJSuTIzk/qh/SR/5hjZgux/xPRPGfBsKA "
+        "root@anweddol-container (ECDSA)\r\n"
+        "<14>Nov 29 17:02:14 ec2: 256 SHA256:nvus0BBqOtJuCRpbNUnMpBmo5LwqZXk53LVWNsgP7hU "
+        "root@anweddol-container (ED25519)\r\n"
+        "<14>Nov 29 17:02:14 ec2: -----END SSH HOST KEY FINGERPRINTS-----\r\n"
+        "<14>Nov 29 17:02:14 ec2: #############################################################\r\n"
+        "-----BEGIN SSH HOST KEY KEYS-----\r\n"
+        "ecdsa-sha2-nistp256 "
+        "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBHnK5tDDsx9B4Du/"
+        "W0zr8EZyxIueTdnicPR3BeRyzyTdcufX0oO3MdEYhFOAIIjibwZLaQZcQ48MSuuWBXlwTSc= "
+        "root@anweddol-container\r\n"
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAjMCplMBpLVEa42ZyvwrM42SjxLdb1o0QI9WFwbcfPA "
+        "root@anweddol-container\r\n"
+        "-----END SSH HOST KEY KEYS-----\r\n"
+        "udhcpc: started, v1.35.0\r\n"
+        "udhcpc: broadcasting discover\r\n"
+        "udhcpc: broadcasting select for 10.0.2.15, server 10.0.2.2\r\n"
+        "udhcpc: lease of 10.0.2.15 obtained from 10.0.2.2, lease time 86400\r\n"
+        "udhcpc: eth0 has 10.0.2.15\r\n"
+        "rcS: container ready\r\n";
+    const auto scan = parse_console_fingerprints(console);
+    CHECK(scan.complete);
+    CHECK_FALSE(scan.block_open);
+    CHECK(scan.keys == std::vector<console_host_key>{
+                           {"ECDSA", "SHA256:/PGG2BKPZnGJSuTIzk/qh/SR/5hjZgux/xPRPGfBsKA"},
+                           {"ED25519", "SHA256:nvus0BBqOtJuCRpbNUnMpBmo5LwqZXk53LVWNsgP7hU"}});
+}
+
 TEST_CASE("console fingerprints: whatever relays the lines, the prefix does not matter") {
     const std::vector<std::string> prefixes = {
         "",                                                          // printed by hand
