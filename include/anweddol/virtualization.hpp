@@ -9,6 +9,7 @@
 #include <anweddol/boot_admission.hpp>
 #include <anweddol/container_instance.hpp>
 #include <anweddol/container_options.hpp>
+#include <anweddol/container_sweep.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/endpoint_shell_options.hpp>
 #include <anweddol/error.hpp>
