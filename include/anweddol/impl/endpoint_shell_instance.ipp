@@ -185,10 +185,20 @@ endpoint_shell_instance::open_shell_op(endpoint_shell_options options) {
     params.host = container_ip_;
     params.username = endpoint_username_;
     params.password = endpoint_password_;
-    params.host_keys = options.host_keys == host_key_policy::known_hosts
-                           ? detail::host_key_check::known_hosts
-                       : pinned.empty() ? detail::host_key_check::accept_new
-                                        : detail::host_key_check::fingerprint;
+    switch (options.host_keys) {
+    case host_key_policy::accept_new:
+        params.host_keys = detail::host_key_check::accept_new;
+        break;
+    case host_key_policy::known_hosts:
+        params.host_keys = detail::host_key_check::known_hosts;
+        break;
+    case host_key_policy::pinned_fingerprint:
+    case host_key_policy::pinned_fingerprints:
+        params.host_keys = detail::host_key_check::fingerprint;
+        break;
+    default: // not a policy: refuse rather than accept whatever key
+        detail::throw_error(errc::invalid_argument, "unknown host_key_policy value");
+    }
     params.known_hosts_file = options.known_hosts_file;
     params.fingerprints = std::move(pinned);
 
