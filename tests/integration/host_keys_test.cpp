@@ -8,6 +8,9 @@
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/ssh/console_fingerprints.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
+#include <anweddol/provisioning.hpp>
+
+#include <boost/asio/as_tuple.hpp>
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -107,4 +110,46 @@ TEST_CASE("a real guest's console fingerprints pin its SSH server: the guest is 
         }(),
         6min);
     CHECK_FALSE(container->is_domain_running());
+}
+
+TEST_CASE("provision() pins the host keys the guest printed, and says so; a tampered pin is "
+          "refused and leaves no domain") {
+    const auto make_container = [] {
+        auto c = std::make_shared<container_instance>(test_context().get_executor(),
+                                                      anweddol::test::test_iso(), "", 512, 1);
+        auto options = c->get_options();
+        options.domain_type = anweddol::test::test_domain_type();
+        c->set_options(options);
+        return c;
+    };
+    auto container = make_container();
+    anweddol::provisioning_options options;
+    options.address_timeout = 240s;
+    auto result = run_coroutine(anweddol::provision(container, options), 6min);
+    CHECK(result.host_keys == host_key_policy::pinned_fingerprints);
+    const auto printed = anweddol::detail::fingerprints_of(
+        parse_console_fingerprints(container->get_console_log()));
+    CHECK(result.host_key_fingerprints == printed);
+    CHECK(result.host_key_fingerprints.size() == 2); // ECDSA and ED25519
+    run_coroutine(
+        [&]() -> awaitable<bool> {
+            co_await container->stop_domain();
+            co_return true;
+        }(),
+        1min);
+
+    // Pinned by the caller to keys the guest does not have: refused, and
+    // the container is destroyed.
+    auto refused = make_container();
+    options.shell.host_keys = host_key_policy::pinned_fingerprints;
+    options.shell.host_key_fingerprints = {"SHA256:" + std::string(43, 'A')};
+    anweddol::diagnostics diag;
+    const auto [error, ignored] = run_coroutine(
+        anweddol::provision(refused, options, diag,
+                            boost::asio::as_tuple(boost::asio::use_awaitable)),
+        6min);
+    INFO(diag.full_message());
+    CHECK(error == anweddol::errc::host_key_mismatch);
+    CHECK(diag.full_message().find("not sent") != std::string::npos);
+    CHECK_FALSE(refused->is_domain_running());
 }
