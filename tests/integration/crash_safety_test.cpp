@@ -8,6 +8,7 @@
 #include <anweddol/container_instance.hpp>
 #include <anweddol/container_sweep.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
+#include <anweddol/detail/libvirt/console_log.hpp>
 #include <anweddol/detail/libvirt/owned_domains.hpp>
 #include <anweddol/detail/random.hpp>
 
@@ -348,6 +349,8 @@ TEST_CASE("a KVM guest that cannot run fails fast, and the automatic type then p
 }
 
 TEST_CASE("a guest's console is read from its first line, and a timed-out start carries it") {
+    auto& feeds = anweddol::detail::console_feeds::instance();
+    const std::size_t feeds_before = feeds.size();
     auto container = sandbox_container();
     run(container->start_domain(options_with(240s)), 5min);
     // The guest's init says so on its console once DHCP is done.
@@ -370,4 +373,7 @@ TEST_CASE("a guest's console is read from its first line, and a timed-out start 
     CHECK(error == std::errc::timed_out);
     CHECK(diag.guest_console().find("SeaBIOS") != std::string::npos);
     CHECK_FALSE(too_slow->is_domain_running());
+    // Each console's entry goes when it is closed (libvirt never frees a
+    // stream callback's opaque itself).
+    CHECK(run_until([&] { return feeds.size() == feeds_before; }, 10s));
 }
