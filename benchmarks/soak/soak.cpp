@@ -273,9 +273,10 @@ struct tally {
 
 // One test:/// lifecycle: start, wait for the address the status file
 // gives, stop (every other one gracefully).
-asio::awaitable<void> test_lifecycle(const settings& s, scratch& files, long index) {
+asio::awaitable<void> test_lifecycle(const settings& s, scratch& files, tally& t, long index) {
     auto container = std::make_shared<anweddol::container_instance>(
         co_await asio::this_coro::executor, (files.root / "live.iso").string(), "", 512, 1);
+    t.uuids.insert(container->get_uuid());
     auto options = container->get_options();
     options.lease_directory = files.root / "leases";
     options.address_poll_interval = std::chrono::milliseconds(0); // the status file alone
@@ -309,9 +310,10 @@ asio::awaitable<void> test_lifecycle(const settings& s, scratch& files, long ind
 }
 
 // One real lifecycle: provision() as a server does for a client, then destroy.
-asio::awaitable<void> provision_lifecycle(const settings& s) {
+asio::awaitable<void> provision_lifecycle(const settings& s, tally& t) {
     auto container = std::make_shared<anweddol::container_instance>(
         co_await asio::this_coro::executor, s.iso, "", s.memory, 1);
+    t.uuids.insert(container->get_uuid());
     anweddol::provisioning_options options;
     options.driver_uri = s.uri;
     options.domain_type = s.domain_type;
@@ -332,9 +334,9 @@ asio::awaitable<void> run_segment(const settings& s, scratch& files, tally& t, l
             const long index = next++;
             try {
                 if (s.provision)
-                    co_await provision_lifecycle(s);
+                    co_await provision_lifecycle(s, t);
                 else
-                    co_await test_lifecycle(s, files, index);
+                    co_await test_lifecycle(s, files, t, index);
             } catch (const std::exception& e) {
                 if (t.failures++ == 0)
                     t.first_error = e.what();
@@ -406,7 +408,6 @@ asio::awaitable<void> soak(const settings& s, scratch& files, outcome& out,
     // Held for the whole run, as a server would: otherwise the last container
     // to stop closes it (and test:///default forgets its state).
     auto connection = co_await anweddol::hypervisor_connection::open(s.uri);
-    const auto before = co_await domain_uuids(connection);
 
     tally warm_up;
     co_await run_segment(s, files, warm_up, 0, s.concurrency);
@@ -435,9 +436,9 @@ asio::awaitable<void> soak(const settings& s, scratch& files, outcome& out,
         std::fflush(stdout);
     }
 
-    const auto after = co_await domain_uuids(connection);
-    for (const auto& uuid : after)
-        if (!before.contains(uuid))
+    // This run's domains only: another program may share the hypervisor.
+    for (const auto& uuid : co_await domain_uuids(connection))
+        if (warm_up.uuids.contains(uuid) || out.counts.uuids.contains(uuid))
             ++out.domains_left;
 }
 
