@@ -3,7 +3,7 @@
 // uses the library.
 //
 //   soak [--lifecycles 1000] [--concurrency 8] [--checkpoints 4]
-//        [--rss-tolerance-kib 1] [--json]
+//        [--rss-tolerance-kib 1] [--reopen] [--json]
 //   soak --provision --iso PATH [--lifecycles 20] [--concurrency 2]
 //        [--domain-type qemu] [--memory 512] [--rss-tolerance-kib 16] [--json]
 //
@@ -17,8 +17,9 @@
 // SSH login, administration, the client's login), then a destroy.
 //
 // One io_context, one thread, holding one connection for the whole run as a
-// server would. `--concurrency` lifecycles run at once (the default boot
-// admission applies), in segments: after each segment every lifecycle has
+// server would (with --reopen, none: each connection closes when its last
+// container stops, so at --concurrency 1 every lifecycle opens one). `--concurrency` lifecycles run
+// at once (the default boot admission applies), in segments: after each segment every lifecycle has
 // finished, and the program reads /proc/self/fd (open descriptors, by
 // kind), /proc/self/task (threads), VmRSS in /proc/self/status and the
 // heap in use (glibc's mallinfo2) at that quiet moment (once the
@@ -53,6 +54,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -61,7 +63,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -85,6 +86,7 @@ struct settings {
     long concurrency = 8;
     long checkpoints = 4;
     double rss_tolerance_kib = 1; // per lifecycle, after the warm-up
+    bool reopen = false;          // hold no connection between lifecycles
     bool json = false;
 };
 
@@ -95,7 +97,7 @@ settings parse(int argc, char** argv) {
         const std::string_view arg = argv[i];
         if (arg == "--help") {
             std::cout << "usage: soak [--lifecycles N] [--concurrency C] [--checkpoints K] "
-                         "[--rss-tolerance-kib T] [--json]\n"
+                         "[--rss-tolerance-kib T] [--reopen] [--json]\n"
                          "       soak --provision --iso PATH [--uri URI] [--domain-type T] "
                          "[--memory MIB] [same options]\n";
             std::exit(0);
@@ -106,6 +108,10 @@ settings parse(int argc, char** argv) {
         }
         if (arg == "--json") {
             s.json = true;
+            continue;
+        }
+        if (arg == "--reopen") {
+            s.reopen = true;
             continue;
         }
         if (i + 1 == argc)
@@ -154,29 +160,62 @@ settings parse(int argc, char** argv) {
 }
 
 // What the process holds at one moment.
+// Nothing in it allocates (the label is short enough for std::string's
+// own buffer): the readings kept during the run must not add to the heap
+// that the next one measures.
 struct reading {
+    // Open descriptors of one kind: "socket", "anon_inode:inotify", "/dev/null"...
+    struct fd_kind {
+        std::array<char, 64> name{};
+        long count = 0;
+    };
+
     std::string label;
     long lifecycles = 0; // done since the warm-up
-    double seconds = 0;  // since the start reading
+    double seconds = 0;  // since the program's start
     long fds = 0;
     long threads = 0;
     long rss_kib = 0;
     long heap_kib = 0;
-    std::map<std::string, long> fd_kinds; // "socket", "anon_inode:inotify", "/dev/null"...
+    std::array<fd_kind, 32> fd_kinds{};
+    std::size_t fd_kind_count = 0;
+
+    long count_of(std::string_view kind) const {
+        for (std::size_t i = 0; i < fd_kind_count; ++i)
+            if (fd_kinds[i].name.data() == kind)
+                return fd_kinds[i].count;
+        return 0;
+    }
+    void add(std::string_view kind) {
+        kind = kind.substr(0, fd_kind{}.name.size() - 1);
+        for (std::size_t i = 0; i < fd_kind_count; ++i)
+            if (fd_kinds[i].name.data() == kind) {
+                ++fd_kinds[i].count;
+                return;
+            }
+        if (fd_kind_count == fd_kinds.size())
+            kind = "(other)"; // the last slot takes every further kind
+        else
+            ++fd_kind_count;
+        auto& slot = fd_kinds[fd_kind_count - 1];
+        kind.copy(slot.name.data(), kind.size());
+        slot.name[kind.size()] = '\0';
+        ++slot.count;
+    }
 };
 
 // A descriptor's kind: what it links to, less the inode numbers that make
 // every socket and pipe distinct; a regular file's own path.
-std::string kind_of(const std::string& target) {
+std::string_view kind_of(std::string_view target) {
     for (const std::string_view numbered : {"socket:[", "pipe:["})
         if (target.starts_with(numbered))
-            return std::string(numbered.substr(0, numbered.size() - 2));
+            return numbered.substr(0, numbered.size() - 2);
     return target; // anon_inode:inotify, anon_inode:[eventfd], /dev/null, a file
 }
 
 // Entries of a /proc directory, less "." and ".."; `fd_kinds` gets the link
 // targets when given (then the directory's own descriptor is left out).
-long count_entries(const char* path, std::map<std::string, long>* fd_kinds = nullptr) {
+long count_entries(const char* path, reading* fd_kinds = nullptr) {
     DIR* dir = ::opendir(path);
     if (!dir)
         throw std::runtime_error(std::string("cannot read ") + path);
@@ -186,12 +225,11 @@ long count_entries(const char* path, std::map<std::string, long>* fd_kinds = nul
         if (name == "." || name == "..")
             continue;
         if (fd_kinds) {
-            if (std::stoi(std::string(name)) == ::dirfd(dir))
+            if (std::atoi(entry->d_name) == ::dirfd(dir))
                 continue;
             char target[4096];
-            const std::string link = std::string(path) + "/" + std::string(name);
-            const ssize_t length = ::readlink(link.c_str(), target, sizeof target - 1);
-            ++(*fd_kinds)[length < 0 ? "?" : kind_of(std::string(target, length))];
+            const ssize_t length = ::readlinkat(::dirfd(dir), entry->d_name, target, sizeof target);
+            fd_kinds->add(length < 0 ? "?" : kind_of(std::string_view(target, length)));
         }
         ++count;
     }
@@ -213,7 +251,7 @@ reading read_now(std::string label, long lifecycles, clock_type::time_point star
     r.label = std::move(label);
     r.lifecycles = lifecycles;
     r.seconds = std::chrono::duration<double>(clock_type::now() - start).count();
-    r.fds = count_entries("/proc/self/fd", &r.fd_kinds);
+    r.fds = count_entries("/proc/self/fd", &r);
     r.threads = count_entries("/proc/self/task");
     r.rss_kib = rss_kib();
     r.heap_kib = static_cast<long>(::mallinfo2().uordblks / 1024); // every arena's
@@ -268,7 +306,19 @@ struct tally {
     long done = 0;
     long failures = 0;
     std::string first_error;
-    std::set<std::string> uuids; // of every lifecycle, to look for leftovers
+    // Of every lifecycle, to look for leftovers; reserved before the run, so
+    // that it does not grow the heap the readings measure.
+    std::vector<std::array<char, VIR_UUID_STRING_BUFLEN>> uuids;
+
+    void remember(const std::string& uuid) {
+        if (uuids.size() == uuids.capacity())
+            return; // not reserved: left out of the leftover check
+        auto& slot = uuids.emplace_back();
+        uuid.copy(slot.data(), slot.size() - 1);
+    }
+    bool contains(const std::string& uuid) const {
+        return std::ranges::any_of(uuids, [&](const auto& slot) { return slot.data() == uuid; });
+    }
 };
 
 // One test:/// lifecycle: start, wait for the address the status file
@@ -276,7 +326,7 @@ struct tally {
 asio::awaitable<void> test_lifecycle(const settings& s, scratch& files, tally& t, long index) {
     auto container = std::make_shared<anweddol::container_instance>(
         co_await asio::this_coro::executor, (files.root / "live.iso").string(), "", 512, 1);
-    t.uuids.insert(container->get_uuid());
+    t.remember(container->get_uuid());
     auto options = container->get_options();
     options.lease_directory = files.root / "leases";
     options.address_poll_interval = std::chrono::milliseconds(0); // the status file alone
@@ -313,7 +363,7 @@ asio::awaitable<void> test_lifecycle(const settings& s, scratch& files, tally& t
 asio::awaitable<void> provision_lifecycle(const settings& s, tally& t) {
     auto container = std::make_shared<anweddol::container_instance>(
         co_await asio::this_coro::executor, s.iso, "", s.memory, 1);
-    t.uuids.insert(container->get_uuid());
+    t.remember(container->get_uuid());
     anweddol::provisioning_options options;
     options.driver_uri = s.uri;
     options.domain_type = s.domain_type;
@@ -403,13 +453,17 @@ struct outcome {
 // Readings' times are from the program's start.
 asio::awaitable<void> soak(const settings& s, scratch& files, outcome& out,
                            clock_type::time_point began) {
+    tally warm_up;
+    warm_up.uuids.reserve(static_cast<std::size_t>(s.concurrency));
     out.readings.push_back(read_now("before warm-up", 0, began));
 
-    // Held for the whole run, as a server would: otherwise the last container
-    // to stop closes it (and test:///default forgets its state).
-    auto connection = co_await anweddol::hypervisor_connection::open(s.uri);
+    // Held for the whole run, as a server would, unless --reopen: then the
+    // last container to stop closes it, and the next one to start opens it
+    // anew (and test:///default forgets its state).
+    std::shared_ptr<anweddol::hypervisor_connection> connection;
+    if (!s.reopen)
+        connection = co_await anweddol::hypervisor_connection::open(s.uri);
 
-    tally warm_up;
     co_await run_segment(s, files, warm_up, 0, s.concurrency);
     if (warm_up.failures > 0)
         throw std::runtime_error("the warm-up failed: " + warm_up.first_error);
@@ -430,29 +484,30 @@ asio::awaitable<void> soak(const settings& s, scratch& files, outcome& out,
             read_now(k == s.checkpoints ? "end" : "checkpoint " + std::to_string(k), to, began));
         std::printf("  %-14s %ld lifecycles, %.1f s\n", out.readings.back().label.c_str(), to,
                     out.readings.back().seconds);
-        for (const auto& [kind, count] : out.readings.back().fd_kinds)
-            if (count != out.readings[1].fd_kinds[kind])
-                std::printf("    %s: %ld\n", kind.c_str(), count);
+        const reading& now = out.readings.back();
+        for (std::size_t i = 0; i < now.fd_kind_count; ++i)
+            if (now.fd_kinds[i].count != out.readings[1].count_of(now.fd_kinds[i].name.data()))
+                std::printf("    %s: %ld\n", now.fd_kinds[i].name.data(), now.fd_kinds[i].count);
         std::fflush(stdout);
     }
 
     // This run's domains only: another program may share the hypervisor.
+    if (!connection)
+        connection = co_await anweddol::hypervisor_connection::open(s.uri);
     for (const auto& uuid : co_await domain_uuids(connection))
-        if (warm_up.uuids.contains(uuid) || out.counts.uuids.contains(uuid))
+        if (warm_up.contains(uuid) || out.counts.contains(uuid))
             ++out.domains_left;
 }
 
 void print_kinds(const reading& a, const reading& b) {
     std::set<std::string> kinds;
-    for (const auto& [kind, n] : a.fd_kinds)
-        kinds.insert(kind);
-    for (const auto& [kind, n] : b.fd_kinds)
-        kinds.insert(kind);
+    for (const reading* r : {&a, &b})
+        for (std::size_t i = 0; i < r->fd_kind_count; ++i)
+            kinds.insert(r->fd_kinds[i].name.data());
     std::printf("\n%-40s %8s %8s\n", "descriptors by kind", a.label.c_str(), b.label.c_str());
     for (const auto& kind : kinds) {
         const auto count = [&](const reading& r) {
-            const auto found = r.fd_kinds.find(kind);
-            return found == r.fd_kinds.end() ? 0L : found->second;
+            return r.count_of(kind);
         };
         std::printf("%-40s %8ld %8ld%s\n", kind.c_str(), count(a), count(b),
                     count(a) != count(b) ? "  <-" : "");
@@ -469,12 +524,14 @@ int main(int argc, char** argv) try {
                                 "login), then destroy"
                               : "start_domain (address from a status file), then stop "
                                 "(destroy, or graceful every other one)")
-              << "\n"
+              << (s.reopen ? "; no connection held between lifecycles" : "") << "\n"
               << std::flush;
 
     const auto program_start = clock_type::now();
     scratch files;
     outcome out;
+    out.readings.reserve(static_cast<std::size_t>(s.checkpoints) + 3);
+    out.counts.uuids.reserve(static_cast<std::size_t>(s.lifecycles));
     std::exception_ptr failure;
     {
         asio::io_context context(1);
@@ -524,7 +581,11 @@ int main(int argc, char** argv) try {
         grew.push_back("VmRSS");
     if (heap_per > s.rss_tolerance_kib)
         grew.push_back("heap used");
-    if (end.fd_kinds != start.fd_kinds)
+    bool kinds_differ = start.fd_kind_count != end.fd_kind_count;
+    for (std::size_t i = 0; i < end.fd_kind_count; ++i)
+        kinds_differ =
+            kinds_differ || end.fd_kinds[i].count != start.count_of(end.fd_kinds[i].name.data());
+    if (kinds_differ)
         print_kinds(start, end);
     std::printf("\nflat (no descriptor or thread more, memory within %.0f KiB per lifecycle): ",
                 s.rss_tolerance_kib);
