@@ -31,6 +31,12 @@
 // "start" reading; the reading taken before it, "before warm-up", shows
 // what that round took. The lifecycles counted are those after it.
 //
+// "Heap in use" counts what glibc's per-thread caches and glib's slice
+// allocator hold as in use; they fill up over the first lifecycles that run
+// on each thread. G_SLICE=always-malloc
+// GLIBC_TUNABLES=glibc.malloc.tcache_count=0 turn both off, and then it
+// counts live allocations only.
+//
 // Flags growth from start to end: any descriptor or thread more, or RSS or
 // heap in use growing by more than --rss-tolerance-kib per lifecycle. Exits
 // 1 when a lifecycle failed or a domain of the run is left in libvirt, 2
