@@ -11,19 +11,20 @@
 // creates a container_instance, starts its domain and waits for its address,
 // which a scratch dnsmasq status file gives it (the inotify watch and the
 // lease file, as on a real host; libvirt is not asked), then stops it:
-// destroyed, or every other one an ACPI shutdown (stop_mode::graceful).
+// destroyed, or every other one stopped gracefully (stop_mode::graceful).
 // With --provision (in the sandbox: benchmarks/soak/run.sh), on
 // qemu:///system with the test ISO: provision() (boot, address, endpoint
 // SSH login, administration, the client's login), then a destroy.
 //
 // One io_context, one thread, holding one connection for the whole run as a
 // server would (with --reopen, none: each connection closes when its last
-// container stops, so at --concurrency 1 every lifecycle opens one). `--concurrency` lifecycles run
-// at once (the default boot admission applies), in segments: after each segment every lifecycle has
-// finished, and the program reads /proc/self/fd (open descriptors, by
-// kind), /proc/self/task (threads), VmRSS in /proc/self/status and the
-// heap in use (glibc's mallinfo2) at that quiet moment (once the
-// descriptors closed in the background are closed: see settle()).
+// container stops, so at --concurrency 1 every lifecycle opens one).
+// `--concurrency` lifecycles run at once (the default boot admission
+// applies), in segments: after each segment every lifecycle has finished,
+// and the program reads /proc/self/fd (open descriptors, by kind),
+// /proc/self/task (threads), VmRSS in /proc/self/status and the heap in use
+// (glibc's mallinfo2) at that quiet moment (once the descriptors closed in
+// the background are closed: see settle()).
 //
 // Warm-up: libvirt, libssh, OpenSSL, the runtime's worker threads and the
 // allocator set themselves up on first use and keep it. So a first round of
@@ -297,9 +298,9 @@ struct scratch {
         {
             std::ofstream out(temporary);
             out << "[";
-            int host = 2;
+            int host = 0;
             for (const auto& mac : macs)
-                out << (host > 2 ? ",\n" : "\n") << "  {\"ip-address\": \"192.168.122."
+                out << (host > 0 ? ",\n" : "\n") << "  {\"ip-address\": \"192.168.122."
                     << host++ % 250 + 2 << "\", \"mac-address\": \"" << mac
                     << "\", \"expiry-time\": " << std::time(nullptr) + 3600 << "}";
             out << "\n]\n";
