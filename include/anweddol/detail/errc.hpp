@@ -36,10 +36,12 @@ enum class errc : int {
     output_limit_exceeded,        ///< A remote command printed more than its output cap.
     unexpected_error,   ///< Something other than a system_error was thrown; see the diagnostics.
     foreign_event_loop, ///< The program registered a libvirt event loop of its own.
+    over_capacity,      ///< No place for another container now; the diagnostics say which limit.
 };
 
 /// The category of `anweddol::errc`; its name is "anweddol". Its timeouts
-/// (errc::ip_wait_timeout) compare equal to `std::errc::timed_out`.
+/// (errc::ip_wait_timeout) compare equal to `std::errc::timed_out`, and
+/// errc::over_capacity to `std::errc::resource_unavailable_try_again`.
 ANWEDDOL_DECL const boost::system::error_category& error_category() noexcept;
 
 /// The category of libvirt's error codes (`virErrorNumber`, such as
