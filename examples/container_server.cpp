@@ -486,15 +486,17 @@ private:
 // `buffer` for later; one that sends more than `limit` bytes while it waits
 // counts as gone.
 asio::awaitable<void> watch_hangup(tcp::socket& socket, beast::flat_buffer& buffer,
-                                   std::size_t limit) {
+                                   std::size_t limit,
+                                   std::chrono::steady_clock::time_point& ended) {
     while (buffer.size() < limit) {
         auto reading = socket.async_read_some(buffer.prepare(limit - buffer.size()),
                                               asio::as_tuple(asio::use_awaitable));
         auto [ec, bytes] = co_await std::move(reading);
         if (ec)
-            co_return; // EOF, reset, or cancelled because the request is done
+            break; // EOF, reset, or cancelled because the request is done
         buffer.commit(bytes);
     }
+    ended = std::chrono::steady_clock::now();
 }
 
 // POST /containers, raced with the client's hang-up: whichever ends first
@@ -503,6 +505,8 @@ asio::awaitable<void> watch_hangup(tcp::socket& socket, beast::flat_buffer& buff
 struct raced_outcome {
     bool hung_up = false;
     outcome result;
+    // From the hang-up to the end of the cancelled provisioning.
+    std::chrono::steady_clock::duration cancelling{};
 };
 
 asio::awaitable<raced_outcome> create_unless_hung_up(container_server& server, tcp::socket& socket,
@@ -510,15 +514,22 @@ asio::awaitable<raced_outcome> create_unless_hung_up(container_server& server, t
                                                      const request_type& request) {
     auto executor = co_await asio::this_coro::executor;
     auto creating = asio::co_spawn(executor, server.create(request), asio::deferred);
+    std::chrono::steady_clock::time_point watch_ended;
     auto watching = asio::co_spawn(
-        executor, watch_hangup(socket, buffer, server.settings().max_body_bytes + 8 * 1024),
+        executor,
+        watch_hangup(socket, buffer, server.settings().max_body_bytes + 8 * 1024, watch_ended),
         asio::deferred);
     auto racing = asio::experimental::make_parallel_group(std::move(creating), std::move(watching))
                       .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
     auto [order, create_error, result, watch_error] = co_await std::move(racing);
     if (create_error)
         std::rethrow_exception(create_error);
-    co_return raced_outcome{order[0] == 1, std::move(result)};
+    const bool hung_up = order[0] == 1;
+    // The group completes once the cancelled provisioning has: the hang-up
+    // was seen when the watcher finished, which it does at once.
+    co_return raced_outcome{hung_up, std::move(result),
+                            hung_up ? std::chrono::steady_clock::now() - watch_ended
+                                    : std::chrono::steady_clock::duration{}};
 }
 
 // Answers a request that ends the connection, then closes it gently: the
@@ -593,7 +604,9 @@ asio::awaitable<void> serve(tcp::socket socket, container_server& server) {
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
             if (raced.hung_up) {
                 std::cout << "POST /containers: the client hung up after " << seconds
-                          << " s; its provisioning was cancelled" << std::endl;
+                          << " s; its provisioning was cancelled in "
+                          << std::chrono::duration<double>(raced.cancelling).count() << " s"
+                          << std::endl;
                 // Provisioning may have finished before the cancellation
                 // reached it: nobody will see those credentials.
                 if (!raced.result.created_uuid.empty())

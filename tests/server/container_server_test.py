@@ -278,19 +278,24 @@ def test_load(binary, iso, clients=50, capacity=3):
 
 # ---- hang-up (sandbox) ------------------------------------------------------------
 
+def post_and_wait_for_its_domain(server, before):
+    """A POST on a raw socket, returned once its domain exists (the
+    provisioning runs), with that domain's UUID."""
+    body = json.dumps({"memory": 512, "vcpus": 1}).encode()
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    client.sendall(b"POST /containers HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   b"Content-Type: application/json\r\n"
+                   b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    check(wait_until(lambda: domains() - before, 120),
+          "no domain appeared for the POST within 120 s")
+    return client, domains() - before
+
+
 def test_hang_up(binary, iso):
     before = domains()
     server = Server(binary, [iso, "--domain-type", domain_type(), "--max-containers", "1"])
     try:
-        body = json.dumps({"memory": 512, "vcpus": 1}).encode()
-        client = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-        client.sendall(b"POST /containers HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                       b"Content-Type: application/json\r\n"
-                       b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-        # Its domain exists: the provisioning runs.
-        check(wait_until(lambda: domains() - before, 120),
-              "no domain appeared for the POST within 120 s")
-        booting = domains() - before
+        client, booting = post_and_wait_for_its_domain(server, before)
         # While it boots, the only place is taken: a second client is refused.
         status, headers, parsed = server.request("POST", "/containers", body={"memory": 512},
                                                  timeout=30)
@@ -298,27 +303,39 @@ def test_hang_up(binary, iso):
               f"a POST beyond capacity 1: {status} {headers} {parsed}")
         time.sleep(2)  # well into the boot
         client.close()  # hangs up
+        hung_up = time.monotonic()
 
         check(wait_until(lambda: not (domains() & booting), 30),
               f"the hung-up client's domain {booting} is still there 30 s later")
+        gone_after = time.monotonic() - hung_up
         check(wait_until(lambda: "hung up" in server.log(), 10),
               "the server did not report the hang-up")
         status, _, listed = server.request("GET", "/containers", timeout=30)
         check(status == 200 and listed == [], f"stored after a hang-up: {listed}")
 
-        # Its place went back: the next client gets a container.
+        # Its place went back: the next client gets a container, and can
+        # give it back.
         status, _, parsed = server.request("POST", "/containers", body={"memory": 512})
         check(status == 201, f"a POST after the hang-up: {status} {parsed}")
+        status, _, _ = server.request("DELETE", "/containers/" + parsed["uuid"], timeout=60)
+        check(status == 204, f"DELETE of {parsed['uuid']}: {status}")
+        check(parsed["uuid"] not in domains(), "a deleted container's domain still runs")
+
+        # A server stopped while it provisions cancels that too.
+        client, booting = post_and_wait_for_its_domain(server, before)
         check(server.stop() == 0, "the server should exit with 0 on SIGTERM")
+        client.close()
         left = domains() - before
-        check(not left, f"domains left after the server stopped: {left}")
+        check(not left, f"domains left after the server stopped mid-boot: {left}")
     except Failure:
         print(server.log(), file=sys.stderr)
         raise
     finally:
         server.kill()
-    print("hang-up: the provisioning was cancelled, its domain destroyed, nothing stored, "
-          "and its place given back")
+    print(f"hang-up: the provisioning was cancelled and its domain gone {gone_after:.1f} s after "
+          "the client hung up, nothing stored, its place given back; a server stopped mid-boot "
+          "left nothing either")
+    print(server.log(), end="")
 
 
 def main():
