@@ -139,7 +139,9 @@ public:
                                           std::forward<CompletionToken>(token));
     }
 
+    /// The accounting now. Thread-safe.
     usage get_usage() const;
+    /// The limits it was made with; they do not change.
     const options& get_options() const noexcept;
     const boost::asio::any_io_executor& get_executor() const noexcept { return executor_; }
 

@@ -2,7 +2,7 @@
 """The container server example (examples/container_server.cpp), the real
 binary, driven over loopback HTTP.
 
-  container_server_test.py SERVER ISO limits      request bounds, on test:///default
+  container_server_test.py SERVER ISO limits      request and connection bounds, on test:///default
   container_server_test.py SERVER ISO load        50 POSTs at once, capacity 3 (sandbox)
   container_server_test.py SERVER ISO hang-up     a client that hangs up mid-POST (sandbox)
 
@@ -140,7 +140,7 @@ def expect_error(server, what, status, contains, method="POST", path="/container
 def test_limits(binary, iso):
     server = Server(binary, [iso, "--uri", "test:///default", "--max-memory", "1024",
                              "--max-vcpus", "2", "--max-body", "256", "--header-timeout", "2",
-                             "--retry-after", "7"])
+                             "--retry-after", "7", "--max-connections", "3"])
     try:
         huge = {"memory": 65536, "vcpus": 65536}
         expect_error(server, "65536 MiB", 400, '"memory" must be from 512 to 1024', body={"memory": 65536})
@@ -195,7 +195,18 @@ def test_limits(binary, iso):
         check(headers.get("Retry-After") == "7", f"Retry-After: {headers}")
         check("not enough memory" in parsed["error"], f"the 503 should say why: {parsed}")
 
+        # Beyond --max-connections (3): 503, until the others close.
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+        time.sleep(0.2)  # accepted (they are closed at the 2 s header timeout anyway)
+        status, headers, parsed = server.request("GET", "/containers", timeout=30)
+        check(status == 503 and "too many connections" in parsed["error"] and
+              headers.get("Retry-After") == "7", f"a 4th connection: {status} {headers} {parsed}")
+        for s in held:
+            s.close()
+
         # The server still answers, and stores nothing.
+        check(wait_until(lambda: server.request("GET", "/containers", timeout=30)[0] == 200, 10),
+              "the server does not answer once the connections closed")
         status, _, parsed = server.request("GET", "/containers", timeout=30)
         check(status == 200 and parsed == [], f"GET /containers: {status} {parsed}")
         check(server.stop() == 0, "the server should exit with 0 on SIGTERM")

@@ -11,6 +11,8 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
+#include <cstdint>
+
 namespace anweddol {
 
 ANWEDDOL_DECL container_capacity::container_capacity(boost::asio::any_io_executor executor,
@@ -73,7 +75,10 @@ ANWEDDOL_DECL void container_capacity::state::check_memory(const reservation& pl
     counts.last_free_memory_mib = free_mib;
     // The other boots: their memory is promised but not yet taken from the host.
     const std::uint64_t others = counts.booting_memory_mib - place.memory_mib();
-    const std::uint64_t needed = others + place.memory_mib() + opts.memory_headroom_mib;
+    // Saturating: a headroom near 2^64 must refuse, not wrap around.
+    std::uint64_t needed = others;
+    for (const std::uint64_t more : {place.memory_mib(), opts.memory_headroom_mib})
+        needed = needed > UINT64_MAX - more ? UINT64_MAX : needed + more;
     if (free_mib >= needed)
         return;
     ++counts.refused;
