@@ -1,7 +1,8 @@
 // anweddol-provision: boots N containers at once, hands each over to fresh
 // client credentials, checks that they work, and prints a table with the
 // time each phase took. Destroys them when it exits, unless --keep; Ctrl-C
-// destroys every one of them before it exits.
+// destroys every one of them before it exits, and libvirt destroys them if
+// it is killed (autodestroy), except with --keep.
 #include <anweddol/detail/credentials.hpp>
 #include <anweddol/provisioning.hpp>
 #include <anweddol/runtime.hpp>
@@ -52,7 +53,10 @@ client credentials it hands out, and prints them with per-phase timings.
                       count for software emulation) or "unbounded"
   --client-port PORT  where the client's SSH server listens (default 2222)
   --json              print JSON instead of a table
-  --keep              leave the containers running at exit
+  --keep              leave the containers running at exit (and when killed:
+                      they are not tied to this process's connection)
+  --owner NAME        the owner recorded in each domain (default: this
+                      host's name), for finding kept ones again
   --show-passwords    print the passwords instead of masking them
   --help              this text
 )";
@@ -69,6 +73,7 @@ struct settings {
     bool json = false;
     bool keep = false;
     bool show_passwords = false;
+    std::string owner;
 };
 
 [[noreturn]] void bad_usage(const std::string& why) {
@@ -119,6 +124,8 @@ settings parse(int argc, char** argv) {
             s.max_boots = value == "auto" || value == "unbounded"
                               ? value
                               : std::to_string(number(arg, value, 1, 1024));
+        else if (arg == "--owner")
+            s.owner = value;
         else if (arg == "--client-port")
             s.client_port = static_cast<std::uint16_t>(number(arg, value, 1, 65535));
         else
@@ -192,6 +199,26 @@ private:
     std::size_t drawn_ = 0;
 };
 
+// What a failed container's guest wrote on its console: the last lines.
+void print_console(const slot& failed, std::size_t index, std::ostream& out) {
+    const std::string& console = failed.diagnostics.guest_console();
+    if (console.empty())
+        return;
+    std::vector<std::string_view> lines;
+    for (std::size_t at = 0; at < console.size();) {
+        const auto end = std::min(console.find('\n', at), console.size());
+        lines.emplace_back(console.data() + at, end - at);
+        at = end + 1;
+    }
+    constexpr std::size_t shown = 25;
+    const std::size_t first = lines.size() > shown ? lines.size() - shown : 0;
+    out << "container " << index + 1 << " " << failed.container->get_uuid()
+        << ": the last lines of its console:\n";
+    for (std::size_t i = first; i < lines.size(); ++i)
+        out << "  | " << lines[i] << "\n";
+    out << std::flush;
+}
+
 void print_table(const std::vector<std::unique_ptr<slot>>& slots, const settings& s) {
     std::printf("\n%-36s  %-15s  %5s  %-10s  %-12s  %7s %8s %8s %7s %7s %7s\n", "uuid", "ip",
                 "port", "username", "password", "define", "boot->ip", "ip->ssh", "admin", "verify",
@@ -262,6 +289,13 @@ int main(int argc, char** argv) try {
         auto container = interface.create_container(s.iso, false);
         container->set_memory(s.memory);
         container->set_vcpus(s.vcpus);
+        auto options = container->get_options();
+        // Kept containers must outlive this process: not tied to its
+        // connection. All others die with it, even on SIGKILL.
+        options.autodestroy = !s.keep;
+        if (!s.owner.empty())
+            options.owner = s.owner;
+        container->set_options(std::move(options));
         slots.push_back(std::make_unique<slot>());
         slots.back()->container = container;
     }
@@ -289,7 +323,16 @@ int main(int argc, char** argv) try {
                             slots.begin(), slots.end(), [](const auto& x) { return x->result; })),
                         slots.size(), makespan,
                         s.keep && !interrupted ? "; kept running" : "; destroying them");
+            for (const auto& slot : slots)
+                if (!slot->container->get_domain_type().empty()) {
+                    std::printf("domain type %s (%s)\n", slot->container->get_domain_type().c_str(),
+                                slot->container->get_domain_type_choice().c_str());
+                    break;
+                }
         }
+        for (std::size_t i = 0; i < slots.size(); ++i)
+            if (!slots[i]->result)
+                print_console(*slots[i], i, s.json ? std::cerr : std::cout);
         for (auto& slot : slots) {
             if (s.keep && !interrupted)
                 slot->container->set_domain_descriptor(nullptr); // left running, forgotten

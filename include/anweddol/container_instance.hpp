@@ -8,6 +8,7 @@
 #include <anweddol/container_options.hpp>
 #include <anweddol/detail/async/initiate.hpp>
 #include <anweddol/detail/config.hpp>
+#include <anweddol/detail/libvirt/console_log.hpp>
 #include <anweddol/detail/libvirt/handle.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 
@@ -19,6 +20,7 @@
 
 #include <chrono>
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -55,6 +57,18 @@ public:
         std::chrono::milliseconds address_poll_interval{1000};
         /// stop_domain(false) destroys the domain after this long.
         std::chrono::seconds shutdown_timeout{60};
+        /// libvirt destroys the domain when the connection that created it
+        /// closes: when this process exits, even by SIGKILL, no domain
+        /// outlives it (VIR_DOMAIN_START_AUTODESTROY). Turn it off for
+        /// containers that must outlive a restart of this process, and
+        /// find them again with sweep_containers(). A restart of libvirtd
+        /// itself keeps the domains running, but libvirt forgets that they
+        /// were to die with their connection (see the README).
+        bool autodestroy = true;
+        /// How much of the guest's serial console the container keeps (the
+        /// last bytes), for get_console_log() and the diagnostics of a
+        /// failed start. 0: the console is not read.
+        std::size_t console_log_bytes = 8192;
         /// Recorded in the domain's <metadata>, so that orphans can be told
         /// apart; empty: this host's name.
         std::string owner;
@@ -95,6 +109,19 @@ public:
     /// The domain's address once leased, std::nullopt before.
     /// Error: errc::domain_not_created.
     std::optional<std::string> get_ip() const;
+    /// What the guest wrote on its serial console (the last
+    /// options::console_log_bytes bytes, as text): its boot log. Kept after
+    /// the domain stopped, until the next start. Empty where the hypervisor
+    /// has no consoles (test:///).
+    std::string get_console_log() const;
+    /// The type the domain was started with ("kvm", "qemu", "test"); empty
+    /// before the first start.
+    const std::string& get_domain_type() const noexcept { return state_->domain_type; }
+    /// Why that type: the caller's choice, or how the automatic choice went
+    /// ("automatic: KVM guests pause on this host, so software emulation").
+    const std::string& get_domain_type_choice() const noexcept {
+        return state_->domain_type_choice;
+    }
     unsigned get_memory() const noexcept { return memory_; }
     unsigned get_vcpus() const noexcept { return vcpus_; }
     const options& get_options() const noexcept { return options_; }
@@ -152,11 +179,18 @@ public:
     /// timeout. Then waits its turn in the boot admission, creates the domain
     /// transient and watches for the lease. Errors afterwards:
     /// errc::ip_wait_timeout (equal to std::errc::timed_out);
-    /// errc::domain_not_running when the domain stopped or crashed while
-    /// waiting; errc::lease_file_malformed; libvirt's errors, with its
-    /// message in the diagnostics. Any failure or cancellation after the
-    /// domain was created destroys it before the operation completes:
-    /// nothing is left behind.
+    /// errc::domain_not_running when the domain stopped while waiting,
+    /// errc::domain_crashed when it crashed or panicked, errc::domain_paused
+    /// when it paused on its own (an I/O error, KVM's emulation failure),
+    /// each at once, with the reason; errc::lease_file_malformed; libvirt's
+    /// errors, with its message in the diagnostics. The diagnostics of a
+    /// failure after the domain was created carry the guest's console log.
+    /// Any failure or cancellation after the domain was created destroys it
+    /// before the operation completes: nothing is left behind.
+    ///
+    /// With no domain type given, a host whose KVM guests pause (it has
+    /// /dev/kvm, but cannot run them) is noticed at the first such boot,
+    /// which starts again with qemu; get_domain_type_choice() says so.
     template <class CompletionToken = default_completion_token>
     auto start_domain(start_options opts, CompletionToken&& token = {}) {
         return detail::initiate_coroutine(executor_, start_here(std::move(opts)), nullptr,
@@ -166,6 +200,26 @@ public:
     auto start_domain(start_options opts, diagnostics& diag, CompletionToken&& token = {}) {
         return detail::initiate_coroutine(executor_, start_here(std::move(opts)), &diag,
                                           std::forward<CompletionToken>(token));
+    }
+
+    /// async: takes over the running domain of libvirt at `driver_uri`
+    /// whose UUID is this container's, such as one a process that was
+    /// restarted left behind (see sweep_containers(), which finds them by
+    /// owner). Its MAC, address (when it has a lease), memory, vCPUs, ISO
+    /// path and bridge are read from libvirt; from then on the container
+    /// watches, stops and destroys it as its own, and reads its console
+    /// from now on. Errors: errc::domain_already_running when this container
+    /// has a domain; errc::domain_not_running when libvirt runs none with
+    /// this UUID; errc::invalid_argument when that domain is not shaped like
+    /// a container; libvirt's errors.
+    template <class CompletionToken = default_completion_token>
+    auto adopt_domain(std::string driver_uri = "qemu:///system", CompletionToken&& token = {}) {
+        return detail::initiate_coroutine(executor_, adopt_here(std::move(driver_uri)), nullptr,
+                                          std::forward<CompletionToken>(token));
+    }
+    template <detail::lone_token CompletionToken>
+    auto adopt_domain(CompletionToken&& token) {
+        return adopt_domain("qemu:///system", std::forward<CompletionToken>(token));
     }
 
     /// async: destroys the domain (`destroy`), or shuts it down gracefully
@@ -232,13 +286,23 @@ private:
         std::optional<std::string> mac;
         std::optional<std::string> ip;
         hypervisor_connection::subscription watching;
+        // The console log outlives the domain: a failed start reports it.
+        std::shared_ptr<detail::console_ring> console;
+        detail::console_stream console_stream;
+        std::string domain_type;
+        std::string domain_type_choice;
     };
 
     boost::asio::awaitable<std::string> checksum_here();
     boost::asio::awaitable<void> start_positional(bool wait_available, int wait_max_tryout,
                                                   std::string driver_uri);
     boost::asio::awaitable<void> start_here(start_options opts);
+    boost::asio::awaitable<void> boot_here(std::shared_ptr<hypervisor_connection> connection,
+                                           const start_options& opts, std::string domain_type);
     boost::asio::awaitable<void> stop_here(stop_options opts);
+    boost::asio::awaitable<void> adopt_here(std::string driver_uri);
+    // Keeps `running` and the address in step with the domain's lifecycle.
+    void watch_lifecycle(const std::shared_ptr<hypervisor_connection>& connection);
     boost::asio::awaitable<void> destroy_here();
     boost::asio::awaitable<std::shared_ptr<endpoint_shell_instance>>
     shell_here(std::string user, std::string password, std::uint16_t port, bool open_shell);

@@ -72,6 +72,13 @@ public:
     /// How many hypervisor connections of this io_context are open now.
     std::size_t connection_count() const;
 
+    /// Whether KVM guests run on the host behind `uri`, as this runtime saw
+    /// it: true once one got an address there, false once one paused on
+    /// its own while booting (a host whose /dev/kvm cannot run guests);
+    /// std::nullopt before either. The automatic domain type follows it.
+    std::optional<bool> kvm_runs(const std::string& uri) const;
+    void record_kvm_runs(const std::string& uri, bool runs);
+
     /// libvirt's event loop on this io_context.
     detail::libvirt_event_loop& event_loop() noexcept { return *event_loop_; }
     /// Hands worker completions to this io_context in batches.
@@ -118,6 +125,9 @@ private:
     // connection nobody holds closes, and erased when it does.
     mutable std::mutex connections_mutex_;
     std::map<std::string, std::weak_ptr<hypervisor_connection>> connections_;
+
+    mutable std::mutex kvm_mutex_;
+    std::map<std::string, bool> kvm_runs_; // by URI
 };
 
 } // namespace anweddol

@@ -8,6 +8,7 @@
 
 #include <boost/system/system_error.hpp>
 
+#include <exception>
 #include <string>
 #include <utility>
 
@@ -31,7 +32,14 @@ public:
     /// libvirt's or libssh's own message for the failed call; empty when the
     /// error is anweddol's own.
     const std::string& server_message() const noexcept { return server_message_; }
-    /// Both, as one line.
+    /// The last lines the guest wrote on its serial console before a start
+    /// failed (boot loader, kernel, init): what happened inside it. Empty
+    /// when the failure has nothing to do with a guest, or the hypervisor
+    /// offers no console (test:///).
+    const std::string& guest_console() const noexcept { return guest_console_; }
+    void set_guest_console(std::string text) { guest_console_ = std::move(text); }
+    /// anweddol's and the failed party's messages, as one line (without the
+    /// console: it spans many lines).
     std::string full_message() const {
         if (server_message_.empty())
             return client_message_;
@@ -42,12 +50,14 @@ public:
     void clear() noexcept {
         client_message_.clear();
         server_message_.clear();
+        guest_console_.clear();
     }
     friend bool operator==(const diagnostics&, const diagnostics&) = default;
 
 private:
     std::string client_message_;
     std::string server_message_;
+    std::string guest_console_;
 };
 
 /// The exception anweddol's operations throw in coroutine mode: a
@@ -73,6 +83,36 @@ namespace detail {
 }
 [[noreturn]] inline void throw_error(errc e, std::string message) {
     throw_error(make_error_code(e), std::move(message));
+}
+
+/// `failure` with `console` (a guest's console log) in its diagnostics, for
+/// the errors of a start: a system_error becomes an error_with_diagnostics
+/// with the same code. Any other exception, or an empty console, stays.
+inline std::exception_ptr with_guest_console(std::exception_ptr failure, std::string console) {
+    if (console.empty())
+        return failure;
+    try {
+        std::rethrow_exception(failure);
+    } catch (const error_with_diagnostics& e) {
+        diagnostics diag = e.get_diagnostics();
+        if (!diag.guest_console().empty())
+            return failure;
+        diag.set_guest_console(std::move(console));
+        return std::make_exception_ptr(error_with_diagnostics(e.code(), std::move(diag)));
+    } catch (const boost::system::system_error& e) {
+        // what() is "<message>: <code's message> [<category>:<value>]"; keep
+        // the message alone.
+        std::string message = e.what();
+        if (const auto at = message.rfind(": " + e.code().message()); at != std::string::npos)
+            message.erase(at);
+        else if (message.starts_with(e.code().message()))
+            message.clear();
+        diagnostics diag(std::move(message));
+        diag.set_guest_console(std::move(console));
+        return std::make_exception_ptr(error_with_diagnostics(e.code(), std::move(diag)));
+    } catch (...) {
+        return failure;
+    }
 }
 
 } // namespace detail

@@ -36,6 +36,8 @@ enum class errc : int {
     output_limit_exceeded,        ///< A remote command printed more than its output cap.
     unexpected_error,   ///< Something other than a system_error was thrown; see the diagnostics.
     foreign_event_loop, ///< The program registered a libvirt event loop of its own.
+    domain_paused,      ///< The guest paused on its own while starting (an I/O or emulation error).
+    domain_crashed,     ///< The guest crashed or its kernel panicked while starting.
     over_capacity,      ///< No place for another container now; the diagnostics say which limit.
 };
 

@@ -100,6 +100,10 @@ ANWEDDOL_DECL std::optional<std::string> container_instance::get_ip() const {
     return state_->ip;
 }
 
+ANWEDDOL_DECL std::string container_instance::get_console_log() const {
+    return state_->console ? state_->console->text() : std::string();
+}
+
 ANWEDDOL_DECL void container_instance::set_domain_descriptor(virDomainPtr domain) {
     forget_domain();
     state_->domain = detail::retain_domain(domain);
@@ -121,6 +125,20 @@ ANWEDDOL_DECL void container_instance::set_nat_interface_name(std::string nat_in
     nat_interface_name_ = std::move(nat_interface_name);
 }
 
+ANWEDDOL_DECL void
+container_instance::watch_lifecycle(const std::shared_ptr<hypervisor_connection>& connection) {
+    state_->watching = connection->subscribe(
+        uuid_, executor_,
+        [weak = std::weak_ptr<domain_state>(state_)](const domain_lifecycle_event& e) {
+            if (e.event != VIR_DOMAIN_EVENT_STOPPED)
+                return;
+            if (auto alive = weak.lock()) {
+                alive->running = false;
+                alive->ip.reset();
+            }
+        });
+}
+
 ANWEDDOL_DECL void container_instance::forget_domain() {
     auto& st = *state_;
     st.watching.reset();
@@ -128,6 +146,11 @@ ANWEDDOL_DECL void container_instance::forget_domain() {
     st.running = false;
     st.mac.reset();
     st.ip.reset();
+    if (st.console_stream) {
+        // Closing the console is an RPC: not on the io thread.
+        get_runtime().run_detached(
+            [console = std::move(st.console_stream)]() mutable noexcept { console.close(); });
+    }
     st.connection.reset(); // the connection closes when nothing else holds it
 }
 
@@ -207,6 +230,7 @@ container_instance::shell_here(std::string user, std::string password, std::uint
 
 } // namespace anweddol
 
+#include <anweddol/impl/container_adopt.ipp>
 #include <anweddol/impl/container_start.ipp>
 
 #endif

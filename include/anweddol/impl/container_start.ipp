@@ -22,30 +22,71 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
         detail::throw_error(errc::invalid_argument,
                             "start_options::address_timeout must not be negative: use "
                             "std::nullopt for no limit");
+    auto& rt = get_runtime();
+    // Every awaitable with captures is built outside its co_await
+    // expression: GCC 12 destroys such temporaries twice.
+    auto opening = hypervisor_connection::open(opts.driver_uri);
+    auto connection = co_await std::move(opening);
+    const std::string wanted_type = opts.domain_type.empty() ? options_.domain_type
+                                                             : opts.domain_type;
+    auto checking = connection->call([uri = opts.driver_uri, uuid = uuid_, iso = iso_path_,
+                                      bridge = nat_interface_name_,
+                                      wanted_type](virConnectPtr c) {
+        return detail::preflight(c, uri, uuid, iso, bridge, wanted_type);
+    });
+    std::string domain_type = co_await std::move(checking);
+
+    // The automatic type is kvm wherever libvirt offers it, but a host may
+    // have /dev/kvm and still not run KVM guests: they pause with an
+    // emulation failure a few seconds in. The first such boot teaches the
+    // runtime, and this start (and every later one) goes on with qemu.
+    const bool automatic = wanted_type.empty();
+    std::string choice = automatic ? "automatic: " + domain_type + ", the best libvirt offers"
+                                   : "chosen by the caller";
+    if (automatic && domain_type == "kvm" && rt.kvm_runs(opts.driver_uri) == false) {
+        domain_type = "qemu";
+        choice = "automatic: qemu (software emulation), since KVM guests pause on this host";
+    }
+
+    boot_admission::ticket admitted;
+    if (!options_.bypass_admission) {
+        const auto& hook = opts.on_progress ? opts.on_progress : options_.on_progress;
+        if (hook)
+            hook({uuid_, container_phase::waiting_for_boot_slot, std::chrono::steady_clock::now()});
+        boot_admission& admission = options_.admission ? *options_.admission : rt.admission();
+        auto admitting = admission.admit(domain_type);
+        admitted = co_await std::move(admitting);
+    }
+
+    state_->domain_type_choice = choice;
+    bool kvm_paused = false;
+    try {
+        auto booting = boot_here(connection, opts, domain_type);
+        co_await std::move(booting);
+    } catch (const boost::system::system_error& e) {
+        kvm_paused = automatic && domain_type == "kvm" && e.code() == errc::domain_paused &&
+                     rt.kvm_runs(opts.driver_uri) != true && !is_domain_running();
+        if (!kvm_paused)
+            throw;
+    }
+    if (kvm_paused) { // destroyed already: boot again, emulated
+        rt.record_kvm_runs(opts.driver_uri, false);
+        state_->domain_type_choice =
+            "automatic: qemu (software emulation), since a KVM guest paused on this host";
+        auto booting = boot_here(connection, opts, "qemu");
+        co_await std::move(booting);
+    }
+}
+
+ANWEDDOL_DECL boost::asio::awaitable<void>
+container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
+                              const start_options& opts, std::string domain_type) {
     const auto report = [&](container_phase phase) {
         const auto& hook = opts.on_progress ? opts.on_progress : options_.on_progress;
         if (hook)
             hook({uuid_, phase, std::chrono::steady_clock::now()});
     };
     auto& rt = get_runtime();
-    // Every awaitable with captures is built outside its co_await
-    // expression: GCC 12 destroys such temporaries twice.
-    auto opening = hypervisor_connection::open(opts.driver_uri);
-    auto connection = co_await std::move(opening);
-    auto checking = connection->call(
-        [uri = opts.driver_uri, uuid = uuid_, iso = iso_path_, bridge = nat_interface_name_,
-         type = opts.domain_type.empty() ? options_.domain_type : opts.domain_type](
-            virConnectPtr c) { return detail::preflight(c, uri, uuid, iso, bridge, type); });
-    const std::string domain_type = co_await std::move(checking);
-
-    boot_admission::ticket admitted;
-    if (!options_.bypass_admission) {
-        report(container_phase::waiting_for_boot_slot);
-        boot_admission& admission = options_.admission ? *options_.admission : rt.admission();
-        auto admitting = admission.admit(domain_type);
-        admitted = co_await std::move(admitting);
-    }
-
     detail::domain_definition definition{
         .uuid = uuid_,
         .type = domain_type,
@@ -58,36 +99,30 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
         .owner = options_.owner.empty() ? detail::host_name() : options_.owner,
     };
 
-    // Watch from before the domain exists: a guest that dies at once must not
-    // leave the address wait waiting for nothing.
+    // Watch from before the domain exists: a guest that dies (or pauses) at
+    // once must not leave the address wait waiting for nothing.
     auto executor = co_await boost::asio::this_coro::executor;
     auto stopped = std::make_shared<detail::stop_signal>(executor);
     auto watching_stop =
         connection->subscribe(uuid_, executor, [stopped](const domain_lifecycle_event& event) {
-            if (event.event == VIR_DOMAIN_EVENT_STOPPED)
-                stopped->raise(event.detail);
+            stopped->on_event(event.event, event.detail, true);
         });
     auto st = state_;
-    st->watching = connection->subscribe(
-        uuid_, executor_,
-        [weak = std::weak_ptr<domain_state>(st)](const domain_lifecycle_event& e) {
-            if (e.event != VIR_DOMAIN_EVENT_STOPPED)
-                return;
-            if (auto alive = weak.lock()) {
-                alive->running = false;
-                alive->ip.reset();
-            }
-        });
+    watch_lifecycle(connection);
+    st->console = options_.console_log_bytes > 0
+                      ? std::make_shared<detail::console_ring>(options_.console_log_bytes)
+                      : nullptr;
 
     report(container_phase::creating_domain);
-    auto creating = connection->call([xml = detail::domain_xml(definition)](virConnectPtr c) {
-        detail::domain_handle domain(virDomainCreateXML(c, xml.c_str(), 0));
-        if (!domain)
-            detail::throw_last_libvirt_error("cannot create the container's domain");
-        return domain;
+    auto creating = connection->call([uri = opts.driver_uri, xml = detail::domain_xml(definition),
+                                      autodestroy = options_.autodestroy,
+                                      console = st->console](virConnectPtr c) {
+        return detail::create_domain_blocking(c, uri, xml, autodestroy, console);
     });
     try {
-        st->domain = co_await std::move(creating);
+        auto created = co_await std::move(creating);
+        st->domain = std::move(created.domain);
+        st->console_stream = std::move(created.console);
     } catch (...) {
         st->watching.reset();
         throw; // nothing was created
@@ -95,6 +130,7 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
     st->running = true;
     st->mac = definition.mac;
     st->connection = connection;
+    st->domain_type = domain_type;
 
     // From here on, any failure destroys the domain before it propagates.
     std::exception_ptr failure;
@@ -120,6 +156,8 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
             };
             auto waiting = detail::wait_for_address(std::move(settings), stopped);
             st->ip = co_await std::move(waiting);
+            if (domain_type == "kvm")
+                rt.record_kvm_runs(opts.driver_uri, true);
             report(container_phase::address_known);
         }
     } catch (...) {
@@ -138,7 +176,7 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
             // Still there: keep it, so that stop_domain() or the destructor
             // tries again. The error that matters is the first one.
         }
-        std::rethrow_exception(failure);
+        std::rethrow_exception(detail::with_guest_console(failure, get_console_log()));
     }
 }
 
@@ -165,8 +203,7 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::stop_here(stop_op
         auto stopped = std::make_shared<detail::stop_signal>(executor);
         auto watching_stop =
             connection->subscribe(uuid_, executor, [stopped](const domain_lifecycle_event& event) {
-                if (event.event == VIR_DOMAIN_EVENT_STOPPED)
-                    stopped->raise(event.detail);
+                stopped->on_event(event.event, event.detail, false);
             });
         try {
             auto asking = connection->call(

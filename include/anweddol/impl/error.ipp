@@ -59,6 +59,10 @@ public:
         case errc::output_limit_exceeded:
             return "the remote command printed more than its output cap: raise "
                    "command_options::max_output_bytes or stream it with on_output";
+        case errc::domain_paused:
+            return "the domain paused on its own while starting";
+        case errc::domain_crashed:
+            return "the domain crashed while starting";
         case errc::foreign_event_loop:
             return "the program registered a libvirt event loop implementation of its own: "
                    "anweddol needs libvirt's events on Asio";

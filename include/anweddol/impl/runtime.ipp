@@ -51,6 +51,18 @@ ANWEDDOL_DECL std::size_t runtime::connection_count() const {
     return open;
 }
 
+ANWEDDOL_DECL std::optional<bool> runtime::kvm_runs(const std::string& uri) const {
+    std::lock_guard lock(kvm_mutex_);
+    if (const auto found = kvm_runs_.find(uri); found != kvm_runs_.end())
+        return found->second;
+    return std::nullopt;
+}
+
+ANWEDDOL_DECL void runtime::record_kvm_runs(const std::string& uri, bool runs) {
+    std::lock_guard lock(kvm_mutex_);
+    kvm_runs_[uri] = runs;
+}
+
 ANWEDDOL_DECL boost::asio::thread_pool::executor_type runtime::workers() {
     std::lock_guard lock(workers_mutex_);
     if (!workers_)

@@ -104,10 +104,10 @@ lease_from_libvirt(std::function<boost::asio::awaitable<std::optional<std::strin
 inline boost::asio::awaitable<address_outcome>
 stopped_while_waiting(std::shared_ptr<stop_signal> stopped) {
     co_await stopped->wait();
-    co_return address_outcome{std::nullopt, make_error_code(errc::domain_not_running),
+    co_return address_outcome{std::nullopt, stopped->code(),
                               "the domain " + stopped->describe() +
-                                  " before it got an address: see its log in "
-                                  "/var/log/libvirt/qemu/"};
+                                  " before it got an address: see its console in the "
+                                  "diagnostics, and its log in /var/log/libvirt/qemu/"};
 }
 
 inline boost::asio::awaitable<address_outcome>
@@ -122,7 +122,8 @@ address_deadline(std::chrono::steady_clock::duration budget) {
 
 /// async: the domain's address, from whichever of dnsmasq's status file and
 /// libvirt knows it first. Errors: errc::ip_wait_timeout after the budget;
-/// errc::domain_not_running when `stopped` is raised first;
+/// `stopped`'s code (errc::domain_not_running, domain_paused,
+/// domain_crashed) when it is raised first;
 /// errc::lease_file_malformed. Cancellable.
 inline boost::asio::awaitable<std::string> wait_for_address(address_wait_settings settings,
                                                             std::shared_ptr<stop_signal> stopped) {

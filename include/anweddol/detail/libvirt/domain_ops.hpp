@@ -6,6 +6,7 @@
 
 #include <anweddol/detail/diagnostics.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
+#include <anweddol/detail/libvirt/console_log.hpp>
 #include <anweddol/detail/libvirt/handle.hpp>
 #include <anweddol/detail/libvirt/host_probe.hpp>
 
@@ -13,6 +14,8 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -55,6 +58,48 @@ inline std::string preflight(virConnectPtr connection, const std::string& uri,
                         ": start the libvirt network that owns it (virsh net-start default) or "
                         "set the container's NAT interface name to an existing one");
     return wanted_type.empty() ? automatic_domain_type(connection) : wanted_type;
+}
+
+/// A domain just created, with its console being read.
+struct created_domain {
+    domain_handle domain;
+    console_stream console;
+};
+
+/// Creates the transient domain `xml` describes and starts its guest with
+/// its console already read, so that the log has the first line the guest
+/// writes. `autodestroy`: libvirt destroys the domain when this connection
+/// closes, which it does when the process dies, however it dies.
+inline created_domain create_domain_blocking(virConnectPtr connection, const std::string& uri,
+                                             const std::string& xml, bool autodestroy,
+                                             std::shared_ptr<console_ring> console) {
+    // The test driver's domains live in this process, and it takes neither
+    // flag: they die with the process anyway, and have no console.
+    const bool test_driver = uri.starts_with("test:");
+    unsigned flags = 0;
+    if (!test_driver)
+        flags |= VIR_DOMAIN_START_PAUSED;
+    if (!test_driver && autodestroy)
+        flags |= VIR_DOMAIN_START_AUTODESTROY;
+    created_domain created;
+    created.domain.reset(virDomainCreateXML(connection, xml.c_str(), flags));
+    if (!created.domain)
+        throw_last_libvirt_error("cannot create the container's domain");
+    if (test_driver)
+        return created;
+    created.console = console_stream::open(connection, created.domain.get(), std::move(console));
+    if (virDomainResume(created.domain.get()) < 0) {
+        std::exception_ptr failure;
+        try {
+            throw_last_libvirt_error("cannot start the guest of the domain just created");
+        } catch (...) {
+            failure = std::current_exception(); // libvirt's error, before the destroy's
+        }
+        if (virDomainDestroy(created.domain.get()) < 0)
+            virResetLastError();
+        std::rethrow_exception(failure);
+    }
+    return created;
 }
 
 /// The domain with `uuid`, or nullptr when libvirt has none (any other

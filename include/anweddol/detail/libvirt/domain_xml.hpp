@@ -67,8 +67,8 @@ struct domain_definition {
 
 /// The domain's XML, as the reference defines it (hvm, boot from hd then
 /// cdrom, acpi/apic, vmport off, rtc/pit/hpet timers, destroyed on reboot
-/// and crash, a virtio NIC on the bridge, a virtio balloon), plus anweddol's
-/// <metadata>. Every value is escaped.
+/// and crash, a virtio NIC on the bridge, a virtio balloon), plus a serial
+/// console and anweddol's <metadata>. Every value is escaped.
 inline std::string domain_xml(const domain_definition& d) {
     const std::string memory = std::to_string(d.memory_mib);
     std::string xml;
@@ -111,6 +111,11 @@ inline std::string domain_xml(const domain_definition& d) {
            "'/>\n"
            "      <model type='virtio'/>\n"
            "    </interface>\n";
+    // The guest's serial console, which anweddol reads into the container's
+    // console log (its boot messages, and the SSH host key fingerprints the
+    // guest prints there).
+    xml += "    <serial type='pty'>\n      <target port='0'/>\n    </serial>\n"
+           "    <console type='pty'>\n      <target type='serial' port='0'/>\n    </console>\n";
     xml += "    <memballoon model='virtio'/>\n";
     xml += "  </devices>\n</domain>\n";
     return xml;

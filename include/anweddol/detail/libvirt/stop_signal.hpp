@@ -24,23 +24,56 @@
 
 namespace anweddol::detail {
 
-/// Set once by a domain's STOPPED event; a coroutine can wait for it. Lives
-/// on one executor: raise() and wait() must run there.
+/// Set once by the lifecycle event that ends a domain's life, or its start:
+/// STOPPED, CRASHED, or (with watch_pauses) a SUSPENDED the guest did not
+/// ask for. A coroutine can wait for it. Lives on one executor: raise() and
+/// wait() must run there.
 class stop_signal {
 public:
     explicit stop_signal(boost::asio::any_io_executor executor)
         : timer_(std::move(executor), std::chrono::steady_clock::time_point::max()) {}
 
-    void raise(int detail) {
+    /// Takes a lifecycle event. A start watches for pauses too: a guest
+    /// that pauses on its own (an I/O error, KVM's emulation failure) would
+    /// otherwise be waited on until the address wait times out.
+    void on_event(int event, int detail, bool watch_pauses) {
+        switch (event) {
+        case VIR_DOMAIN_EVENT_STOPPED:
+            raise(make_error_code(errc::domain_not_running), describe_stop(detail));
+            break;
+        case VIR_DOMAIN_EVENT_CRASHED:
+            raise(make_error_code(errc::domain_crashed),
+                  detail == VIR_DOMAIN_EVENT_CRASHED_PANICKED ? "crashed: the guest's kernel panicked"
+                                                              : "crashed");
+            break;
+        case VIR_DOMAIN_EVENT_RESUMED:
+            resumed_ = true;
+            break;
+        case VIR_DOMAIN_EVENT_SUSPENDED:
+            // A domain created paused reports SUSPENDED before anweddol
+            // resumes it: only a pause after it ran counts.
+            if (watch_pauses && resumed_)
+                raise(make_error_code(errc::domain_paused), describe_pause(detail));
+            break;
+        default:
+            break;
+        }
+    }
+
+    void raise(boost::system::error_code code, std::string how) {
         if (raised_)
             return;
         raised_ = true;
-        detail_ = detail;
+        code_ = code;
+        how_ = std::move(how);
         timer_.cancel();
     }
     bool raised() const noexcept { return raised_; }
-    /// The event's detail, such as VIR_DOMAIN_EVENT_STOPPED_CRASHED.
-    int detail() const noexcept { return detail_; }
+    /// errc::domain_not_running, errc::domain_paused or errc::domain_crashed.
+    boost::system::error_code code() const noexcept { return code_; }
+    /// How the domain ended, for an error message: "crashed", "paused on its
+    /// own (an I/O error)".
+    const std::string& describe() const noexcept { return how_; }
 
     /// async: until raise(); operation_aborted when cancelled first.
     boost::asio::awaitable<void> wait() {
@@ -50,9 +83,9 @@ public:
             throw boost::system::system_error(boost::asio::error::operation_aborted);
     }
 
-    /// How the domain stopped, for an error message.
-    std::string describe() const {
-        switch (detail_) {
+private:
+    static std::string describe_stop(int detail) {
+        switch (detail) {
         case VIR_DOMAIN_EVENT_STOPPED_CRASHED:
             return "crashed";
         case VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN:
@@ -65,11 +98,30 @@ public:
             return "stopped";
         }
     }
+    static std::string describe_pause(int detail) {
+        switch (detail) {
+        case VIR_DOMAIN_EVENT_SUSPENDED_IOERROR:
+            return "paused on its own after an I/O error";
+        case VIR_DOMAIN_EVENT_SUSPENDED_WATCHDOG:
+            return "paused on its own: its watchdog fired";
+        case VIR_DOMAIN_EVENT_SUSPENDED_API_ERROR:
+            return "paused on its own after a hypervisor API error";
+        case VIR_DOMAIN_EVENT_SUSPENDED_PAUSED:
+            // What QEMU reports for an internal error such as KVM's
+            // "emulation failure": libvirt knows no reason.
+            return "paused for a reason libvirt does not know (QEMU stops a guest so after an "
+                   "internal error such as KVM's emulation failure: its log in "
+                   "/var/log/libvirt/qemu/ says which)";
+        default:
+            return "paused on its own (libvirt's reason " + std::to_string(detail) + ")";
+        }
+    }
 
-private:
     boost::asio::steady_timer timer_;
     bool raised_ = false;
-    int detail_ = 0;
+    bool resumed_ = false;
+    boost::system::error_code code_;
+    std::string how_;
 };
 
 /// async: until the domain stopped, for at most `timeout`: by its STOPPED

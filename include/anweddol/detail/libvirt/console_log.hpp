@@ -1,0 +1,189 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_DETAIL_LIBVIRT_CONSOLE_LOG_HPP
+#define ANWEDDOL_DETAIL_LIBVIRT_CONSOLE_LOG_HPP
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace anweddol::detail {
+
+/// The last `capacity` bytes a guest wrote on its serial console. Filled by
+/// libvirt's event loop, read by whoever reports a failure: synchronised.
+class console_ring {
+public:
+    explicit console_ring(std::size_t capacity)
+        : capacity_(capacity) {}
+
+    void append(std::string_view data) {
+        std::lock_guard lock(mutex_);
+        if (data.size() >= capacity_) {
+            bytes_.assign(data.substr(data.size() - capacity_));
+        } else {
+            bytes_ += data;
+            if (bytes_.size() > capacity_)
+                bytes_.erase(0, bytes_.size() - capacity_);
+        }
+        total_ += data.size();
+    }
+
+    /// The bytes as the guest wrote them (escape sequences, CRs and all).
+    std::string raw() const {
+        std::lock_guard lock(mutex_);
+        return bytes_;
+    }
+
+    /// The bytes as lines fit for a log or a terminal: terminal escape
+    /// sequences and carriage returns dropped, other control bytes as '?',
+    /// and a first partial line marked when older output was dropped.
+    std::string text() const {
+        const std::string bytes = raw();
+        std::string out;
+        out.reserve(bytes.size());
+        for (std::size_t i = 0; i < bytes.size(); ++i) {
+            const auto c = static_cast<unsigned char>(bytes[i]);
+            if (c == 0x1b) { // ESC: skip a CSI sequence (ESC [ ... final) or a two-byte one
+                if (i + 1 < bytes.size() && bytes[i + 1] == '[') {
+                    i += 2;
+                    while (i < bytes.size() && !(bytes[i] >= 0x40 && bytes[i] <= 0x7e))
+                        ++i;
+                } else {
+                    ++i;
+                }
+            } else if (c == '\r') {
+                continue;
+            } else if (c == '\n' || c == '\t' || c >= 0x20) {
+                out += static_cast<char>(c);
+            } else {
+                out += '?';
+            }
+        }
+        if (truncated() && !out.empty())
+            out.insert(0, "[...] ");
+        return out;
+    }
+
+    bool truncated() const {
+        std::lock_guard lock(mutex_);
+        return total_ > bytes_.size();
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::size_t capacity_;
+    std::string bytes_;
+    std::size_t total_ = 0;
+};
+
+/// A domain's serial console, read without blocking from libvirt's event
+/// loop (on the io_context) into a console_ring. Opened and closed on a
+/// connection's lane: both are libvirt RPCs.
+class console_stream {
+public:
+    console_stream() = default;
+    console_stream(const console_stream&) = delete;
+    console_stream& operator=(const console_stream&) = delete;
+    console_stream(console_stream&& other) noexcept
+        : stream_(std::exchange(other.stream_, nullptr)) {}
+    console_stream& operator=(console_stream&& other) noexcept {
+        std::swap(stream_, other.stream_);
+        return *this;
+    }
+    /// Closes it where close() was not called: blocking, but only after
+    /// the domain is gone, when libvirt answers at once.
+    ~console_stream() { close(); }
+
+    /// Opens `domain`'s first console and feeds `ring` from it. A driver
+    /// without consoles (test:///) or a console that cannot be opened gives
+    /// an empty stream and a line in the ring that says why: the boot goes
+    /// on without a log rather than fail for want of one.
+    static console_stream open(virConnectPtr connection, virDomainPtr domain,
+                               std::shared_ptr<console_ring> ring) {
+        console_stream result;
+        virStreamPtr stream = virStreamNew(connection, VIR_STREAM_NONBLOCK);
+        if (!stream) {
+            note_failure(*ring, "cannot make a stream for the console");
+            return result;
+        }
+        result.stream_ = stream;
+        // FORCE: a console left open by an earlier reader (virsh console)
+        // must not keep the log from starting.
+        if (virDomainOpenConsole(domain, nullptr, stream, VIR_DOMAIN_CONSOLE_FORCE) < 0) {
+            if (virGetLastErrorCode() == VIR_ERR_NO_SUPPORT)
+                virResetLastError(); // the test driver has no consoles
+            else
+                note_failure(*ring, "cannot open the console");
+            virStreamFree(std::exchange(result.stream_, nullptr));
+            return result;
+        }
+        auto* feed = new std::shared_ptr<console_ring>(std::move(ring));
+        constexpr int events =
+            VIR_STREAM_EVENT_READABLE | VIR_STREAM_EVENT_ERROR | VIR_STREAM_EVENT_HANGUP;
+        if (virStreamEventAddCallback(stream, events, &on_event, feed, &free_feed) < 0) {
+            note_failure(**feed, "cannot watch the console");
+            delete feed;
+            result.close();
+        }
+        return result;
+    }
+
+    explicit operator bool() const noexcept { return stream_ != nullptr; }
+
+    /// Stops reading and lets libvirt close the console. Blocking.
+    void close() noexcept {
+        if (!stream_)
+            return;
+        // Either call fails once the stream ended by itself (the domain
+        // stopped): nothing to undo then.
+        if (virStreamEventRemoveCallback(stream_) < 0)
+            virResetLastError();
+        if (virStreamAbort(stream_) < 0)
+            virResetLastError();
+        virStreamFree(std::exchange(stream_, nullptr));
+    }
+
+private:
+    static void note_failure(console_ring& ring, std::string_view what) {
+        const char* message = virGetLastErrorMessage();
+        ring.append("[anweddol: " + std::string(what) + ": " + (message ? message : "unknown") +
+                    "]\n");
+        virResetLastError();
+    }
+
+    // Runs on libvirt's event loop, on the io_context: reads what is there
+    // and returns, never waits.
+    static void on_event(virStreamPtr stream, int, void* opaque) {
+        auto& ring = **static_cast<std::shared_ptr<console_ring>*>(opaque);
+        char buffer[4096];
+        for (;;) {
+            const int got = virStreamRecv(stream, buffer, sizeof buffer);
+            if (got > 0) {
+                ring.append(std::string_view(buffer, static_cast<std::size_t>(got)));
+                continue;
+            }
+            if (got == -2)
+                return; // drained: wait for the next event
+            // 0: the console ended (the domain stopped); -1: it broke.
+            if (got < 0)
+                virResetLastError();
+            if (virStreamEventRemoveCallback(stream) < 0)
+                virResetLastError();
+            return;
+        }
+    }
+    static void free_feed(void* opaque) { delete static_cast<std::shared_ptr<console_ring>*>(opaque); }
+
+    virStreamPtr stream_ = nullptr;
+};
+
+} // namespace anweddol::detail
+
+#endif
