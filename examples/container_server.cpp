@@ -382,8 +382,9 @@ public:
     // Destroys a container whose credentials never reached the client.
     asio::awaitable<void> discard(std::string uuid) {
         if (auto container = interface_.get_stored_container(uuid)) {
+            // Its place goes back with `entry`, once the domain is gone.
+            const auto entry = handed_out_.extract(uuid);
             interface_.delete_stored_container(uuid);
-            handed_out_.erase(uuid); // gives its place back
             if (container->is_domain_running())
                 co_await container->stop_domain();
         }
@@ -422,11 +423,17 @@ public:
         std::size_t destroyed = 0;
         for (const auto& uuid : interface_.list_stored_containers()) {
             auto container = interface_.get_stored_container(uuid);
+            const auto entry = handed_out_.extract(uuid);
             interface_.delete_stored_container(uuid);
-            handed_out_.erase(uuid);
             if (container && container->is_domain_running()) {
-                co_await container->stop_domain();
-                ++destroyed;
+                auto stopping = container->stop_domain(anweddol::stop_options{},
+                                                       asio::as_tuple(asio::use_awaitable));
+                auto [failed] = co_await std::move(stopping);
+                if (failed)
+                    std::cout << "container " << uuid
+                              << " could not be destroyed: " << failed.message() << std::endl;
+                else
+                    ++destroyed;
             }
         }
         std::cout << "destroyed " << destroyed << " container(s)" << std::endl;
@@ -462,10 +469,20 @@ private:
         if (!container)
             co_return error(request, http::status::not_found, "no container " + std::string(uuid));
         const std::string key(uuid);
+        // Its place goes back with `entry`, once the domain is gone.
+        const auto entry = handed_out_.extract(key);
         interface_.delete_stored_container(key);
-        handed_out_.erase(key); // its place goes back
-        if (container->is_domain_running())
-            co_await container->stop_domain();
+        if (container->is_domain_running()) {
+            auto stopping = container->stop_domain(anweddol::stop_options{},
+                                                   asio::as_tuple(asio::use_awaitable));
+            auto [failed] = co_await std::move(stopping);
+            if (failed && container->is_domain_running())
+                co_return error(request, http::status::internal_server_error,
+                                "container " + key +
+                                    " could not be destroyed: " + failed.message() +
+                                    "; it is no longer listed, and goes "
+                                    "when the server stops");
+        }
         response_type response(http::status::no_content, request.version());
         response.keep_alive(request.keep_alive());
         co_return response;

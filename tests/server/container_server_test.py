@@ -274,6 +274,10 @@ def test_load(binary, iso, clients=50, capacity=3):
         slowest_refusal = max(r[3] for r in refused)
         slowest_creation = max(r[3] for r in created)
         check(server.stop() == 0, "the server should exit with 0 on SIGTERM")
+        # The server destroyed them itself (autodestroy would have too, once
+        # its connection closed: that is not what is tested here).
+        check(f"destroyed {capacity} container(s)" in server.log(),
+              "the server did not destroy what it handed out")
         left = domains() - before
         check(not left, f"domains left after the server stopped: {left}")
     except Failure:
