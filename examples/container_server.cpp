@@ -635,7 +635,11 @@ asio::awaitable<void> serve(tcp::socket socket, container_server& server) {
                       << (result->created_uuid.empty() ? "" : " " + result->created_uuid) << " in "
                       << seconds << " s" << std::endl;
         } else {
-            result = outcome{co_await server.handle(request)};
+            // Awaited on its own line: GCC 12 mishandles a co_await inside
+            // a braced initializer.
+            auto handling = server.handle(request);
+            auto handled = co_await std::move(handling);
+            result = outcome(std::move(handled));
         }
         stream.expires_after(std::chrono::seconds(30));
         auto writing =
