@@ -199,6 +199,19 @@ private:
     std::size_t drawn_ = 0;
 };
 
+// How the guest's SSH host key was checked, in a few words.
+std::string host_key_check(const anweddol::provisioned_container& r) {
+    switch (r.host_keys) {
+    case anweddol::host_key_policy::pinned_fingerprints:
+        return "pinned from the console (" + std::to_string(r.host_key_fingerprints.size()) +
+               " keys)";
+    case anweddol::host_key_policy::accept_new:
+        return "accepted on first use (the console printed none)";
+    default:
+        return "checked as the shell options say";
+    }
+}
+
 // What a failed container's guest wrote on its console: the last lines.
 void print_console(const slot& failed, std::size_t index, std::ostream& out) {
     const std::string& console = failed.diagnostics.guest_console();
@@ -252,6 +265,7 @@ void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings&
             entry["port"] = r.port;
             entry["username"] = r.username;
             entry["password"] = s.show_passwords ? r.password : std::string(12, '*');
+            entry["host_keys"] = host_key_check(r);
             entry["timings"] = {{"queued", seconds(r.timings.queued)},
                                 {"define", seconds(r.timings.define)},
                                 {"boot_to_ip", seconds(r.timings.boot_to_ip)},
@@ -323,6 +337,11 @@ int main(int argc, char** argv) try {
                             slots.begin(), slots.end(), [](const auto& x) { return x->result; })),
                         slots.size(), makespan,
                         s.keep && !interrupted ? "; kept running" : "; destroying them");
+            for (const auto& slot : slots)
+                if (slot->result) {
+                    std::printf("host keys %s\n", host_key_check(*slot->result).c_str());
+                    break;
+                }
             for (const auto& slot : slots)
                 if (!slot->container->get_domain_type().empty()) {
                     std::printf("domain type %s (%s)\n", slot->container->get_domain_type().c_str(),

@@ -97,9 +97,12 @@ public:
     /// ready_timeout. Uses get_options(), or `options` for this call only.
     /// Completes with `void(error_code)`. Errors: errc::shell_already_open
     /// (open or opening), errc::invalid_argument (no or malformed IP, port
-    /// 0, a host key policy without its file or fingerprint),
+    /// 0, a host key policy without its file or fingerprint, an empty or
+    /// malformed host_key_fingerprints set: nothing is sent then),
     /// errc::endpoint_credentials_not_set, errc::authentication_failed at
-    /// once for a refused password, errc::host_key_mismatch, a timeout
+    /// once for a refused password, errc::host_key_mismatch at once (the
+    /// key is checked before the password is sent; the diagnostics name the
+    /// key seen and the keys expected), a timeout
     /// (== std::errc::timed_out) with the last attempt's error in the
     /// diagnostics. Cancellation, or close_shell() meanwhile, completes it
     /// with operation_aborted and leaves nothing open. Thread-safety: on the

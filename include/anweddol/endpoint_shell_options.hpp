@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 namespace anweddol {
 
@@ -26,6 +27,14 @@ enum class host_key_policy {
     /// ("SHA256:<base64>", as ssh-keygen -l prints it), or open_shell() fails
     /// with errc::host_key_mismatch.
     pinned_fingerprint,
+    /// The key's SHA-256 fingerprint must be one of `host_key_fingerprints`
+    /// (a guest has several keys, ed25519 and ECDSA, and the server picks
+    /// which it presents), or open_shell() fails with
+    /// errc::host_key_mismatch, naming the key seen and those expected.
+    /// Checked after the key exchange and before the password is sent, so
+    /// an impostor never receives it. Learn the set out of band: a guest
+    /// prints it on its serial console at boot, as cloud-init does.
+    pinned_fingerprints,
 };
 
 /// How an endpoint shell connects. The defaults suit a container that has
@@ -39,6 +48,11 @@ struct endpoint_shell_options {
     host_key_policy host_keys = host_key_policy::accept_new;
     std::string known_hosts_file;     ///< for host_key_policy::known_hosts
     std::string host_key_fingerprint; ///< for host_key_policy::pinned_fingerprint
+    /// For host_key_policy::pinned_fingerprints: "SHA256:<base64>" each, as
+    /// ssh-keygen -l prints them (the prefix and the '=' padding may be
+    /// left out). An empty set, or a string that is no SHA-256 fingerprint,
+    /// fails open_shell() with errc::invalid_argument before it connects.
+    std::vector<std::string> host_key_fingerprints;
     /// close_shell() waits this long at most for pending output to leave.
     std::chrono::steady_clock::duration close_linger = std::chrono::seconds(1);
 };

@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace anweddol {
 
@@ -64,7 +65,12 @@ struct provisioning_options {
     std::uint16_t client_port = 2222; ///< where the client's SSH server listens
     std::size_t password_length = 120;
     bool verify_client_login = true; ///< log in as the client before handing over
-    endpoint_shell_options shell;    ///< for the endpoint's and the client's logins
+    /// For the endpoint's and the client's logins. With the default
+    /// host_key_policy::accept_new, provision() pins the host keys the
+    /// guest printed on its serial console instead, where it printed any
+    /// (as cloud-init does): an impostor at the guest's address is then
+    /// refused before any password is sent.
+    endpoint_shell_options shell;
     /// Called on the provisioning coroutine as each phase begins; must not throw.
     std::function<void(const provisioning_event&)> on_progress;
 };
@@ -76,6 +82,12 @@ struct provisioned_container {
     std::uint16_t port = 0;
     std::string username;
     std::string password; ///< the caller's to hand over, and to wipe afterwards
+    /// How the guest's SSH host key was checked: pinned_fingerprints when
+    /// its console printed them (and options.shell left the default), the
+    /// reference's accept_new when it did not, or options.shell's policy.
+    host_key_policy host_keys = host_key_policy::accept_new;
+    /// With pinned_fingerprints: the fingerprints read from the console.
+    std::vector<std::string> host_key_fingerprints;
     provisioning_timings timings;
 };
 

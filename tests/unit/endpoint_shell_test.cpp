@@ -2,6 +2,7 @@
 // (local_sshd.hpp), and against fake servers for what a real one does not
 // do on demand (stay silent, hang up mid-handshake).
 #include "local_sshd.hpp"
+#include "other_sshd.hpp"
 #include "test_context.hpp"
 
 #include <anweddol/detail/ssh/command.hpp>
@@ -48,6 +49,7 @@ using anweddol::endpoint_shell_options;
 using anweddol::errc;
 using anweddol::host_key_policy;
 using anweddol::test::local_sshd;
+using anweddol::test::other_sshd;
 using anweddol::test::run_coroutine;
 using boost::asio::awaitable;
 using boost::asio::use_awaitable;
@@ -432,6 +434,160 @@ TEST_CASE("endpoint shell: host keys are pinned, learnt, and a changed one is re
     const auto error = failure_of([&] { return changed->open_shell(); });
     CHECK(error.code() == errc::host_key_mismatch);
     CHECK(changed->is_closed());
+}
+
+namespace {
+
+std::size_t occurrences(const std::string& text, const std::string& what) {
+    std::size_t count = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
+        ++count;
+    return count;
+}
+
+/// Waits until the server has logged the end of `count` SSH sessions: its
+/// per-connection children log through the listener, a little later.
+bool sessions_ended(const other_sshd& server, std::size_t count) {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (occurrences(server.log(), "Disconnected from") < count) {
+        if (std::chrono::steady_clock::now() > deadline)
+            return false;
+        std::this_thread::sleep_for(20ms);
+    }
+    return true;
+}
+
+/// `fingerprint` with one base64 character changed, still well formed.
+std::string tampered(std::string fingerprint) {
+    char& c = fingerprint[20];
+    c = c == 'A' ? 'B' : 'A';
+    return fingerprint;
+}
+
+std::unique_ptr<endpoint_shell_instance> shell_at(std::uint16_t port, const local_sshd& sshd,
+                                                  endpoint_shell_options options) {
+    auto shell =
+        std::make_unique<endpoint_shell_instance>(anweddol::test::test_context().get_executor(),
+                                                  "127.0.0.1", sshd.user(), sshd.password(), port);
+    shell->set_options(std::move(options));
+    return shell;
+}
+
+} // namespace
+
+TEST_CASE("endpoint shell: pinned fingerprints refuse another server before the password is "
+          "sent, and accept the right one",
+          "[endpoint_shell][host_keys]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    // A second server at the address the shell connects to: same user, same
+    // password, keys of its own. Had the password been sent, it would have
+    // logged in and said so (LogLevel DEBUG1 logs every userauth-request).
+    other_sshd impostor(*sshd);
+    REQUIRE(impostor.ed25519_fingerprint() != impostor.ecdsa_fingerprint());
+    // Its sessions: connections that got as far as the client's banner.
+    const std::string session = "Remote protocol version";
+
+    endpoint_shell_options pinned;
+    pinned.host_keys = host_key_policy::pinned_fingerprints;
+    const auto refused = [&](std::vector<std::string> fingerprints) {
+        pinned.host_key_fingerprints = std::move(fingerprints);
+        auto shell = shell_at(impostor.port(), *sshd, pinned);
+        const auto start = std::chrono::steady_clock::now();
+        const auto error = failure_of([&] { return shell->open_shell(); });
+        CHECK(std::chrono::steady_clock::now() - start < 10s); // not retried until ready_timeout
+        CHECK(shell->is_closed());
+        CHECK(error.code() == errc::host_key_mismatch);
+        return std::string(error.what()); // the diagnostics' messages, then the code's
+    };
+
+    SECTION("the first server's key is refused: the diagnostics say which was seen and expected") {
+        const std::string message = refused({sshd->fingerprint()});
+        // libssh prefers ed25519, so that is the key the server presents.
+        CHECK(message.find(impostor.ed25519_fingerprint()) != std::string::npos);
+        CHECK(message.find("ssh-ed25519") != std::string::npos);
+        CHECK(message.find(sshd->fingerprint()) != std::string::npos);
+        CHECK(message.find("127.0.0.1:" + std::to_string(impostor.port())) != std::string::npos);
+        CHECK(message.find(sshd->password()) == std::string::npos);
+    }
+    SECTION("its own fingerprints, tampered, are refused") {
+        const std::string message = refused(
+            {tampered(impostor.ed25519_fingerprint()), tampered(impostor.ecdsa_fingerprint())});
+        CHECK(message.find(tampered(impostor.ed25519_fingerprint())) != std::string::npos);
+        CHECK(message.find(tampered(impostor.ecdsa_fingerprint())) != std::string::npos);
+    }
+    SECTION("a key it has but does not present is refused: the presented one must match") {
+        const std::string message = refused({impostor.ecdsa_fingerprint()});
+        CHECK(message.find(impostor.ed25519_fingerprint()) != std::string::npos);
+    }
+    // The handshake reached the server (it logged its end) exactly once, and
+    // no authentication request ever did.
+    const bool refusal_logged = sessions_ended(impostor, 1);
+    std::string log = impostor.log();
+    INFO("the second sshd's log:\n" << log);
+    REQUIRE(refusal_logged);
+    CHECK(occurrences(log, session) == 1);
+    CHECK(occurrences(log, "KEX done") == 1);
+    CHECK(occurrences(log, "userauth-request") == 0);
+    CHECK(occurrences(log, "password") == 0);
+
+    // The control: pinned to its real keys, in any order and as a user may
+    // write them (no "SHA256:", '=' padding), the same server takes the
+    // password, and its log shows it: the checks above can fail.
+    pinned.host_key_fingerprints = {tampered(impostor.ed25519_fingerprint()),
+                                    impostor.ecdsa_fingerprint(),
+                                    impostor.ed25519_fingerprint().substr(7) + "="};
+    auto shell = shell_at(impostor.port(), *sshd, pinned);
+    run(shell->open_shell());
+    CHECK(shell->get_host_key_fingerprint() == impostor.ed25519_fingerprint());
+    CHECK(run_coroutine(shell->execute("id -un")).std_out == sshd->user() + "\n");
+    run(shell->close_shell());
+    const bool login_logged = sessions_ended(impostor, 2);
+    log = impostor.log();
+    INFO("the second sshd's log after the login:\n" << log);
+    REQUIRE(login_logged);
+    CHECK(occurrences(log, "userauth-request for user " + sshd->user() +
+                               " service ssh-connection method password") == 1);
+    CHECK(occurrences(log, "Accepted password for " + sshd->user()) == 1);
+    CHECK(occurrences(log, session) == 2);
+}
+
+TEST_CASE("endpoint shell: the first server's own fingerprint, pinned as a set, logs in",
+          "[endpoint_shell][host_keys]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    endpoint_shell_options pinned;
+    pinned.host_keys = host_key_policy::pinned_fingerprints;
+    pinned.host_key_fingerprints = {sshd->other_fingerprint(), sshd->fingerprint()};
+    auto shell = shell_for(*sshd, pinned);
+    run(shell->open_shell());
+    CHECK(shell->get_host_key_fingerprint() == sshd->fingerprint());
+    CHECK(run_coroutine(shell->execute("echo pinned")).std_out == "pinned\n");
+    run(shell->close_shell());
+}
+
+TEST_CASE("endpoint shell: an empty or malformed fingerprint set is refused before connecting",
+          "[endpoint_shell][host_keys]") {
+    // A listener that counts connections: none may arrive.
+    fake_server server(fake_server_behaviour::silent);
+    endpoint_shell_instance shell(anweddol::test::test_context().get_executor(), "127.0.0.1",
+                                  "endpoint", "endpoint", server.port());
+    endpoint_shell_options pinned;
+    pinned.host_keys = host_key_policy::pinned_fingerprints;
+    const auto message_for = [&](std::vector<std::string> fingerprints) {
+        pinned.host_key_fingerprints = std::move(fingerprints);
+        const auto error = failure_of([&] { return shell.open_shell(pinned); }, 10s);
+        CHECK(error.code() == errc::invalid_argument);
+        return std::string(error.what());
+    };
+    CHECK(message_for({}).find("host_key_fingerprints") != std::string::npos);
+    const std::string md5 = "MD5:d0:10:ba:b4:56:38:c1:36:00:74:b6:3d:52:ee:ad:30";
+    CHECK(message_for({"SHA256:pvPLIxg3DubizDUKemTJSv9d35jbNzI5dgsNf91uM44", md5}).find(md5) !=
+          std::string::npos);
+    CHECK(message_for({""}).find("no SHA-256 fingerprint") != std::string::npos);
+    CHECK(message_for({"SHA256:pvPLIxg3DubizDUKemTJSv9d35jbNzI5dgsNf91uM4"})
+              .find("no SHA-256 fingerprint") != std::string::npos);
+    anweddol::test::run_until([] { return false; }, 200ms); // a connection would arrive by now
+    CHECK(server.accepted() == 0);
+    CHECK(shell.is_closed());
 }
 
 TEST_CASE("endpoint shell: administrate_container quotes every argument", "[endpoint_shell]") {

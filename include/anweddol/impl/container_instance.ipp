@@ -16,6 +16,9 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/this_coro.hpp>
 
 #include <exception>
@@ -33,9 +36,24 @@ destroy_domain(anweddol::runtime& rt, std::shared_ptr<hypervisor_connection> con
     auto executor = co_await boost::asio::this_coro::executor;
     auto destroying = [&]() -> boost::asio::awaitable<void> {
         if (connection) {
+            // The domain's STOPPED event follows the destroy. Waiting for it
+            // (briefly) keeps a start with the same UUID right after from
+            // taking it for the end of its own domain.
+            auto gone = std::make_shared<detail::stop_signal>(executor);
+            hypervisor_connection::subscription watching;
+            if (connection->lifecycle_events())
+                watching = connection->subscribe(
+                    uuid, executor, [gone](const domain_lifecycle_event& event) {
+                        gone->on_event(event.event, event.detail, false);
+                    });
             auto calling = connection->call(
-                [uuid](virConnectPtr c) { detail::destroy_domain_blocking(c, uuid, nullptr); });
-            co_await std::move(calling);
+                [uuid](virConnectPtr c) { return detail::destroy_domain_blocking(c, uuid, nullptr); });
+            const bool destroyed = co_await std::move(calling);
+            if (destroyed && connection->lifecycle_events()) {
+                using namespace boost::asio::experimental::awaitable_operators;
+                boost::asio::steady_timer limit(executor, std::chrono::seconds(5));
+                co_await (gone->wait() || limit.async_wait(boost::asio::use_awaitable));
+            }
         } else {
             auto running = detail::run_blocking(
                 rt.workers(), &rt.completions(), [uuid, fallback = std::move(fallback)] {

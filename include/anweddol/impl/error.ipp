@@ -55,7 +55,7 @@ public:
             return "the SSH server refused the credentials: check the username and password";
         case errc::host_key_mismatch:
             return "the SSH server's host key is not the expected one: check known_hosts or "
-                   "the pinned fingerprint (the server may be an impostor)";
+                   "the pinned fingerprints (the server may be an impostor)";
         case errc::output_limit_exceeded:
             return "the remote command printed more than its output cap: raise "
                    "command_options::max_output_bytes or stream it with on_output";

@@ -5,10 +5,13 @@
 #define ANWEDDOL_IMPL_PROVISIONING_IPP
 
 #include <anweddol/detail/credentials.hpp>
+#include <anweddol/detail/ssh/console_fingerprints.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/provisioning.hpp>
 
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
 #include <array>
@@ -75,6 +78,23 @@ ANWEDDOL_DECL provisioning_phase phase_of(container_phase phase) {
     return provisioning_phase::waiting_for_ssh;
 }
 
+// The host key fingerprints the guest printed on its console, waiting a
+// little for a block that has begun to end; empty when it printed none.
+// The guest prints them before its network is up, so by the time it has an
+// address they are normally there already.
+inline boost::asio::awaitable<std::vector<std::string>>
+console_host_keys(std::shared_ptr<container_instance> container) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    boost::asio::steady_timer pause(co_await boost::asio::this_coro::executor);
+    for (;;) {
+        const auto scan = detail::parse_console_fingerprints(container->get_console_log());
+        if (!scan.block_open || std::chrono::steady_clock::now() >= give_up)
+            co_return scan.complete ? detail::fingerprints_of(scan) : std::vector<std::string>();
+        pause.expires_after(std::chrono::milliseconds(100));
+        co_await pause.async_wait(boost::asio::use_awaitable);
+    }
+}
+
 } // namespace provisioning_impl
 
 ANWEDDOL_DECL boost::asio::awaitable<provisioned_container>
@@ -107,6 +127,16 @@ detail::provision_here(std::shared_ptr<container_instance> container,
     std::exception_ptr failure;
     try {
         result.ip = *container->get_ip();
+        if (options.shell.host_keys == host_key_policy::accept_new) {
+            auto reading = provisioning_impl::console_host_keys(container);
+            auto pinned = co_await std::move(reading);
+            if (!pinned.empty()) {
+                options.shell.host_keys = host_key_policy::pinned_fingerprints;
+                options.shell.host_key_fingerprints = std::move(pinned);
+            }
+        }
+        result.host_keys = options.shell.host_keys;
+        result.host_key_fingerprints = options.shell.host_key_fingerprints;
         auto endpoint =
             std::make_shared<endpoint_shell_instance>(container->get_executor(), result.ip);
         endpoint->set_options(options.shell);
@@ -154,7 +184,9 @@ detail::provision_here(std::shared_ptr<container_instance> container,
                 // tries again.
             }
         }
-        std::rethrow_exception(failure);
+        // What the guest said on its console, up to the failure (an SSH
+        // server that never came up, a setup script that failed).
+        std::rethrow_exception(detail::with_guest_console(failure, container->get_console_log()));
     }
 
     using P = provisioning_phase;

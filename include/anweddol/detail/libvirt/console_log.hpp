@@ -8,10 +8,12 @@
 #include <libvirt/virterror.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 namespace anweddol::detail {
@@ -83,6 +85,44 @@ private:
     std::size_t total_ = 0;
 };
 
+/// The rings that open consoles feed, by a number that libvirt carries as
+/// the stream callback's opaque. libvirt 9.0's remote driver never calls a
+/// stream callback's free function, so the opaque cannot own anything: a
+/// number outlives its entry harmlessly, and a callback still on its way
+/// after close() finds nothing. Process-wide, as libvirt's callbacks are;
+/// immortal, so that a callback during exit finds it.
+class console_feeds {
+public:
+    static console_feeds& instance() {
+        static console_feeds* feeds = new console_feeds();
+        return *feeds;
+    }
+    std::uintptr_t add(std::weak_ptr<console_ring> ring) {
+        std::lock_guard lock(mutex_);
+        const std::uintptr_t id = ++last_;
+        rings_.emplace(id, std::move(ring));
+        return id;
+    }
+    std::shared_ptr<console_ring> find(std::uintptr_t id) const {
+        std::lock_guard lock(mutex_);
+        const auto found = rings_.find(id);
+        return found == rings_.end() ? nullptr : found->second.lock();
+    }
+    void remove(std::uintptr_t id) {
+        std::lock_guard lock(mutex_);
+        rings_.erase(id);
+    }
+    std::size_t size() const {
+        std::lock_guard lock(mutex_);
+        return rings_.size();
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::uintptr_t last_ = 0;
+    std::unordered_map<std::uintptr_t, std::weak_ptr<console_ring>> rings_;
+};
+
 /// A domain's serial console, read without blocking from libvirt's event
 /// loop (on the io_context) into a console_ring. Opened and closed on a
 /// connection's lane: both are libvirt RPCs.
@@ -92,9 +132,11 @@ public:
     console_stream(const console_stream&) = delete;
     console_stream& operator=(const console_stream&) = delete;
     console_stream(console_stream&& other) noexcept
-        : stream_(std::exchange(other.stream_, nullptr)) {}
+        : stream_(std::exchange(other.stream_, nullptr))
+        , feed_(std::exchange(other.feed_, 0)) {}
     console_stream& operator=(console_stream&& other) noexcept {
         std::swap(stream_, other.stream_);
+        std::swap(feed_, other.feed_);
         return *this;
     }
     /// Closes it where close() was not called: blocking, but only after
@@ -124,12 +166,12 @@ public:
             virStreamFree(std::exchange(result.stream_, nullptr));
             return result;
         }
-        auto* feed = new std::shared_ptr<console_ring>(std::move(ring));
+        result.feed_ = console_feeds::instance().add(ring);
         constexpr int events =
             VIR_STREAM_EVENT_READABLE | VIR_STREAM_EVENT_ERROR | VIR_STREAM_EVENT_HANGUP;
-        if (virStreamEventAddCallback(stream, events, &on_event, feed, &free_feed) < 0) {
-            note_failure(**feed, "cannot watch the console");
-            delete feed;
+        if (virStreamEventAddCallback(stream, events, &on_event,
+                                      reinterpret_cast<void*>(result.feed_), nullptr) < 0) {
+            note_failure(*ring, "cannot watch the console");
             result.close();
         }
         return result;
@@ -148,6 +190,7 @@ public:
         if (virStreamAbort(stream_) < 0)
             virResetLastError();
         virStreamFree(std::exchange(stream_, nullptr));
+        console_feeds::instance().remove(std::exchange(feed_, 0));
     }
 
 private:
@@ -161,12 +204,13 @@ private:
     // Runs on libvirt's event loop, on the io_context: reads what is there
     // and returns, never waits.
     static void on_event(virStreamPtr stream, int, void* opaque) {
-        auto& ring = **static_cast<std::shared_ptr<console_ring>*>(opaque);
+        const auto ring = console_feeds::instance().find(reinterpret_cast<std::uintptr_t>(opaque));
         char buffer[4096];
         for (;;) {
             const int got = virStreamRecv(stream, buffer, sizeof buffer);
             if (got > 0) {
-                ring.append(std::string_view(buffer, static_cast<std::size_t>(got)));
+                if (ring)
+                    ring->append(std::string_view(buffer, static_cast<std::size_t>(got)));
                 continue;
             }
             if (got == -2)
@@ -179,9 +223,9 @@ private:
             return;
         }
     }
-    static void free_feed(void* opaque) { delete static_cast<std::shared_ptr<console_ring>*>(opaque); }
-
     virStreamPtr stream_ = nullptr;
+    std::uintptr_t feed_ = 0; ///< in console_feeds
+
 };
 
 } // namespace anweddol::detail

@@ -116,18 +116,21 @@ inline domain_handle find_domain(virConnectPtr connection, const std::string& uu
 
 /// Destroys the domain with `uuid`, looked up on `connection`, or `fallback`
 /// where there is no connection (an adopted domain). A domain already gone
-/// is not an error.
-inline void destroy_domain_blocking(virConnectPtr connection, const std::string& uuid,
+/// is not an error. Returns whether this call destroyed it.
+inline bool destroy_domain_blocking(virConnectPtr connection, const std::string& uuid,
                                     virDomainPtr fallback) {
     domain_handle domain = connection ? find_domain(connection, uuid) : retain_domain(fallback);
-    if (domain && virDomainDestroy(domain.get()) < 0) {
+    if (!domain)
+        return false;
+    if (virDomainDestroy(domain.get()) < 0) {
         if (virGetLastErrorCode() == VIR_ERR_OPERATION_INVALID ||
             virGetLastErrorCode() == VIR_ERR_NO_DOMAIN) {
             virResetLastError(); // not running any more
-            return;
+            return false;
         }
         throw_last_libvirt_error("cannot destroy domain " + uuid);
     }
+    return true;
 }
 
 /// Asks the guest to shut down (an ACPI power button press).

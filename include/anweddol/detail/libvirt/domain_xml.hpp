@@ -82,8 +82,12 @@ inline std::string domain_xml(const domain_definition& d) {
     xml += "  <memory unit='MiB'>" + memory + "</memory>\n";
     xml += "  <currentMemory unit='MiB'>" + memory + "</currentMemory>\n";
     xml += "  <vcpu placement='static'>" + std::to_string(d.vcpus) + "</vcpu>\n";
+    // useserial: the firmware writes to the serial console too, so that the
+    // console log shows a boot that fails before the kernel ("No bootable
+    // device").
     xml += "  <os>\n    <type arch='x86_64'>hvm</type>\n"
-           "    <boot dev='hd'/>\n    <boot dev='cdrom'/>\n  </os>\n";
+           "    <boot dev='hd'/>\n    <boot dev='cdrom'/>\n"
+           "    <bios useserial='yes'/>\n  </os>\n";
     xml += "  <features>\n    <acpi/>\n    <apic/>\n    <vmport state='off'/>\n  </features>\n";
     xml += "  <clock offset='utc'>\n"
            "    <timer name='rtc' tickpolicy='catchup'/>\n"

@@ -10,13 +10,21 @@
 
 #include <libssh/libssh.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 namespace anweddol::detail {
 
-/// The server's host key on a session past its handshake, as
-/// "SHA256:<base64>" (unpadded, as OpenSSH and libssh print it).
-inline std::string host_key_fingerprint(ssh_session session, const std::string& where) {
+/// The server's host key on a session past its handshake: its SHA-256
+/// fingerprint, "SHA256:<base64>" (unpadded, as OpenSSH and libssh print
+/// it), and its type ("ssh-ed25519"), for messages.
+struct presented_host_key {
+    std::string fingerprint;
+    std::string type;
+};
+
+inline presented_host_key server_host_key(ssh_session session, const std::string& where) {
     ssh_key raw = nullptr;
     if (ssh_get_server_publickey(session, &raw) != SSH_OK)
         throw_libssh_error(session, "cannot read the host key of " + where);
@@ -27,29 +35,43 @@ inline std::string host_key_fingerprint(ssh_session session, const std::string& 
         throw_libssh_error(session, "cannot hash the host key of " + where);
     char* text = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hash_length);
     ssh_clean_pubkey_hash(&hash);
-    std::string fingerprint = text ? text : "";
+    presented_host_key presented;
+    presented.fingerprint = text ? text : "";
     ssh_string_free_char(text);
-    return fingerprint;
+    const char* type = ssh_key_type_to_char(ssh_key_type(key.get()));
+    presented.type = type ? type : "unknown";
+    return presented;
+}
+
+/// "SHA256:a, SHA256:b", for messages.
+inline std::string fingerprint_list(const std::vector<std::string>& fingerprints) {
+    std::string list;
+    for (const auto& f : fingerprints)
+        list += (list.empty() ? "" : ", ") + f;
+    return list;
 }
 
 /// Checks the server's host key as `params` say; returns its fingerprint.
 /// Errors: errc::host_key_mismatch, libssh's.
 inline std::string check_host_key(ssh_session session, const ssh_login_params& params) {
     const std::string where = endpoint_name(params);
-    std::string fingerprint = host_key_fingerprint(session, where);
+    const presented_host_key presented = server_host_key(session, where);
+    const std::string& fingerprint = presented.fingerprint;
     switch (params.host_keys) {
     case host_key_check::accept_new:
         return fingerprint;
     case host_key_check::fingerprint: {
-        std::string expected = params.fingerprint;
-        if (expected.rfind("SHA256:", 0) != 0)
-            expected.insert(0, "SHA256:");
-        while (!expected.empty() && expected.back() == '=')
-            expected.pop_back(); // OpenSSH and libssh print it unpadded
-        if (expected != fingerprint)
-            throw_error(errc::host_key_mismatch, where + " presented the host key " + fingerprint +
-                                                     ", not the pinned " + expected);
-        return fingerprint;
+        const auto& expected = params.fingerprints;
+        if (std::find(expected.begin(), expected.end(), fingerprint) != expected.end())
+            return fingerprint;
+        throw error_with_diagnostics(
+            errc::host_key_mismatch,
+            diagnostics(where + " presented the host key " + fingerprint + " (" + presented.type +
+                        "), " +
+                        (expected.size() == 1 ? "not the pinned " + expected.front()
+                                              : "none of the " + std::to_string(expected.size()) +
+                                                    " pinned: " + fingerprint_list(expected)) +
+                        "; the password was not sent"));
     }
     case host_key_check::known_hosts:
         switch (ssh_session_is_known_server(session)) {

@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include <string>
+#include <vector>
 
 namespace anweddol::detail {
 
@@ -24,7 +25,9 @@ struct ssh_login_params {
     secret_string password;
     host_key_check host_keys = host_key_check::accept_new;
     std::string known_hosts_file;
-    std::string fingerprint; ///< "SHA256:<base64>"
+    /// For host_key_check::fingerprint: the key must have one of these,
+    /// "SHA256:<base64>" unpadded, as host_key_fingerprint() gives them.
+    std::vector<std::string> fingerprints;
 };
 
 /// "host:port", for messages.

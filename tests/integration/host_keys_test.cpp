@@ -1,0 +1,155 @@
+// A real guest's host keys learnt out of band: the test ISO prints their
+// fingerprints on its serial console, the container keeps that console, and
+// an endpoint shell pinned to them logs in; pinned to a tampered set, it is
+// refused before the password is sent.
+#include "../unit/test_context.hpp"
+#include "sandbox_settings.hpp"
+
+#include <anweddol/container_instance.hpp>
+#include <anweddol/detail/ssh/console_fingerprints.hpp>
+#include <anweddol/endpoint_shell_instance.hpp>
+#include <anweddol/provisioning.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+
+using anweddol::container_instance;
+using anweddol::endpoint_shell_instance;
+using anweddol::endpoint_shell_options;
+using anweddol::host_key_policy;
+using anweddol::detail::parse_console_fingerprints;
+using anweddol::test::run_coroutine;
+using anweddol::test::test_context;
+using boost::asio::awaitable;
+using namespace std::chrono_literals;
+
+TEST_CASE("a real guest's console fingerprints pin its SSH server: the guest is accepted, a "
+          "tampered set refused") {
+    auto container = std::make_shared<container_instance>(test_context().get_executor(),
+                                                          anweddol::test::test_iso());
+    container->set_memory(512);
+    container->set_vcpus(1);
+    auto container_options = container->get_options();
+    container_options.domain_type = anweddol::test::test_domain_type();
+    container->set_options(container_options);
+
+    run_coroutine(
+        [&]() -> awaitable<bool> {
+            auto executor = co_await boost::asio::this_coro::executor;
+            co_await container->start_domain(true, 240, "qemu:///system");
+            // The guest prints the block before its network comes up, so it
+            // is on the console by now; the console's reader may lag a little.
+            auto scan = parse_console_fingerprints(container->get_console_log());
+            boost::asio::steady_timer pause(executor);
+            for (int i = 0; i < 100 && (!scan.complete || scan.block_open); ++i) {
+                pause.expires_after(100ms);
+                co_await pause.async_wait(boost::asio::use_awaitable);
+                scan = parse_console_fingerprints(container->get_console_log());
+            }
+            INFO("the guest's console:\n" << container->get_console_log());
+            REQUIRE(scan.complete);
+            CHECK_FALSE(scan.block_open);
+            REQUIRE(scan.keys.size() == 2);
+            std::set<std::string> types;
+            for (const auto& key : scan.keys)
+                types.insert(key.type);
+            CHECK(types == std::set<std::string>{"ECDSA", "ED25519"});
+            const auto fingerprints = anweddol::detail::fingerprints_of(scan);
+
+            endpoint_shell_options pinned;
+            pinned.host_keys = host_key_policy::pinned_fingerprints;
+            pinned.host_key_fingerprints = fingerprints;
+            endpoint_shell_instance endpoint(executor, *container->get_ip());
+            endpoint.set_options(pinned);
+            co_await endpoint.open_shell();
+            CHECK(std::count(fingerprints.begin(), fingerprints.end(),
+                             endpoint.get_host_key_fingerprint()) == 1);
+            // The guest's own ssh-keygen agrees with its console, key by key.
+            const auto listed = co_await endpoint.execute(
+                "for key in /etc/ssh/ssh_host_*key.pub; do ssh-keygen -l -f \"$key\"; done");
+            CHECK(listed.exit_status == 0);
+            std::set<std::string> from_guest;
+            std::istringstream lines(listed.std_out);
+            for (std::string bits, fingerprint, rest; lines >> bits >> fingerprint;
+                 std::getline(lines, rest))
+                from_guest.insert(fingerprint);
+            CHECK(from_guest == std::set<std::string>(fingerprints.begin(), fingerprints.end()));
+            co_await endpoint.close_shell();
+
+            // One character changed in each: the same guest is refused, at once.
+            pinned.host_key_fingerprints = fingerprints;
+            for (auto& fingerprint : pinned.host_key_fingerprints)
+                fingerprint[20] = fingerprint[20] == 'A' ? 'B' : 'A';
+            endpoint_shell_instance tampered(executor, *container->get_ip());
+            tampered.set_options(pinned);
+            boost::system::error_code refusal;
+            std::string message;
+            try {
+                co_await tampered.open_shell();
+            } catch (const boost::system::system_error& e) {
+                refusal = e.code();
+                message = e.what();
+            }
+            CHECK(refusal == anweddol::errc::host_key_mismatch);
+            CHECK(message.find(endpoint.get_host_key_fingerprint()) != std::string::npos);
+            CHECK(tampered.is_closed());
+
+            co_await container->stop_domain();
+            co_return true;
+        }(),
+        6min);
+    CHECK_FALSE(container->is_domain_running());
+}
+
+TEST_CASE("provision() pins the host keys the guest printed, and says so; a tampered pin is "
+          "refused and leaves no domain") {
+    const auto make_container = [] {
+        auto c = std::make_shared<container_instance>(test_context().get_executor(),
+                                                      anweddol::test::test_iso(), "", 512, 1);
+        auto options = c->get_options();
+        options.domain_type = anweddol::test::test_domain_type();
+        c->set_options(options);
+        return c;
+    };
+    auto container = make_container();
+    anweddol::provisioning_options options;
+    options.address_timeout = 240s;
+    auto result = run_coroutine(anweddol::provision(container, options), 6min);
+    CHECK(result.host_keys == host_key_policy::pinned_fingerprints);
+    const auto printed = anweddol::detail::fingerprints_of(
+        parse_console_fingerprints(container->get_console_log()));
+    CHECK(result.host_key_fingerprints == printed);
+    CHECK(result.host_key_fingerprints.size() == 2); // ECDSA and ED25519
+    run_coroutine(
+        [&]() -> awaitable<bool> {
+            co_await container->stop_domain();
+            co_return true;
+        }(),
+        1min);
+
+    // Pinned by the caller to keys the guest does not have: refused, and
+    // the container is destroyed.
+    auto refused = make_container();
+    options.shell.host_keys = host_key_policy::pinned_fingerprints;
+    options.shell.host_key_fingerprints = {"SHA256:" + std::string(43, 'A')};
+    anweddol::diagnostics diag;
+    const auto [error, ignored] = run_coroutine(
+        anweddol::provision(refused, options, diag,
+                            boost::asio::as_tuple(boost::asio::use_awaitable)),
+        6min);
+    INFO(diag.full_message());
+    CHECK(error == anweddol::errc::host_key_mismatch);
+    CHECK(diag.full_message().find("not sent") != std::string::npos);
+    CHECK_FALSE(refused->is_domain_running());
+}
