@@ -6,22 +6,41 @@
 //   GET    /containers          lists them (without passwords)
 //   DELETE /containers/{uuid}   destroys one; 204
 //
-// Bad requests get 4xx with {"error": ...}; a failed boot gets 5xx and leaves
-// nothing behind. Ctrl-C (or SIGTERM) stops the server and destroys every
-// container it handed out. It listens on 127.0.0.1 only.
+// It holds under load:
+// - A capacity (anweddol::container_capacity): at most --max-containers at
+//   once, and a boot only while the host's free memory, less the memory of
+//   the containers still booting, has room for it. Beyond that a POST gets
+//   503 with Retry-After, at once, and boots nothing.
+// - Bounds on every request: a body of at most --max-body bytes (413), JSON
+//   (415 otherwise) with `memory` in [512, --max-memory] MiB and `vcpus` in
+//   [1, --max-vcpus] and nothing else (400); headers of at most 8 KiB (431),
+//   read within --header-timeout seconds (the connection is closed);
+//   at most --max-connections connections (503).
+// - A client that hangs up while its container is provisioned cancels the
+//   provisioning: the domain is destroyed and nothing is stored. A 201 that
+//   cannot be delivered destroys its container too.
 //
-//   container_server ISO [PORT] [DRIVER_URI] [DOMAIN_TYPE]
-//   curl -X POST 127.0.0.1:8080/containers
+// Bad requests get 4xx with {"error": ...}; a failed boot gets 5xx and leaves
+// nothing behind. Ctrl-C (or SIGTERM) stops the server: open connections are
+// closed, provisionings cancelled, and every container it handed out
+// destroyed. It listens on 127.0.0.1 only.
+//
+//   container_server ISO [PORT] [DRIVER_URI] [DOMAIN_TYPE] [OPTIONS]  (--help)
+//   curl -X POST 127.0.0.1:8080/containers -H 'Content-Type: application/json' -d '{"memory": 512}'
 #include <anweddol/virtualization.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -29,126 +48,406 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <iostream>
+#include <limits>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
+#include <string_view>
+#include <thread>
+#include <variant>
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
+using request_type = http::request<http::string_body>;
+using response_type = http::response<http::string_body>;
 
 namespace {
 
-struct handed_out {
-    std::string ip;
-    std::uint16_t port;
-    std::string username;
+constexpr std::string_view usage =
+    R"(usage: container_server ISO [PORT] [DRIVER_URI] [DOMAIN_TYPE] [options]
+
+An HTTP/JSON container server on 127.0.0.1 (see the top of its source).
+
+  --port PORT             where it listens (default 8080; 0: any free port)
+  --uri URI               libvirt driver URI (default qemu:///system)
+  --domain-type TYPE      kvm or qemu (default: kvm where the host has it)
+capacity, beyond which POST gets 503 with Retry-After:
+  --max-containers N      containers at once, booting or handed out (default 4; 0: no limit)
+  --memory-headroom MIB   host memory kept free beyond the containers' (default 512)
+  --no-memory-check       do not ask the host's free memory
+  --retry-after SECONDS   the Retry-After of a 503 (default 20: about one boot)
+request bounds:
+  --max-memory MIB        the most memory a container may ask (default 2048)
+  --max-vcpus N           the most vCPUs a container may ask (default: the CPU count)
+  --max-body BYTES        the largest request body (default 1024)
+  --header-timeout SEC    to read a request's headers and body (default 10)
+  --max-connections N     open connections at once (default 256)
+  --help                  this text
+)";
+
+struct server_settings {
+    std::string iso;
+    std::uint16_t port = 8080;
+    std::string uri = "qemu:///system";
+    std::string domain_type; // empty: kvm where the host has it
+    anweddol::container_capacity::options capacity;
+    std::chrono::seconds retry_after{20};
+    unsigned max_memory_mib = 2048;
+    unsigned max_vcpus = std::max(1u, std::thread::hardware_concurrency());
+    std::size_t max_body_bytes = 1024;
+    std::chrono::seconds header_timeout{10};
+    std::size_t max_connections = 256;
+};
+
+[[noreturn]] void bad_usage(const std::string& why) {
+    std::cerr << "container_server: " << why << "\n\n" << usage;
+    std::exit(2);
+}
+
+std::uint64_t number(std::string_view option, std::string_view value, std::uint64_t low,
+                     std::uint64_t high) {
+    std::uint64_t n = 0;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    if (ec != std::errc() || end != value.data() + value.size() || n < low || n > high)
+        bad_usage(std::string(option) + " needs a whole number from " + std::to_string(low) +
+                  " to " + std::to_string(high) + ", not '" + std::string(value) + "'");
+    return n;
+}
+
+server_settings parse_command_line(int argc, char** argv) {
+    server_settings s;
+    s.capacity.max_containers = 4;
+    int positional = 0;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == "--help") {
+            std::cout << usage;
+            std::exit(0);
+        }
+        if (arg == "--no-memory-check") {
+            s.capacity.check_memory = false;
+            continue;
+        }
+        if (!arg.starts_with("--")) {
+            switch (positional++) {
+            case 0:
+                s.iso = arg;
+                break;
+            case 1:
+                s.port = static_cast<std::uint16_t>(number("PORT", arg, 0, 65535));
+                break;
+            case 2:
+                s.uri = arg;
+                break;
+            case 3:
+                s.domain_type = arg;
+                break;
+            default:
+                bad_usage("one argument too many: " + std::string(arg));
+            }
+            continue;
+        }
+        if (i + 1 == argc)
+            bad_usage(std::string(arg) + " needs a value");
+        const std::string_view value = argv[++i];
+        if (arg == "--port")
+            s.port = static_cast<std::uint16_t>(number(arg, value, 0, 65535));
+        else if (arg == "--uri")
+            s.uri = value;
+        else if (arg == "--domain-type")
+            s.domain_type = value;
+        else if (arg == "--max-containers")
+            s.capacity.max_containers = number(arg, value, 0, 1 << 20);
+        else if (arg == "--memory-headroom")
+            s.capacity.memory_headroom_mib = number(arg, value, 0, 1 << 30);
+        else if (arg == "--retry-after")
+            s.retry_after = std::chrono::seconds(number(arg, value, 1, 86400));
+        else if (arg == "--max-memory")
+            s.max_memory_mib = static_cast<unsigned>(number(arg, value, 512, 1 << 24));
+        else if (arg == "--max-vcpus")
+            s.max_vcpus = static_cast<unsigned>(number(arg, value, 1, 4096));
+        else if (arg == "--max-body")
+            s.max_body_bytes = number(arg, value, 2, 1 << 20);
+        else if (arg == "--header-timeout")
+            s.header_timeout = std::chrono::seconds(number(arg, value, 1, 3600));
+        else if (arg == "--max-connections")
+            s.max_connections = number(arg, value, 1, 1 << 20);
+        else
+            bad_usage("unknown option " + std::string(arg));
+    }
+    if (s.iso.empty())
+        bad_usage("the ISO is required");
+    s.capacity.driver_uri = s.uri;
+    return s;
+}
+
+// ---- Requests and responses ------------------------------------------------
+
+response_type reply(unsigned version, bool keep_alive, http::status status,
+                    const json::value& body) {
+    response_type response(status, version);
+    response.set(http::field::content_type, "application/json");
+    response.keep_alive(keep_alive);
+    response.body() = json::serialize(body);
+    response.prepare_payload();
+    return response;
+}
+
+response_type error(unsigned version, bool keep_alive, http::status status,
+                    const std::string& message) {
+    return reply(version, keep_alive, status, json::object{{"error", message}});
+}
+
+response_type error(const request_type& request, http::status status, const std::string& message) {
+    return error(request.version(), request.keep_alive(), status, message);
+}
+
+// A 503 that says when to come back.
+response_type unavailable(const request_type& request, std::chrono::seconds retry_after,
+                          const std::string& message) {
+    auto response = error(request, http::status::service_unavailable, message);
+    response.set(http::field::retry_after, std::to_string(retry_after.count()));
+    return response;
+}
+
+// What a client may ask for a container: {"memory": MiB, "vcpus": N}, both
+// optional, nothing else.
+struct container_request {
+    unsigned memory_mib = 512;
+    unsigned vcpus = 1;
+};
+
+struct refusal {
+    http::status status;
+    std::string message;
+};
+
+std::variant<container_request, refusal> parse_container_request(const request_type& request,
+                                                                 const server_settings& s) {
+    container_request wanted;
+    if (request.body().empty())
+        return wanted;
+    const std::string_view type = request[http::field::content_type];
+    if (type.substr(0, type.find(';')) != "application/json")
+        return refusal{http::status::unsupported_media_type,
+                       "the body must be JSON, sent with Content-Type: application/json"};
+    boost::system::error_code ec;
+    const json::value body = json::parse(request.body(), ec);
+    if (ec || !body.is_object())
+        return refusal{http::status::bad_request,
+                       "the body must be a JSON object such as {\"memory\": 512, \"vcpus\": 1}"};
+    for (const auto& [key, value] : body.as_object()) {
+        const bool memory = key == "memory";
+        if (!memory && key != "vcpus")
+            return refusal{http::status::bad_request,
+                           "unknown field \"" + std::string(key) +
+                               "\": a container request may have \"memory\" and \"vcpus\" only"};
+        const std::uint64_t low = memory ? 512 : 1;
+        const std::uint64_t high = memory ? s.max_memory_mib : s.max_vcpus;
+        const std::string range = "from " + std::to_string(low) + " to " + std::to_string(high) +
+                                  (memory ? " (MiB)" : "");
+        if (!value.is_int64() && !value.is_uint64())
+            return refusal{http::status::bad_request,
+                           "\"" + std::string(key) + "\" must be a whole number " + range};
+        const bool in_range = value.is_uint64()
+                                  ? value.as_uint64() >= low && value.as_uint64() <= high
+                                  : value.as_int64() >= static_cast<std::int64_t>(low) &&
+                                        value.as_int64() <= static_cast<std::int64_t>(high);
+        if (!in_range)
+            return refusal{http::status::bad_request, "\"" + std::string(key) + "\" must be " +
+                                                          range + ", not " +
+                                                          json::serialize(value)};
+        (memory ? wanted.memory_mib : wanted.vcpus) = value.to_number<unsigned>();
+    }
+    return wanted;
+}
+
+bool looks_like_uuid(std::string_view s) {
+    if (s.size() != 36)
+        return false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !std::isxdigit(static_cast<unsigned char>(s[i])))
+            return false;
+    }
+    return true;
+}
+
+// ---- The server ------------------------------------------------------------
+
+// A response, and the container it hands out (to destroy if it cannot be
+// delivered).
+struct outcome {
+    outcome() = default;
+    explicit outcome(response_type r, std::string uuid = {})
+        : response(std::move(r))
+        , created_uuid(std::move(uuid)) {}
+    response_type response;
+    std::string created_uuid;
 };
 
 class container_server {
 public:
-    container_server(asio::any_io_executor executor, std::string iso, std::string uri,
-                     std::string domain_type)
+    container_server(asio::any_io_executor executor, server_settings settings)
         : interface_(executor)
-        , iso_(std::move(iso))
-        , uri_(std::move(uri))
-        , domain_type_(std::move(domain_type)) {}
+        , capacity_(executor, settings.capacity)
+        , settings_(std::move(settings)) {}
 
-    asio::awaitable<http::response<http::string_body>>
-    handle(const http::request<http::string_body>& request) {
-        const std::string target(request.target());
-        if (target == "/containers" && request.method() == http::verb::post)
-            co_return co_await create(request);
+    const server_settings& settings() const { return settings_; }
+    bool stopping() const { return stopping_; }
+
+    // Every request but POST /containers.
+    asio::awaitable<response_type> handle(const request_type& request) {
+        const std::string_view target = request.target();
         if (target == "/containers" && request.method() == http::verb::get)
             co_return list(request);
         if (target.starts_with("/containers/") && request.method() == http::verb::delete_)
-            co_return co_await destroy(request, target.substr(std::string("/containers/").size()));
+            co_return co_await destroy(request,
+                                       target.substr(std::string_view("/containers/").size()));
         if (target == "/containers" || target.starts_with("/containers/"))
             co_return error(request, http::status::method_not_allowed,
                             "use POST or GET on /containers, DELETE on /containers/{uuid}");
-        co_return error(request, http::status::not_found, "no such resource: " + target);
+        co_return error(request, http::status::not_found,
+                        "no such resource: " + std::string(target));
     }
 
-    // Stops every container it handed out.
-    asio::awaitable<void> shutdown() {
-        for (const auto& uuid : interface_.list_stored_containers())
-            if (auto container = interface_.get_stored_container(uuid);
-                container && container->is_domain_running())
+    // POST /containers: checks the request, takes a place in the capacity,
+    // provisions. Cancelling it (the client hung up) cancels the
+    // provisioning, which destroys the domain: nothing is stored.
+    asio::awaitable<outcome> create(const request_type& request) {
+        if (stopping_)
+            co_return outcome{
+                unavailable(request, settings_.retry_after, "the server is stopping")};
+        const auto parsed = parse_container_request(request, settings_);
+        if (const auto* refused = std::get_if<refusal>(&parsed))
+            co_return outcome{error(request, refused->status, refused->message)};
+        const auto& wanted = std::get<container_request>(parsed);
+
+        anweddol::diagnostics diag;
+        auto reserving =
+            capacity_.reserve(wanted.memory_mib, diag, asio::as_tuple(asio::use_awaitable));
+        auto [refused, place] = co_await std::move(reserving);
+        if (refused == anweddol::errc::over_capacity)
+            co_return outcome{
+                unavailable(request, settings_.retry_after,
+                            "no capacity for another container now: " + diag.client_message())};
+        if (refused)
+            co_return outcome{error(request, http::status::internal_server_error,
+                                    "cannot check the capacity: " + refused.message() + ": " +
+                                        diag.client_message() + " " + diag.server_message())};
+
+        auto container = interface_.create_container(settings_.iso, false);
+        container->set_memory(wanted.memory_mib); // within bounds: checked above
+        container->set_vcpus(wanted.vcpus);
+        anweddol::provisioning_options provisioning;
+        provisioning.driver_uri = settings_.uri;
+        provisioning.domain_type = settings_.domain_type;
+        auto provisioning_op = anweddol::provision(container, std::move(provisioning), diag,
+                                                   asio::as_tuple(asio::use_awaitable));
+        auto [failed, provisioned] = co_await std::move(provisioning_op);
+        if (failed) {
+            // provision() has destroyed the domain already; the place goes
+            // back with `place`.
+            co_return outcome{error(request, http::status::internal_server_error,
+                                    "the container could not be provisioned: " + failed.message() +
+                                        ": " + diag.client_message())};
+        }
+        place.mark_booted();
+        const std::string uuid = container->get_uuid();
+        interface_.add_stored_container(container);
+        handed_out_[uuid] = {provisioned.ip, provisioned.port, provisioned.username,
+                             std::move(place)};
+        auto response = reply(request.version(), request.keep_alive(), http::status::created,
+                              json::object{{"uuid", uuid},
+                                           {"ip", provisioned.ip},
+                                           {"port", provisioned.port},
+                                           {"username", provisioned.username},
+                                           {"password", provisioned.password}});
+        anweddol::detail::cleanse(provisioned.password);
+        co_return outcome(std::move(response), uuid);
+    }
+
+    // Destroys a container whose credentials never reached the client.
+    asio::awaitable<void> discard(std::string uuid) {
+        if (auto container = interface_.get_stored_container(uuid)) {
+            // Its place goes back with `entry`, once the domain is gone.
+            const auto entry = handed_out_.extract(uuid);
+            interface_.delete_stored_container(uuid);
+            if (container->is_domain_running())
                 co_await container->stop_domain();
-        std::cout << "destroyed " << interface_.get_stored_containers_amount() << " container(s)\n";
+        }
+    }
+
+    // Connections register here, so that shutdown() can close them.
+    class session {
+    public:
+        session(container_server& server, tcp::socket& socket)
+            : server_(server)
+            , socket_(socket) {
+            server_.sessions_.insert(&socket_);
+        }
+        session(const session&) = delete;
+        session& operator=(const session&) = delete;
+        ~session() { server_.sessions_.erase(&socket_); }
+        // Whether this one is beyond --max-connections.
+        bool over_limit() const {
+            return server_.sessions_.size() > server_.settings_.max_connections;
+        }
+
+    private:
+        container_server& server_;
+        tcp::socket& socket_;
+    };
+
+    // Closes every connection (which cancels their provisionings) and stops
+    // every container handed out.
+    asio::awaitable<void> shutdown() {
+        stopping_ = true;
+        for (tcp::socket* socket : sessions_) {
+            boost::system::error_code ignored;
+            socket->shutdown(tcp::socket::shutdown_both, ignored);
+            socket->close(ignored);
+        }
+        std::size_t destroyed = 0;
+        for (const auto& uuid : interface_.list_stored_containers()) {
+            auto container = interface_.get_stored_container(uuid);
+            const auto entry = handed_out_.extract(uuid);
+            interface_.delete_stored_container(uuid);
+            if (container && container->is_domain_running()) {
+                auto stopping = container->stop_domain(anweddol::stop_options{},
+                                                       asio::as_tuple(asio::use_awaitable));
+                auto [failed] = co_await std::move(stopping);
+                if (failed)
+                    std::cout << "container " << uuid
+                              << " could not be destroyed: " << failed.message() << std::endl;
+                else
+                    ++destroyed;
+            }
+        }
+        std::cout << "destroyed " << destroyed << " container(s)" << std::endl;
     }
 
 private:
-    static http::response<http::string_body> reply(const http::request<http::string_body>& request,
-                                                   http::status status, const json::value& body) {
-        http::response<http::string_body> response(status, request.version());
-        response.set(http::field::content_type, "application/json");
-        response.keep_alive(request.keep_alive());
-        response.body() = json::serialize(body);
-        response.prepare_payload();
-        return response;
-    }
+    struct handed_out {
+        std::string ip;
+        std::uint16_t port;
+        std::string username;
+        anweddol::container_capacity::reservation place;
+    };
 
-    static http::response<http::string_body> error(const http::request<http::string_body>& request,
-                                                   http::status status,
-                                                   const std::string& message) {
-        return reply(request, status, json::object{{"error", message}});
-    }
-
-    asio::awaitable<http::response<http::string_body>>
-    create(const http::request<http::string_body>& request) {
-        // An optional body: {"memory": MiB, "vcpus": N}.
-        unsigned memory = 512;
-        unsigned vcpus = 1;
-        if (!request.body().empty()) {
-            boost::system::error_code ec;
-            const json::value body = json::parse(request.body(), ec);
-            if (ec || !body.is_object())
-                co_return error(request, http::status::bad_request,
-                                "the body must be a JSON object such as {\"memory\": 512}");
-            for (const auto& [key, value] : body.as_object()) {
-                if ((key != "memory" && key != "vcpus") || !value.is_int64() ||
-                    value.as_int64() < 1 || value.as_int64() > 65536)
-                    co_return error(request, http::status::bad_request,
-                                    "unknown field or bad value: " + std::string(key));
-                (key == "memory" ? memory : vcpus) = static_cast<unsigned>(value.as_int64());
-            }
-        }
-        std::shared_ptr<anweddol::container_instance> container;
-        try {
-            container = interface_.create_container(iso_, false);
-            container->set_memory(memory);
-            container->set_vcpus(vcpus);
-        } catch (const boost::system::system_error& e) {
-            co_return error(request, http::status::bad_request, e.what());
-        }
-        anweddol::provisioning_options provisioning;
-        provisioning.driver_uri = uri_;
-        provisioning.domain_type = domain_type_; // empty: kvm where the host has it
-        try {
-            auto provisioned = co_await anweddol::provision(container, std::move(provisioning));
-            interface_.add_stored_container(container);
-            handed_out_[container->get_uuid()] = {provisioned.ip, provisioned.port,
-                                                  provisioned.username};
-            auto response = reply(request, http::status::created,
-                                  json::object{{"uuid", container->get_uuid()},
-                                               {"ip", provisioned.ip},
-                                               {"port", provisioned.port},
-                                               {"username", provisioned.username},
-                                               {"password", provisioned.password}});
-            anweddol::detail::cleanse(provisioned.password);
-            co_return response;
-        } catch (const std::exception& e) {
-            // provision() has destroyed the domain already.
-            co_return error(request, http::status::internal_server_error,
-                            std::string("the container could not be provisioned: ") + e.what());
-        }
-    }
-
-    http::response<http::string_body> list(const http::request<http::string_body>& request) {
+    response_type list(const request_type& request) {
         json::array containers;
         for (const auto& uuid : interface_.list_stored_containers()) {
             const auto& h = handed_out_.at(uuid);
@@ -159,56 +458,215 @@ private:
                                               {"username", h.username},
                                               {"running", running}});
         }
-        return reply(request, http::status::ok, containers);
+        return reply(request.version(), request.keep_alive(), http::status::ok, containers);
     }
 
-    asio::awaitable<http::response<http::string_body>>
-    destroy(const http::request<http::string_body>& request, const std::string& uuid) {
+    asio::awaitable<response_type> destroy(const request_type& request, std::string_view uuid) {
+        if (!looks_like_uuid(uuid))
+            co_return error(request, http::status::bad_request,
+                            "not a UUID: " + std::string(uuid.substr(0, 64)));
         auto container = interface_.get_stored_container(uuid);
         if (!container)
-            co_return error(request, http::status::not_found, "no container " + uuid);
-        if (container->is_domain_running())
-            co_await container->stop_domain();
-        interface_.delete_stored_container(uuid);
-        handed_out_.erase(uuid);
-        http::response<http::string_body> response(http::status::no_content, request.version());
+            co_return error(request, http::status::not_found, "no container " + std::string(uuid));
+        const std::string key(uuid);
+        // Its place goes back with `entry`, once the domain is gone.
+        const auto entry = handed_out_.extract(key);
+        interface_.delete_stored_container(key);
+        if (container->is_domain_running()) {
+            auto stopping = container->stop_domain(anweddol::stop_options{},
+                                                   asio::as_tuple(asio::use_awaitable));
+            auto [failed] = co_await std::move(stopping);
+            if (failed && container->is_domain_running())
+                co_return error(request, http::status::internal_server_error,
+                                "container " + key +
+                                    " could not be destroyed: " + failed.message() +
+                                    "; it is no longer listed, and goes "
+                                    "when the server stops");
+        }
+        response_type response(http::status::no_content, request.version());
         response.keep_alive(request.keep_alive());
         co_return response;
     }
 
     anweddol::virtualization_interface interface_;
+    anweddol::container_capacity capacity_;
+    server_settings settings_;
     std::map<std::string, handed_out> handed_out_;
-    std::string iso_;
-    std::string uri_;
-    std::string domain_type_;
+    std::set<tcp::socket*> sessions_;
+    bool stopping_ = false;
 };
+
+// ---- Connections -----------------------------------------------------------
+
+// Completes when the client hangs up (or its socket is closed) while its
+// request is handled. What it sends meanwhile, a pipelined request, stays in
+// `buffer` for later; one that sends more than `limit` bytes while it waits
+// counts as gone.
+asio::awaitable<void> watch_hangup(tcp::socket& socket, beast::flat_buffer& buffer,
+                                   std::size_t limit,
+                                   std::chrono::steady_clock::time_point& ended) {
+    while (buffer.size() < limit) {
+        auto reading = socket.async_read_some(buffer.prepare(limit - buffer.size()),
+                                              asio::as_tuple(asio::use_awaitable));
+        auto [ec, bytes] = co_await std::move(reading);
+        if (ec)
+            break; // EOF, reset, or cancelled because the request is done
+        buffer.commit(bytes);
+    }
+    ended = std::chrono::steady_clock::now();
+}
+
+// POST /containers, raced with the client's hang-up: whichever ends first
+// cancels the other (a cancelled provisioning destroys its domain before it
+// completes).
+struct raced_outcome {
+    bool hung_up = false;
+    outcome result;
+    // From the hang-up to the end of the cancelled provisioning.
+    std::chrono::steady_clock::duration cancelling{};
+};
+
+asio::awaitable<raced_outcome> create_unless_hung_up(container_server& server, tcp::socket& socket,
+                                                     beast::flat_buffer& buffer,
+                                                     const request_type& request) {
+    auto executor = co_await asio::this_coro::executor;
+    auto creating = asio::co_spawn(executor, server.create(request), asio::deferred);
+    std::chrono::steady_clock::time_point watch_ended;
+    auto watching = asio::co_spawn(
+        executor,
+        watch_hangup(socket, buffer, server.settings().max_body_bytes + 8 * 1024, watch_ended),
+        asio::deferred);
+    auto racing = asio::experimental::make_parallel_group(std::move(creating), std::move(watching))
+                      .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+    auto [order, create_error, result, watch_error] = co_await std::move(racing);
+    if (create_error)
+        std::rethrow_exception(create_error);
+    const bool hung_up = order[0] == 1;
+    // The group completes once the cancelled provisioning has: the hang-up
+    // was seen when the watcher finished, which it does at once.
+    co_return raced_outcome{hung_up, std::move(result),
+                            hung_up ? std::chrono::steady_clock::now() - watch_ended
+                                    : std::chrono::steady_clock::duration{}};
+}
+
+// Answers a request that ends the connection, then closes it gently: the
+// rest of what the client sent (an oversized body) is read and dropped for a
+// moment first, or the kernel would reset the connection, and the client
+// might lose the answer.
+asio::awaitable<void> write_and_close(beast::tcp_stream& stream, response_type response) {
+    response.keep_alive(false);
+    stream.expires_after(std::chrono::seconds(5));
+    auto writing = http::async_write(stream, response, asio::as_tuple(asio::use_awaitable));
+    auto [written, size] = co_await std::move(writing);
+    if (written)
+        co_return;
+    boost::system::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream.expires_after(std::chrono::seconds(2));
+    std::array<char, 4096> sink;
+    for (std::size_t drained = 0; drained < 64 * 1024;) {
+        auto reading =
+            stream.async_read_some(asio::buffer(sink), asio::as_tuple(asio::use_awaitable));
+        auto [ec, bytes] = co_await std::move(reading);
+        if (ec)
+            break;
+        drained += bytes;
+    }
+}
 
 asio::awaitable<void> serve(tcp::socket socket, container_server& server) {
     beast::tcp_stream stream(std::move(socket));
+    const container_server::session registered(server, stream.socket());
+    const auto& settings = server.settings();
     beast::flat_buffer buffer;
     for (;;) {
         http::request_parser<http::string_body> parser;
-        parser.body_limit(64 * 1024);
-        stream.expires_after(std::chrono::minutes(5));
-        auto [ec, bytes] =
-            co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+        parser.header_limit(8 * 1024);
+        parser.body_limit(settings.max_body_bytes);
+        // The whole request, headers and body, within the timeout: a slow
+        // client holds a connection for that long at most.
+        stream.expires_after(settings.header_timeout);
+        auto reading =
+            http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+        auto [ec, bytes] = co_await std::move(reading);
+        if (ec == http::error::body_limit)
+            co_return co_await write_and_close(
+                stream, error(11, false, http::status::payload_too_large,
+                              "the body may have " + std::to_string(settings.max_body_bytes) +
+                                  " bytes at most"));
+        if (ec == http::error::header_limit)
+            co_return co_await write_and_close(
+                stream, error(11, false, http::status::request_header_fields_too_large,
+                              "the request's headers may have 8 KiB at most"));
+        if (ec && ec.category() == http::make_error_code(http::error::bad_target).category() &&
+            ec != http::error::end_of_stream && ec != http::error::partial_message)
+            co_return co_await write_and_close(stream,
+                                               error(11, false, http::status::bad_request,
+                                                     "malformed HTTP request: " + ec.message()));
         if (ec)
-            co_return; // closed, timed out or not HTTP
-        const auto request = parser.release();
+            co_return; // closed, timed out (the stream closed the socket), or reset
+        const request_type request = parser.release();
         stream.expires_never(); // provisioning takes its own time
-        auto response = co_await server.handle(request);
+
+        std::optional<outcome> result;
+        if (registered.over_limit()) {
+            result = outcome{unavailable(
+                request, settings.retry_after,
+                "too many connections: " + std::to_string(settings.max_connections) + " at most")};
+            result->response.keep_alive(false);
+        } else if (request.target() == "/containers" && request.method() == http::verb::post) {
+            const auto began = std::chrono::steady_clock::now();
+            auto raced = co_await create_unless_hung_up(server, stream.socket(), buffer, request);
+            const double seconds =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+            if (raced.hung_up) {
+                std::cout << "POST /containers: the client hung up after " << seconds
+                          << " s; its provisioning was cancelled in "
+                          << std::chrono::duration<double>(raced.cancelling).count() << " s"
+                          << std::endl;
+                // Provisioning may have finished before the cancellation
+                // reached it: nobody will see those credentials.
+                if (!raced.result.created_uuid.empty())
+                    co_await server.discard(raced.result.created_uuid);
+                co_return;
+            }
+            result = std::move(raced.result);
+            std::cout << "POST /containers: " << result->response.result_int()
+                      << (result->created_uuid.empty() ? "" : " " + result->created_uuid) << " in "
+                      << seconds << " s" << std::endl;
+        } else {
+            // Awaited on its own line: GCC 12 mishandles a co_await inside
+            // a braced initializer.
+            auto handling = server.handle(request);
+            auto handled = co_await std::move(handling);
+            result = outcome(std::move(handled));
+        }
         stream.expires_after(std::chrono::seconds(30));
-        co_await http::async_write(stream, response, asio::use_awaitable);
-        if (!response.keep_alive())
+        auto writing =
+            http::async_write(stream, result->response, asio::as_tuple(asio::use_awaitable));
+        auto [written, size] = co_await std::move(writing);
+        if (written) {
+            if (!result->created_uuid.empty()) {
+                std::cout << "POST /containers: the 201 of " << result->created_uuid
+                          << " could not be delivered (" << written.message() << "); destroying it"
+                          << std::endl;
+                co_await server.discard(result->created_uuid);
+            }
+            co_return;
+        }
+        if (!result->response.keep_alive())
             co_return;
     }
 }
 
 asio::awaitable<void> listen(tcp::acceptor& acceptor, container_server& server) {
     for (;;) {
-        auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+        auto accepting = acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+        auto [ec, socket] = co_await std::move(accepting);
+        if (ec == asio::error::operation_aborted || !acceptor.is_open())
+            co_return; // shutting down
         if (ec)
-            co_return; // the acceptor closed: shutting down
+            continue; // out of descriptors, or a connection reset before it was accepted
         asio::co_spawn(acceptor.get_executor(), serve(std::move(socket), server), asio::detached);
     }
 }
@@ -216,16 +674,20 @@ asio::awaitable<void> listen(tcp::acceptor& acceptor, container_server& server) 
 } // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 2) {
-        std::cerr << "usage: container_server ISO [PORT] [DRIVER_URI] [DOMAIN_TYPE]\n";
-        return 2;
-    }
+    const server_settings settings = parse_command_line(argc, argv);
     asio::io_context context;
-    container_server server(context.get_executor(), argv[1], argc > 3 ? argv[3] : "qemu:///system",
-                            argc > 4 ? argv[4] : "");
-    const auto port = static_cast<std::uint16_t>(argc > 2 ? std::stoul(argv[2]) : 8080);
-    tcp::acceptor acceptor(context, {asio::ip::make_address("127.0.0.1"), port});
-    std::cout << "serving on http://127.0.0.1:" << port << "/containers\n";
+    container_server server(context.get_executor(), settings);
+    tcp::acceptor acceptor(context, {asio::ip::make_address("127.0.0.1"), settings.port});
+    const auto& capacity = settings.capacity;
+    std::cout << "serving on http://127.0.0.1:" << acceptor.local_endpoint().port()
+              << "/containers; capacity: "
+              << (capacity.max_containers ? std::to_string(capacity.max_containers) : "unlimited")
+              << " container(s), "
+              << (capacity.check_memory
+                      ? "free memory less what boots, keeping " +
+                            std::to_string(capacity.memory_headroom_mib) + " MiB for the host"
+                      : "memory not checked")
+              << std::endl;
     asio::co_spawn(context, listen(acceptor, server), asio::detached);
 
     asio::signal_set signals(context, SIGINT, SIGTERM);

@@ -7,6 +7,7 @@
 /// Brings in every public part of anweddol.
 
 #include <anweddol/boot_admission.hpp>
+#include <anweddol/container_capacity.hpp>
 #include <anweddol/container_instance.hpp>
 #include <anweddol/container_options.hpp>
 #include <anweddol/container_sweep.hpp>

@@ -38,10 +38,12 @@ enum class errc : int {
     foreign_event_loop, ///< The program registered a libvirt event loop of its own.
     domain_paused,      ///< The guest paused on its own while starting (an I/O or emulation error).
     domain_crashed,     ///< The guest crashed or its kernel panicked while starting.
+    over_capacity,      ///< No place for another container now; the diagnostics say which limit.
 };
 
 /// The category of `anweddol::errc`; its name is "anweddol". Its timeouts
-/// (errc::ip_wait_timeout) compare equal to `std::errc::timed_out`.
+/// (errc::ip_wait_timeout) compare equal to `std::errc::timed_out`, and
+/// errc::over_capacity to `std::errc::resource_unavailable_try_again`.
 ANWEDDOL_DECL const boost::system::error_category& error_category() noexcept;
 
 /// The category of libvirt's error codes (`virErrorNumber`, such as

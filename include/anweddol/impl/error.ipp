@@ -66,6 +66,9 @@ public:
         case errc::foreign_event_loop:
             return "the program registered a libvirt event loop implementation of its own: "
                    "anweddol needs libvirt's events on Asio";
+        case errc::over_capacity:
+            return "no capacity for another container now: try again later (the diagnostics "
+                   "say which limit was reached)";
         case errc::unexpected_error:
             return "an unexpected error: its diagnostics say what was thrown";
         }
@@ -77,6 +80,9 @@ public:
     boost::system::error_condition default_error_condition(int value) const noexcept override {
         if (static_cast<errc>(value) == errc::ip_wait_timeout)
             return boost::system::errc::make_error_condition(boost::system::errc::timed_out);
+        if (static_cast<errc>(value) == errc::over_capacity)
+            return boost::system::errc::make_error_condition(
+                boost::system::errc::resource_unavailable_try_again);
         return {value, *this};
     }
 };
