@@ -9,6 +9,12 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache git clang-format
   libboost1.81-dev libboost-json1.81-dev
   libvirt-dev libssh-dev libssl-dev catch2
+  # libxml2: the domain XML fuzz harness reads the XML back with it.
+  libxml2-dev
+  # Fuzzing (scripts/fuzz.sh): clang, and the runtimes of libFuzzer and of
+  # clang's sanitizers, which Debian 12 ships apart in libclang-rt-14-dev
+  # (only recommended, so --no-install-recommends would leave it out).
+  clang libclang-rt-14-dev
   # Sandbox: libvirtd + virtlogd + QEMU (software emulation) and the NAT
   # network's bridge, dnsmasq and firewall rules, in a private netns.
   libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86

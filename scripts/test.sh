@@ -3,13 +3,33 @@
 # installs what is missing, builds, brings the sandbox up, runs unit and
 # integration tests with CTest inside it, and tears the sandbox down, also
 # when something fails. Extra arguments go to ctest (e.g. -L unit).
+# Then the unit tests again under sanitizers (scripts/sanitize.sh), outside
+# the sandbox, which they do not need: ANWEDDOL_SANITIZERS lists which,
+# "asan" (AddressSanitizer, LeakSanitizer and UBSan) by default, "asan tsan"
+# to add ThreadSanitizer, "none" for neither. Any failure fails the whole.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${ANWEDDOL_BUILD_DIR:-$repo/build}
+sanitizers=${ANWEDDOL_SANITIZERS:-asan}
+[[ $sanitizers == none ]] && sanitizers=
 
 "$repo/scripts/prepare.sh"
 trap '"$repo/scripts/sandbox.sh" down' EXIT
 "$repo/scripts/sandbox.sh" up
-cd "$build"
-"$repo/scripts/sandbox.sh" exec ctest --output-on-failure "$@"
+failed=()
+(cd "$build" && "$repo/scripts/sandbox.sh" exec ctest --output-on-failure "$@") ||
+  failed+=("the suite")
+"$repo/scripts/sandbox.sh" down
+trap - EXIT
+
+for kind in $sanitizers; do
+  start=$SECONDS
+  "$repo/scripts/sanitize.sh" "$kind" "$@" || failed+=("unit tests under $kind")
+  echo "== unit tests under $kind: $((SECONDS - start)) s, build included"
+done
+
+if ((${#failed[@]})); then
+  echo "test.sh: failed: ${failed[*]}" >&2
+  exit 1
+fi

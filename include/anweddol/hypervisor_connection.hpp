@@ -267,7 +267,8 @@ private:
     mutable std::mutex mutex_; // guards everything below
     detail::connect_handle connection_;
     int lifecycle_callback_ = -1;
-    bool close_callback_registered_ = false;
+    // What the close callback gets; null when none is registered.
+    std::unique_ptr<std::weak_ptr<hypervisor_connection>> close_opaque_;
 };
 
 } // namespace anweddol

@@ -7,7 +7,7 @@
 #include <anweddol/detail/ssh/command.hpp>
 #include <anweddol/detail/ssh/connect.hpp>
 #include <anweddol/detail/ssh/fingerprint_text.hpp>
-#include <anweddol/detail/ssh/shell_quote.hpp>
+#include <anweddol/detail/ssh/setup_command.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -286,19 +286,10 @@ ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::administrate
             errc::client_credentials_not_set,
             "generate_client_ssh_credentials() or store_client_ssh_credentials() first");
     const client_credentials& client = *client_credentials_;
-    if (client.username.find('\0') != std::string::npos ||
-        client.password.value().find('\0') != std::string::npos)
-        detail::throw_error(errc::invalid_argument, "a client credential contains a NUL byte");
-
     // Every argument is one quoted word: a username such as "x; reboot"
     // reaches the script as it is, and the script refuses it.
-    std::string command = "sudo /bin/anweddol_container_setup.sh ";
-    command.reserve(command.size() + client.username.size() + client.password.value().size() + 64);
-    detail::append_shell_quoted(command, client.username);
-    command += ' ';
-    detail::append_shell_quoted(command, client.password.value());
-    command += ' ';
-    detail::append_shell_quoted(command, std::to_string(client.listen_port));
+    std::string command =
+        detail::setup_script_command(client.username, client.password.value(), client.listen_port);
 
     // run_command owns the command (and so the password) and wipes it.
     auto running = boost::asio::co_spawn(

@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 
+#include <memory>
 #include <optional>
 
 namespace anweddol {
@@ -59,8 +60,8 @@ ANWEDDOL_DECL hypervisor_connection::~hypervisor_connection() {
     // remove its watches and timers, and the io_context can run out of work.
     std::lock_guard lock(mutex_);
     if (connection_)
-        runtime_.run_detached([connection = std::move(connection_), id = lifecycle_callback_,
-                               close = close_callback_registered_,
+        runtime_.run_detached([close = std::move(close_opaque_),
+                               connection = std::move(connection_), id = lifecycle_callback_,
                                loop = &runtime_.event_loop()]() mutable {
             const detail::libvirt_event_loop::scope on_our_loop(loop);
             if (id >= 0)
@@ -69,6 +70,7 @@ ANWEDDOL_DECL hypervisor_connection::~hypervisor_connection() {
                 virConnectUnregisterCloseCallback(connection.get(), &on_closed);
             virResetLastError();
             connection.reset();
+            close.reset(); // the callback cannot run any more
         });
 }
 
@@ -168,26 +170,33 @@ ANWEDDOL_DECL void hypervisor_connection::reopen_blocking() {
             detail::throw_last_libvirt_error("cannot enable keepalive on " + uri_);
         virResetLastError();
     }
-    // Local drivers cannot lose their connection and do not support this;
-    // libvirt then does not take the opaque, so it is ours to free.
-    auto* close_opaque = new std::weak_ptr<hypervisor_connection>(weak_from_this());
-    bool close_registered = true;
-    if (virConnectRegisterCloseCallback(fresh.get(), &on_closed, close_opaque, &free_weak_self) <
-        0) {
-        free_weak_self(close_opaque);
+    // The close callback's opaque stays ours (no free function): drivers
+    // without close callbacks (test:///, every local one) accept the
+    // registration and drop it, so libvirt would never free it. It is freed
+    // once unregistered, when the callback can no longer run.
+    auto close_opaque = std::make_unique<std::weak_ptr<hypervisor_connection>>(weak_from_this());
+    if (virConnectRegisterCloseCallback(fresh.get(), &on_closed, close_opaque.get(), nullptr) < 0) {
         virResetLastError();
-        close_registered = false;
+        close_opaque.reset();
     }
-    const int lifecycle = events_wanted_ ? register_lifecycle(fresh.get()) : -1;
+    int lifecycle = -1;
+    try {
+        if (events_wanted_)
+            lifecycle = register_lifecycle(fresh.get());
+    } catch (...) {
+        if (close_opaque)
+            virConnectUnregisterCloseCallback(fresh.get(), &on_closed);
+        throw;
+    }
 
     detail::connect_handle old;
     int old_lifecycle;
-    bool old_close;
+    std::unique_ptr<std::weak_ptr<hypervisor_connection>> old_close;
     {
         std::lock_guard lock(mutex_);
         old = std::exchange(connection_, std::move(fresh));
         old_lifecycle = std::exchange(lifecycle_callback_, lifecycle);
-        old_close = std::exchange(close_callback_registered_, close_registered);
+        old_close = std::exchange(close_opaque_, std::move(close_opaque));
     }
     open_ = true;
     ++open_count_;
@@ -197,6 +206,7 @@ ANWEDDOL_DECL void hypervisor_connection::reopen_blocking() {
         if (old_close)
             virConnectUnregisterCloseCallback(old.get(), &on_closed);
         virResetLastError();
+        old_close.reset();
     }
 }
 

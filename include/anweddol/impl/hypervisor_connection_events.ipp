@@ -11,6 +11,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 
+#include <memory>
 #include <optional>
 
 // A connection's events: registration with libvirt, its callbacks, and the
@@ -20,12 +21,15 @@ namespace anweddol {
 
 // On a worker.
 ANWEDDOL_DECL int hypervisor_connection::register_lifecycle(virConnectPtr connection) {
+    // libvirt frees the opaque when the callback is deregistered; when the
+    // registration fails, it is still ours.
+    auto opaque = std::make_unique<std::weak_ptr<hypervisor_connection>>(weak_from_this());
     const int id = virConnectDomainEventRegisterAny(
         connection, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-        VIR_DOMAIN_EVENT_CALLBACK(&on_lifecycle),
-        new std::weak_ptr<hypervisor_connection>(weak_from_this()), &free_weak_self);
+        VIR_DOMAIN_EVENT_CALLBACK(&on_lifecycle), opaque.get(), &free_weak_self);
     if (id < 0)
         detail::throw_last_libvirt_error("cannot subscribe to domain events on " + uri_);
+    opaque.release();
     return id;
 }
 

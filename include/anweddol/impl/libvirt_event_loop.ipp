@@ -11,6 +11,7 @@
 #include <boost/asio/post.hpp>
 
 #include <chrono>
+#include <utility>
 #include <vector>
 
 #include <poll.h>
@@ -79,6 +80,28 @@ ANWEDDOL_DECL int ready_now(int fd, int events) {
         return 0;
     return from_poll_events(probe.revents);
 }
+
+// libvirt's free callback for a removed watch, run once: when the posted
+// work runs, or when it is destroyed unrun because the io_context stopped
+// running for good (its shutdown destroys what is queued, on a clean stack
+// too). Otherwise a watch removed after the last run() (a connection closing
+// on a worker) would keep libvirt's object alive for ever.
+struct deferred_free {
+    virFreeCallback free;
+    void* opaque;
+    deferred_free(virFreeCallback f, void* o) noexcept
+        : free(f)
+        , opaque(o) {}
+    deferred_free(deferred_free&& other) noexcept
+        : free(std::exchange(other.free, nullptr))
+        , opaque(other.opaque) {}
+    deferred_free& operator=(deferred_free&&) = delete;
+    ~deferred_free() {
+        if (free)
+            free(opaque);
+    }
+    void operator()() noexcept { std::exchange(free, nullptr)(opaque); }
+};
 
 } // namespace event_loop_impl
 
@@ -204,7 +227,7 @@ ANWEDDOL_DECL void libvirt_event_loop::free_later(virFreeCallback free_opaque, v
     // callback later, from a clean stack. With no io_context left (process
     // exit), there is no later: the opaque is left alone.
     if (free_opaque && !detached_)
-        boost::asio::post(strand_, [free_opaque, opaque] { free_opaque(opaque); });
+        boost::asio::post(strand_, event_loop_impl::deferred_free(free_opaque, opaque));
 }
 
 ANWEDDOL_DECL void libvirt_event_loop::detach() {

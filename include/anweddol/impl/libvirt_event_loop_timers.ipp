@@ -11,6 +11,11 @@
 #include <chrono>
 
 // libvirt's timeouts on the loop: part of libvirt_event_loop.ipp.
+//
+// Work is posted to the strand with mutex_ held, as arm() does: detach(),
+// which the io_context's shutdown runs before its strand service shuts down,
+// takes mutex_ too, so no post from another io_context's worker (libvirt's
+// one test-driver timer moves between loops) can race that shutdown.
 
 namespace anweddol::detail {
 
@@ -25,8 +30,8 @@ ANWEDDOL_DECL int libvirt_event_loop::add_timeout(int id, int period_ms,
         timeout =
             std::make_shared<timeout_watch>(strand_, id, period_ms, callback, opaque, free_opaque);
         timeouts_.emplace(id, timeout);
+        boost::asio::post(strand_, [this, timeout] { schedule(timeout); });
     }
-    boost::asio::post(strand_, [this, timeout] { schedule(timeout); });
     return id;
 }
 
@@ -40,8 +45,8 @@ ANWEDDOL_DECL void libvirt_event_loop::update_timeout(int id, int period_ms) {
         timeout = found->second;
         timeout->period_ms = period_ms;
         ++timeout->generation; // applies at once, also to a timer already running
+        boost::asio::post(strand_, [this, timeout] { schedule(timeout); });
     }
-    boost::asio::post(strand_, [this, timeout] { schedule(timeout); });
 }
 
 ANWEDDOL_DECL int libvirt_event_loop::remove_timeout(int id) {
@@ -55,10 +60,9 @@ ANWEDDOL_DECL int libvirt_event_loop::remove_timeout(int id) {
         timeout->removed = true;
         timeouts_.erase(found);
         free_later(timeout->free_opaque, timeout->opaque);
-        if (detached_)
-            return 0;
+        if (!detached_)
+            boost::asio::post(strand_, [timeout] { timeout->timer.cancel(); });
     }
-    boost::asio::post(strand_, [timeout] { timeout->timer.cancel(); });
     return 0;
 }
 
@@ -73,11 +77,9 @@ libvirt_event_loop::take_timeout(int id) {
         timeout = found->second;
         timeout->removed = true;
         timeouts_.erase(found);
-        if (detached_)
-            return timeout_spec{timeout->period_ms, timeout->callback, timeout->opaque,
-                                timeout->free_opaque};
+        if (!detached_)
+            boost::asio::post(strand_, [timeout] { timeout->timer.cancel(); });
     }
-    boost::asio::post(strand_, [timeout] { timeout->timer.cancel(); });
     return timeout_spec{timeout->period_ms, timeout->callback, timeout->opaque,
                         timeout->free_opaque};
 }

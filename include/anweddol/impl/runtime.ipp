@@ -7,7 +7,10 @@
 #include <anweddol/detail/diagnostics.hpp>
 #include <anweddol/runtime.hpp>
 
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/query.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 
 namespace anweddol {
 
@@ -17,13 +20,27 @@ namespace runtime_impl {
 // opening connections. Few threads: each connection has lanes of its own.
 inline constexpr std::size_t worker_threads = 4;
 
+// The runtime holds I/O objects of its io_context (the event loop's strand,
+// timers and descriptors), which belong to other services of that context,
+// and a context deletes its services newest first. Those services must begin
+// before the runtime, or its destructor (and a worker of another io_context
+// taking over libvirt's timer meanwhile) would reach services already
+// deleted. Making one object of each begins them.
+inline void begin_services_first(const boost::asio::any_io_executor& executor) {
+    (void)boost::asio::make_strand(executor);
+    const boost::asio::steady_timer timer(executor);
+    const boost::asio::posix::stream_descriptor descriptor(executor);
+}
+
 } // namespace runtime_impl
 
 ANWEDDOL_DECL runtime& runtime::of(const boost::asio::any_io_executor& executor) {
     if (!executor)
         detail::throw_error(errc::invalid_argument, "anweddol needs an executor, not an empty one");
-    auto& rt = boost::asio::use_service<runtime>(
-        boost::asio::query(executor, boost::asio::execution::context));
+    auto& context = boost::asio::query(executor, boost::asio::execution::context);
+    if (!boost::asio::has_service<runtime>(context))
+        runtime_impl::begin_services_first(executor);
+    auto& rt = boost::asio::use_service<runtime>(context);
     rt.bind(executor);
     return rt;
 }

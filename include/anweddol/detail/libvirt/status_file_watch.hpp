@@ -19,12 +19,36 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include <sys/inotify.h>
 #include <unistd.h>
 
 namespace anweddol::detail {
+
+/// True when `events`, what one read of an inotify fd gave, holds an event
+/// about the file `name` of the watched directory, or an overflow (which may
+/// have dropped one: look again to be safe). Reads within `events` only,
+/// whatever they hold.
+inline bool inotify_events_name(std::string_view events, std::string_view name) {
+    bool seen = false;
+    for (std::size_t offset = 0; events.size() - offset >= sizeof(inotify_event);) {
+        inotify_event event;
+        std::memcpy(&event, events.data() + offset, sizeof event);
+        offset += sizeof event;
+        if (event.mask & IN_Q_OVERFLOW)
+            seen = true;
+        if (event.len > events.size() - offset)
+            break; // truncated
+        // The name is padded with NULs up to len.
+        const std::string_view padded = events.substr(offset, event.len);
+        if (event.len > 0 && padded.substr(0, padded.find('\0')) == name)
+            seen = true;
+        offset += event.len;
+    }
+    return seen;
+}
 
 /// Wakes a coroutine when a file is written or replaced, with inotify on its
 /// directory: libvirt's lease helper writes dnsmasq's status file anew and
@@ -109,15 +133,8 @@ private:
                     continue;
                 return seen;
             }
-            for (ssize_t offset = 0; offset < length;) {
-                inotify_event event;
-                std::memcpy(&event, buffer.data() + offset, sizeof event);
-                const char* name = buffer.data() + offset + sizeof(inotify_event);
-                // An overflow may have dropped our event: look again to be safe.
-                if ((event.mask & IN_Q_OVERFLOW) || (event.len > 0 && name_ == name))
-                    seen = true;
-                offset += static_cast<ssize_t>(sizeof(inotify_event) + event.len);
-            }
+            if (inotify_events_name({buffer.data(), static_cast<std::size_t>(length)}, name_))
+                seen = true;
         }
     }
 
