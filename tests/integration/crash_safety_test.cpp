@@ -39,6 +39,12 @@
 
 extern char** environ;
 
+// Set by CMake where the tools are built (with the examples); elsewhere the
+// tests that run the tool fail to spawn it, and say so.
+#ifndef ANWEDDOL_PROVISION_TOOL
+#define ANWEDDOL_PROVISION_TOOL "anweddol-provision (not built: configure with the examples)"
+#endif
+
 using anweddol::container_instance;
 using anweddol::errc;
 using anweddol::test::run_coroutine;
@@ -90,6 +96,7 @@ public:
         posix_spawn_file_actions_destroy(&actions);
         ::close(pipe_ends[1]);
         output_fd_ = pipe_ends[0];
+        INFO("cannot run " << ANWEDDOL_PROVISION_TOOL);
         REQUIRE(spawned == 0);
     }
     ~provision_tool() {

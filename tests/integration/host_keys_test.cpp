@@ -112,7 +112,7 @@ TEST_CASE("a real guest's console fingerprints pin its SSH server: the guest is 
     CHECK_FALSE(container->is_domain_running());
 }
 
-TEST_CASE("provision() pins the host keys the guest printed, and says so; a tampered pin is "
+TEST_CASE("provision() pins the host keys the guest printed and says so, and a tampered pin is "
           "refused and leaves no domain") {
     const auto make_container = [] {
         auto c = std::make_shared<container_instance>(test_context().get_executor(),

@@ -123,7 +123,7 @@ TEST_CASE("container_capacity: places up to max_containers, then over_capacity u
     CHECK(usage.granted == 3);
 }
 
-TEST_CASE("container_capacity: the host's free memory less what is booting and the headroom; "
+TEST_CASE("container_capacity: the host's free memory less what is booting and the headroom, and "
           "a booted container's memory stops counting",
           "[capacity]") {
     const std::uint64_t free_mib = driver_free_memory_mib();

@@ -270,7 +270,7 @@ TEST_CASE("console ring: keeps the last bytes, as text without terminal escapes"
     CHECK(controls.text() == "a?b\tc\x7f");
 }
 
-TEST_CASE("stop signal: a pause after the guest ran ends a start; one before it does not") {
+TEST_CASE("stop signal: a pause after the guest ran ends a start, and one before it does not") {
     boost::asio::io_context context;
     using anweddol::detail::stop_signal;
     SECTION("created paused, resumed, then paused on its own") {

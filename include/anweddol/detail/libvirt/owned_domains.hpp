@@ -22,15 +22,19 @@
 namespace anweddol::detail {
 
 /// The owner in a domain's anweddol <metadata>; nullopt for a domain
-/// without one (not anweddol's).
-inline std::optional<std::string> container_owner(virDomainPtr domain) {
+/// without one (not anweddol's), or one that went away meanwhile (`gone`
+/// then says so).
+inline std::optional<std::string> container_owner(virDomainPtr domain, bool* gone = nullptr) {
     char* element = virDomainGetMetadata(domain, VIR_DOMAIN_METADATA_ELEMENT,
                                          std::string(metadata_namespace).c_str(),
                                          VIR_DOMAIN_AFFECT_LIVE);
     if (!element) {
-        if (virGetLastErrorCode() != VIR_ERR_NO_DOMAIN_METADATA)
+        const int code = virGetLastErrorCode();
+        if (code != VIR_ERR_NO_DOMAIN_METADATA && code != VIR_ERR_NO_DOMAIN)
             throw_last_libvirt_error("cannot read the metadata of a domain");
         virResetLastError();
+        if (gone)
+            *gone = code == VIR_ERR_NO_DOMAIN;
         return std::nullopt;
     }
     const std::string text = element;
@@ -57,9 +61,14 @@ inline owned_domains list_owned_domains(virConnectPtr connection, const std::str
         if (failure)
             continue;
         try {
+            // A domain listed may be gone by now (one being destroyed): it
+            // is neither ours to sweep nor anyone's left alone.
+            bool gone = false;
+            const auto domain_owner = container_owner(domain.get(), &gone);
             char uuid[VIR_UUID_STRING_BUFLEN] = {};
-            if (container_owner(domain.get()) == owner &&
-                virDomainGetUUIDString(domain.get(), uuid) == 0)
+            if (gone)
+                continue;
+            if (domain_owner == owner && virDomainGetUUIDString(domain.get(), uuid) == 0)
                 found.uuids.emplace_back(uuid);
             else
                 ++found.others;
