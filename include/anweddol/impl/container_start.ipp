@@ -49,11 +49,11 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
     }
 
     boot_admission::ticket admitted;
+    boot_admission& admission = options_.admission ? *options_.admission : rt.admission();
     if (!options_.bypass_admission) {
         const auto& hook = opts.on_progress ? opts.on_progress : options_.on_progress;
         if (hook)
             hook({uuid_, container_phase::waiting_for_boot_slot, std::chrono::steady_clock::now()});
-        boot_admission& admission = options_.admission ? *options_.admission : rt.admission();
         auto admitting = admission.admit(domain_type);
         admitted = co_await std::move(admitting);
     }
@@ -73,6 +73,12 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
         rt.record_kvm_runs(opts.driver_uri, false);
         state_->domain_type_choice =
             "automatic: qemu (software emulation), since a KVM guest paused on this host";
+        if (!options_.bypass_admission) {
+            // A KVM place is not a software-emulation one: queue again.
+            admitted.reset();
+            auto admitting = admission.admit("qemu");
+            admitted = co_await std::move(admitting);
+        }
         auto booting = boot_here(connection, opts, "qemu");
         co_await std::move(booting);
     }
