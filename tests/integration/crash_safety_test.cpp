@@ -383,4 +383,15 @@ TEST_CASE("a guest's console is read from its first line, and a timed-out start 
     // Each console's entry goes when it is closed (libvirt never frees a
     // stream callback's opaque itself).
     CHECK(run_until([&] { return feeds.size() == feeds_before; }, 10s));
+
+    // A container that keeps no console log reads none.
+    auto silent = sandbox_container();
+    auto silent_options = silent->get_options();
+    silent_options.console_log_bytes = 0;
+    silent->set_options(silent_options);
+    run(silent->start_domain(options_with(std::nullopt, false)), 2min);
+    CHECK(silent->is_domain_running());
+    CHECK(feeds.size() == feeds_before);
+    run(silent->stop_domain(), 1min);
+    CHECK(silent->get_console_log().empty());
 }

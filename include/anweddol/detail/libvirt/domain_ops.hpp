@@ -68,7 +68,7 @@ struct created_domain {
 
 /// Creates the transient domain `xml` describes and starts its guest with
 /// its console already read, so that the log has the first line the guest
-/// writes. `autodestroy`: libvirt destroys the domain when this connection
+/// writes (`console` nullptr: none is read). `autodestroy`: libvirt destroys the domain when this connection
 /// closes, which it does when the process dies, however it dies.
 inline created_domain create_domain_blocking(virConnectPtr connection, const std::string& uri,
                                              const std::string& xml, bool autodestroy,
@@ -87,7 +87,9 @@ inline created_domain create_domain_blocking(virConnectPtr connection, const std
         throw_last_libvirt_error("cannot create the container's domain");
     if (test_driver)
         return created;
-    created.console = console_stream::open(connection, created.domain.get(), std::move(console));
+    if (console) // nullptr: the container keeps no console log
+        created.console =
+            console_stream::open(connection, created.domain.get(), std::move(console));
     if (virDomainResume(created.domain.get()) < 0) {
         std::exception_ptr failure;
         try {
