@@ -23,10 +23,10 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
-#include <map>
-#include <optional>
 #include <csignal>
 #include <cstring>
+#include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -91,8 +91,7 @@ public:
         for (auto& a : arguments)
             argv.push_back(a.data());
         argv.push_back(nullptr);
-        const int spawned =
-            ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+        const int spawned = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
         posix_spawn_file_actions_destroy(&actions);
         ::close(pipe_ends[1]);
         output_fd_ = pipe_ends[0];
@@ -152,11 +151,11 @@ private:
 };
 
 std::vector<std::string> tool_arguments(const std::string& owner, unsigned count) {
-    return {"--iso",    anweddol::test::test_iso(),
-            "--count",  std::to_string(count),
-            "--memory", "512",
+    return {"--iso",         anweddol::test::test_iso(),
+            "--count",       std::to_string(count),
+            "--memory",      "512",
             "--domain-type", anweddol::test::test_domain_type(),
-            "--owner",  owner};
+            "--owner",       owner};
 }
 
 // The domains of `owner` are all gone within `limit`.
@@ -294,14 +293,12 @@ TEST_CASE("a guest paused while it boots fails its start at once, with its conso
                 co_await wait.async_wait(boost::asio::use_awaitable);
                 auto connection = co_await anweddol::hypervisor_connection::open(system_uri);
                 auto suspending = connection->call([uuid = container->get_uuid()](virConnectPtr c) {
-                    anweddol::detail::domain_handle d(
-                        virDomainLookupByUUIDString(c, uuid.c_str()));
+                    anweddol::detail::domain_handle d(virDomainLookupByUUIDString(c, uuid.c_str()));
                     if (!d || virDomainSuspend(d.get()) < 0)
                         anweddol::detail::throw_last_libvirt_error("cannot pause the guest");
                 });
                 co_await std::move(suspending);
-                boost::asio::steady_timer forever(co_await boost::asio::this_coro::executor,
-                                                  10min);
+                boost::asio::steady_timer forever(co_await boost::asio::this_coro::executor, 10min);
                 co_await forever.async_wait(boost::asio::use_awaitable);
             };
             auto raced = co_await (std::move(starting) || pausing());
@@ -329,10 +326,10 @@ TEST_CASE("a KVM guest that cannot run fails fast, and the automatic type then p
     kvm->set_options(options);
     anweddol::diagnostics diag;
     const auto began = std::chrono::steady_clock::now();
-    const auto [error] = run_coroutine(
-        kvm->start_domain(options_with(240s), diag,
-                          boost::asio::as_tuple(boost::asio::use_awaitable)),
-        5min);
+    const auto [error] =
+        run_coroutine(kvm->start_domain(options_with(240s), diag,
+                                        boost::asio::as_tuple(boost::asio::use_awaitable)),
+                      5min);
     if (!error) {
         WARN("KVM guests run on this host: nothing to check");
         run(kvm->stop_domain(), 1min);
@@ -361,9 +358,11 @@ TEST_CASE("a guest's console is read from its first line, and a timed-out start 
     auto container = sandbox_container();
     run(container->start_domain(options_with(240s)), 5min);
     // The guest's init says so on its console once DHCP is done.
-    CHECK(run_until([&] { return container->get_console_log().find("rcS: container ready") !=
-                                 std::string::npos; },
-                    30s));
+    CHECK(run_until(
+        [&] {
+            return container->get_console_log().find("rcS: container ready") != std::string::npos;
+        },
+        30s));
     const std::string log = container->get_console_log();
     INFO(log);
     CHECK(log.find("SeaBIOS") != std::string::npos); // the firmware's first line
@@ -373,10 +372,10 @@ TEST_CASE("a guest's console is read from its first line, and a timed-out start 
 
     auto too_slow = sandbox_container();
     anweddol::diagnostics diag;
-    const auto [error] = run_coroutine(
-        too_slow->start_domain(options_with(2s), diag,
-                               boost::asio::as_tuple(boost::asio::use_awaitable)),
-        2min);
+    const auto [error] =
+        run_coroutine(too_slow->start_domain(options_with(2s), diag,
+                                             boost::asio::as_tuple(boost::asio::use_awaitable)),
+                      2min);
     CHECK(error == std::errc::timed_out);
     CHECK(diag.guest_console().find("SeaBIOS") != std::string::npos);
     CHECK_FALSE(too_slow->is_domain_running());

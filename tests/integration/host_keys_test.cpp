@@ -127,8 +127,8 @@ TEST_CASE("provision() pins the host keys the guest printed and says so, and a t
     options.address_timeout = 240s;
     auto result = run_coroutine(anweddol::provision(container, options), 6min);
     CHECK(result.host_keys == host_key_policy::pinned_fingerprints);
-    const auto printed = anweddol::detail::fingerprints_of(
-        parse_console_fingerprints(container->get_console_log()));
+    const auto printed =
+        anweddol::detail::fingerprints_of(parse_console_fingerprints(container->get_console_log()));
     CHECK(result.host_key_fingerprints == printed);
     CHECK(result.host_key_fingerprints.size() == 2); // ECDSA and ED25519
     run_coroutine(
@@ -144,10 +144,10 @@ TEST_CASE("provision() pins the host keys the guest printed and says so, and a t
     options.shell.host_keys = host_key_policy::pinned_fingerprints;
     options.shell.host_key_fingerprints = {"SHA256:" + std::string(43, 'A')};
     anweddol::diagnostics diag;
-    const auto [error, ignored] = run_coroutine(
-        anweddol::provision(refused, options, diag,
-                            boost::asio::as_tuple(boost::asio::use_awaitable)),
-        6min);
+    const auto [error, ignored] =
+        run_coroutine(anweddol::provision(refused, options, diag,
+                                          boost::asio::as_tuple(boost::asio::use_awaitable)),
+                      6min);
     INFO(diag.full_message());
     CHECK(error == anweddol::errc::host_key_mismatch);
     CHECK(diag.full_message().find("not sent") != std::string::npos);

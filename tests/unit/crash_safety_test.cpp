@@ -152,10 +152,10 @@ TEST_CASE("sweep: adopts this owner's domains with their address, and leaves oth
         start(*c);
     const std::string first_uuid = first->get_uuid(), second_uuid = second->get_uuid();
     const std::string first_mac = *first->get_mac();
-    s.replace_status_file("virbr0.status",
-                          "[{\"ip-address\": \"10.0.0.42\", \"mac-address\": \"" + first_mac +
-                              "\", \"hostname\": \"x\", \"expiry-time\": " +
-                              std::to_string(std::time(nullptr) + 3600) + "}]");
+    s.replace_status_file("virbr0.status", "[{\"ip-address\": \"10.0.0.42\", \"mac-address\": \"" +
+                                               first_mac +
+                                               "\", \"hostname\": \"x\", \"expiry-time\": " +
+                                               std::to_string(std::time(nullptr) + 3600) + "}]");
     // The process that made them is gone: they run, and nobody holds them.
     first->set_domain_descriptor(nullptr);
     second->set_domain_descriptor(nullptr);
@@ -255,7 +255,8 @@ TEST_CASE("adopt_domain: refuses a container that runs, and a UUID libvirt does 
 
 TEST_CASE("console ring: keeps the last bytes, as text without terminal escapes") {
     anweddol::detail::console_ring ring(32);
-    ring.append("\x1b" "c\x1b[?7l\x1b[2JSeaBIOS\r\n"); // 20 bytes
+    ring.append("\x1b"
+                "c\x1b[?7l\x1b[2JSeaBIOS\r\n"); // 20 bytes
     CHECK(ring.text() == "SeaBIOS\n");
     CHECK_FALSE(ring.truncated());
     ring.append("0123456789abcdef-tail"); // 41 in all: the first 9 go
@@ -266,7 +267,9 @@ TEST_CASE("console ring: keeps the last bytes, as text without terminal escapes"
     ring.append(std::string(40, 'x'));
     CHECK(ring.raw() == std::string(32, 'x'));
     anweddol::detail::console_ring controls(64);
-    controls.append(std::string("a\x01" "b\tc\x7f", 6));
+    controls.append(std::string("a\x01"
+                                "b\tc\x7f",
+                                6));
     CHECK(controls.text() == "a?b\tc\x7f");
 }
 
@@ -321,10 +324,10 @@ TEST_CASE("diagnostics: a start's error gets the console, and keeps its code and
     CHECK(diag.server_message() == "srv");
     CHECK(diag.guest_console() == "boot log");
 
-    std::tie(code, diag) = code_and_diag(with_guest_console(
-        std::make_exception_ptr(boost::system::system_error(
-            boost::asio::error::operation_aborted, "cancelled while waiting")),
-        "log"));
+    std::tie(code, diag) = code_and_diag(
+        with_guest_console(std::make_exception_ptr(boost::system::system_error(
+                               boost::asio::error::operation_aborted, "cancelled while waiting")),
+                           "log"));
     CHECK(code == boost::asio::error::operation_aborted);
     CHECK(diag.client_message() == "cancelled while waiting");
     CHECK(diag.guest_console() == "log");

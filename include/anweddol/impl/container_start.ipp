@@ -27,11 +27,10 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
     // expression: GCC 12 destroys such temporaries twice.
     auto opening = hypervisor_connection::open(opts.driver_uri);
     auto connection = co_await std::move(opening);
-    const std::string wanted_type = opts.domain_type.empty() ? options_.domain_type
-                                                             : opts.domain_type;
+    const std::string wanted_type =
+        opts.domain_type.empty() ? options_.domain_type : opts.domain_type;
     auto checking = connection->call([uri = opts.driver_uri, uuid = uuid_, iso = iso_path_,
-                                      bridge = nat_interface_name_,
-                                      wanted_type](virConnectPtr c) {
+                                      bridge = nat_interface_name_, wanted_type](virConnectPtr c) {
         return detail::preflight(c, uri, uuid, iso, bridge, wanted_type);
     });
     std::string domain_type = co_await std::move(checking);

@@ -68,8 +68,8 @@ struct created_domain {
 
 /// Creates the transient domain `xml` describes and starts its guest with
 /// its console already read, so that the log has the first line the guest
-/// writes (`console` nullptr: none is read). `autodestroy`: libvirt destroys the domain when this connection
-/// closes, which it does when the process dies, however it dies.
+/// writes (`console` nullptr: none is read). `autodestroy`: libvirt destroys the domain when this
+/// connection closes, which it does when the process dies, however it dies.
 inline created_domain create_domain_blocking(virConnectPtr connection, const std::string& uri,
                                              const std::string& xml, bool autodestroy,
                                              std::shared_ptr<console_ring> console) {

@@ -25,9 +25,9 @@ namespace anweddol::detail {
 /// without one (not anweddol's), or one that went away meanwhile (`gone`
 /// then says so).
 inline std::optional<std::string> container_owner(virDomainPtr domain, bool* gone = nullptr) {
-    char* element = virDomainGetMetadata(domain, VIR_DOMAIN_METADATA_ELEMENT,
-                                         std::string(metadata_namespace).c_str(),
-                                         VIR_DOMAIN_AFFECT_LIVE);
+    char* element =
+        virDomainGetMetadata(domain, VIR_DOMAIN_METADATA_ELEMENT,
+                             std::string(metadata_namespace).c_str(), VIR_DOMAIN_AFFECT_LIVE);
     if (!element) {
         const int code = virGetLastErrorCode();
         if (code != VIR_ERR_NO_DOMAIN_METADATA && code != VIR_ERR_NO_DOMAIN)
@@ -51,7 +51,8 @@ struct owned_domains {
 /// The running domains whose <metadata> names `owner`.
 inline owned_domains list_owned_domains(virConnectPtr connection, const std::string& owner) {
     virDomainPtr* domains = nullptr;
-    const int count = virConnectListAllDomains(connection, &domains, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+    const int count =
+        virConnectListAllDomains(connection, &domains, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
     if (count < 0)
         throw_last_libvirt_error("cannot list the running domains");
     owned_domains found;
