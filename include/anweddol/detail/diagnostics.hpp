@@ -8,7 +8,6 @@
 
 #include <boost/system/system_error.hpp>
 
-#include <exception>
 #include <string>
 #include <utility>
 
@@ -83,36 +82,6 @@ namespace detail {
 }
 [[noreturn]] inline void throw_error(errc e, std::string message) {
     throw_error(make_error_code(e), std::move(message));
-}
-
-/// `failure` with `console` (a guest's console log) in its diagnostics, for
-/// the errors of a start: a system_error becomes an error_with_diagnostics
-/// with the same code. Any other exception, or an empty console, stays.
-inline std::exception_ptr with_guest_console(std::exception_ptr failure, std::string console) {
-    if (console.empty())
-        return failure;
-    try {
-        std::rethrow_exception(failure);
-    } catch (const error_with_diagnostics& e) {
-        diagnostics diag = e.get_diagnostics();
-        if (!diag.guest_console().empty())
-            return failure;
-        diag.set_guest_console(std::move(console));
-        return std::make_exception_ptr(error_with_diagnostics(e.code(), std::move(diag)));
-    } catch (const boost::system::system_error& e) {
-        // what() is "<message>: <code's message> [<category>:<value>]"; keep
-        // the message alone.
-        std::string message = e.what();
-        if (const auto at = message.rfind(": " + e.code().message()); at != std::string::npos)
-            message.erase(at);
-        else if (message.starts_with(e.code().message()))
-            message.clear();
-        diagnostics diag(std::move(message));
-        diag.set_guest_console(std::move(console));
-        return std::make_exception_ptr(error_with_diagnostics(e.code(), std::move(diag)));
-    } catch (...) {
-        return failure;
-    }
 }
 
 } // namespace detail

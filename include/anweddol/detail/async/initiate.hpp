@@ -74,6 +74,26 @@ inline std::pair<boost::system::error_code, diagnostics> to_error(std::exception
     }
 }
 
+/// `failure` with `console` (a guest's console log) in its diagnostics, for
+/// the errors of a start: a system_error becomes an error_with_diagnostics
+/// with the same code and words (as to_error() reads them). Any other
+/// exception, or an empty console, stays as it is.
+inline std::exception_ptr with_guest_console(std::exception_ptr failure, std::string console) {
+    if (console.empty())
+        return failure;
+    try {
+        std::rethrow_exception(failure);
+    } catch (const boost::system::system_error&) {
+        auto [ec, diag] = to_error(failure);
+        if (!diag.guest_console().empty())
+            return failure;
+        diag.set_guest_console(std::move(console));
+        return std::make_exception_ptr(error_with_diagnostics(ec, std::move(diag)));
+    } catch (...) {
+        return failure;
+    }
+}
+
 /// Awaits `operation` and rethrows what it throws as error_with_diagnostics,
 /// the exception of anweddol's coroutine mode.
 template <class T>
