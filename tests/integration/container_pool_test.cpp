@@ -74,10 +74,13 @@ bool none_runs(const std::set<std::string>& uuids, std::chrono::milliseconds wit
 void destroy_from_outside(const std::string& uuid) {
     run_coroutine([uuid]() -> awaitable<bool> {
         auto connection = co_await anweddol::hypervisor_connection::open(system_uri);
-        co_return co_await connection->call([uuid](virConnectPtr c) {
+        // Built outside the co_await: GCC 12 destroys a capturing temporary
+        // there twice.
+        auto destroying = connection->call([uuid](virConnectPtr c) {
             anweddol::detail::domain_handle domain(virDomainLookupByUUIDString(c, uuid.c_str()));
             return domain && virDomainDestroy(domain.get()) == 0;
         });
+        co_return co_await std::move(destroying);
     }());
 }
 

@@ -439,13 +439,26 @@ ANWEDDOL_DECL boost::asio::awaitable<provisioned_container> container_pool::take
             detail::throw_error(errc::pool_closed, "the container pool is shut down");
         booted = std::move(*waiting->container);
     }
-    state->refill();
 
+    // The refill that replaces this container starts once its hand-over is
+    // done: under software emulation a boot takes a whole core, which the
+    // hand-over (the guest's sshd, the setup script) would have to share.
+    // A take that comes meanwhile and finds the pool empty starts it at once.
     booted->began = began;
     const auto handing_over_at = clock::now();
     const auto uuid = booted->partial.container->get_uuid();
     auto handing_over = detail::hand_over(std::move(*booted), state->options.provisioning);
-    auto result = co_await std::move(handing_over);
+    std::optional<provisioned_container> handed_over;
+    std::exception_ptr failure;
+    try {
+        handed_over = co_await std::move(handing_over);
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    state->refill();
+    if (failure)
+        std::rethrow_exception(failure);
+    auto result = std::move(*handed_over);
     result.from_pool = warm;
     result.timings.pool_wait = warm ? clock::duration::zero() : handing_over_at - began;
     ++(warm ? state->stats.taken_warm : state->stats.taken_after_wait);
