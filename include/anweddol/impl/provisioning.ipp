@@ -97,11 +97,11 @@ console_host_keys(std::shared_ptr<container_instance> container) {
 
 // Destroys the domain of a provisioning that failed or was cancelled, and
 // returns the failure with what the guest said on its console up to then
-// (an SSH server that never came up, a setup script that failed).
+// (an SSH server that never came up, a setup script that failed). The
+// caller resets its cancellation state first: a cancelled coroutine cannot
+// even begin to await this one.
 inline boost::asio::awaitable<std::exception_ptr>
-destroy_after_failure(const std::shared_ptr<container_instance>& container,
-                      std::exception_ptr failure) {
-    co_await boost::asio::this_coro::reset_cancellation_state();
+destroy_after_failure(std::shared_ptr<container_instance> container, std::exception_ptr failure) {
     if (container->is_domain_running()) {
         try {
             co_await container->stop_domain(true);
@@ -179,8 +179,10 @@ detail::boot_and_log_in(std::shared_ptr<container_instance> container,
     }
     if (failure) {
         booted.endpoint.reset();
+        co_await boost::asio::this_coro::reset_cancellation_state();
         auto destroying = provisioning_impl::destroy_after_failure(container, failure);
-        std::rethrow_exception(co_await std::move(destroying));
+        auto with_console = co_await std::move(destroying);
+        std::rethrow_exception(with_console);
     }
     co_return booted;
 }
@@ -236,8 +238,10 @@ detail::hand_over(booted_container booted, const provisioning_options& options) 
     if (failure) {
         detail::cleanse(result.password);
         booted.endpoint.reset();
+        co_await boost::asio::this_coro::reset_cancellation_state();
         auto destroying = provisioning_impl::destroy_after_failure(container, failure);
-        std::rethrow_exception(co_await std::move(destroying));
+        auto with_console = co_await std::move(destroying);
+        std::rethrow_exception(with_console);
     }
 
     auto& t = result.timings;
