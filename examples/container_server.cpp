@@ -5,6 +5,12 @@
 //                               {uuid, ip, port, username, password}
 //   GET    /containers          lists them (without passwords)
 //   DELETE /containers/{uuid}   destroys one; 204
+//   GET    /metrics             what operators watch, in Prometheus's text
+//                               format (prometheus-cpp's registry and
+//                               serializer, served by this listener):
+//                               containers handed out and running, failures
+//                               by reason, the capacity and the boot
+//                               admission, per-phase latency histograms
 //
 // It holds under load:
 // - A capacity (anweddol::container_capacity): at most --max-containers at
@@ -48,6 +54,13 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -58,6 +71,7 @@
 #include <iostream>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -285,6 +299,266 @@ bool looks_like_uuid(std::string_view s) {
     return true;
 }
 
+// ---- Metrics ---------------------------------------------------------------
+
+// A short label for what went wrong, the same from one version to the next,
+// for anweddol_request_failures_total{reason}: anweddol's own errors by the
+// name of their errc, libvirt's and libssh's by their library.
+std::string_view failure_reason(const boost::system::error_code& ec) {
+    using anweddol::errc;
+    if (ec.category() == anweddol::error_category()) {
+        switch (static_cast<errc>(ec.value())) {
+        case errc::domain_not_created:
+            return "domain_not_created";
+        case errc::domain_not_running:
+            return "domain_not_running";
+        case errc::domain_already_running:
+            return "domain_already_running";
+        case errc::iso_path_not_set:
+            return "iso_path_not_set";
+        case errc::invalid_memory:
+            return "invalid_memory";
+        case errc::invalid_vcpus:
+            return "invalid_vcpus";
+        case errc::invalid_argument:
+            return "invalid_argument";
+        case errc::container_already_stored:
+            return "container_already_stored";
+        case errc::ip_wait_timeout:
+            return "ip_wait_timeout";
+        case errc::shell_not_open:
+            return "shell_not_open";
+        case errc::shell_already_open:
+            return "shell_already_open";
+        case errc::endpoint_credentials_not_set:
+            return "endpoint_credentials_not_set";
+        case errc::client_credentials_not_set:
+            return "client_credentials_not_set";
+        case errc::administration_failed:
+            return "administration_failed";
+        case errc::lease_file_malformed:
+            return "lease_file_malformed";
+        case errc::authentication_failed:
+            return "authentication_failed";
+        case errc::host_key_mismatch:
+            return "host_key_mismatch";
+        case errc::output_limit_exceeded:
+            return "output_limit_exceeded";
+        case errc::unexpected_error:
+            return "unexpected_error";
+        case errc::foreign_event_loop:
+            return "foreign_event_loop";
+        case errc::domain_paused:
+            return "domain_paused";
+        case errc::domain_crashed:
+            return "domain_crashed";
+        case errc::over_capacity:
+            return "over_capacity";
+        }
+        return "other";
+    }
+    if (ec == boost::system::errc::operation_canceled)
+        return "cancelled";
+    if (ec == boost::system::errc::timed_out)
+        return "timed_out";
+    if (ec.category() == anweddol::libvirt_category())
+        return "libvirt_error";
+    if (ec.category() == anweddol::libssh_category())
+        return "ssh_error";
+    return "other";
+}
+
+// What the server counts, in Prometheus's text format for GET /metrics
+// (prometheus-cpp's registry and serializer; the server's own listener
+// serves them). Events (a container handed out, a failure, a phase's
+// duration) are recorded as they happen; the state of the capacity, the
+// boot admission and the pool is read at each scrape.
+class server_metrics {
+public:
+    // What the gauges show, read when scraped.
+    struct state {
+        std::size_t running = 0;
+        anweddol::container_capacity::usage capacity;
+        std::size_t capacity_limit = 0; // 0: none
+        std::size_t admission_waiting = 0;
+        std::size_t admission_booting = 0;
+    };
+
+    explicit server_metrics(bool with_pool)
+        : handed_out_(prometheus::BuildCounter()
+                          .Name("anweddol_containers_handed_out_total")
+                          .Help("Containers provisioned for a client by POST /containers, by "
+                                "source: booted for the request, or taken from the warm pool")
+                          .Register(registry_))
+        , handed_out_boot_(handed_out_.Add({{"source", "boot"}}))
+        , handed_out_pool_(with_pool ? &handed_out_.Add({{"source", "pool"}}) : nullptr)
+        , running_(
+              gauge("anweddol_containers_running", "Containers handed out and not destroyed yet"))
+        , failures_(prometheus::BuildCounter()
+                        .Name("anweddol_request_failures_total")
+                        .Help("Requests answered with an error, or whose answer was lost, by "
+                              "reason: over_capacity, bad_request, a provisioning error "
+                              "(ip_wait_timeout, domain_crashed, administration_failed, "
+                              "libvirt_error, ssh_error, ...), client_hung_up, undeliverable")
+                        .Register(registry_))
+        , phases_(prometheus::BuildHistogram()
+                      .Name("anweddol_provisioning_phase_seconds")
+                      .Help("How long each phase of a container's provisioning took: queue "
+                            "(for a boot slot), define, boot_to_address, ssh, administration, "
+                            "verification (the client's login); for a pooled container, its "
+                            "boot's phases and its hand-over's")
+                      .Register(registry_))
+        , requests_(prometheus::BuildHistogram()
+                        .Name("anweddol_container_request_seconds")
+                        .Help("POST /containers that handed out a container, from the request "
+                              "read to the credentials ready, by source (boot or pool)")
+                        .Register(registry_))
+        , admission_waiting_(gauge("anweddol_boot_admission_waiting",
+                                   "Boots waiting for a place in the boot admission"))
+        , admission_booting_(gauge("anweddol_boot_admission_booting",
+                                   "Boots holding a place in the boot admission"))
+        , reserved_(gauge("anweddol_capacity_reserved",
+                          "Places of the capacity held: containers booting for a client or "
+                          "handed out"))
+        , reserved_booting_(gauge("anweddol_capacity_booting",
+                                  "Places of the capacity whose container still boots"))
+        , booting_memory_(gauge("anweddol_capacity_booting_memory_bytes",
+                                "Memory of the containers still booting, which the host's free "
+                                "memory does not show yet"))
+        , capacity_limit_(gauge("anweddol_capacity_limit",
+                                "The most places the capacity grants at once (+Inf: no limit)"))
+        , granted_(counter("anweddol_capacity_granted_total", "Places the capacity granted"))
+        , refused_(counter("anweddol_capacity_refused_total",
+                           "Requests the capacity refused (too many containers, or not "
+                           "enough memory)"))
+        , free_memory_(prometheus::BuildGauge()
+                           .Name("anweddol_host_free_memory_bytes")
+                           .Help("The host's free memory at the capacity's last check")
+                           .Register(registry_)) {
+        // Each series exists from the start, at 0, so that rate() and
+        // increase() see its first event.
+        for (std::string_view reason : {"bad_request",
+                                        "unsupported_media_type",
+                                        "payload_too_large",
+                                        "header_too_large",
+                                        "malformed_request",
+                                        "not_found",
+                                        "method_not_allowed",
+                                        "too_many_connections",
+                                        "server_stopping",
+                                        "over_capacity",
+                                        "capacity_check_failed",
+                                        "ip_wait_timeout",
+                                        "domain_crashed",
+                                        "domain_paused",
+                                        "administration_failed",
+                                        "authentication_failed",
+                                        "host_key_mismatch",
+                                        "libvirt_error",
+                                        "ssh_error",
+                                        "timed_out",
+                                        "cancelled",
+                                        "other",
+                                        "client_hung_up",
+                                        "undeliverable",
+                                        "destroy_failed"})
+            failure(reason);
+        for (std::string_view phase : phase_names)
+            phase_histogram(phase);
+        request_histogram("boot");
+        if (with_pool)
+            request_histogram("pool");
+    }
+
+    void handed_out(const anweddol::provisioned_container& provisioned, bool from_pool,
+                    std::chrono::steady_clock::duration request) {
+        (from_pool && handed_out_pool_ ? *handed_out_pool_ : handed_out_boot_).Increment();
+        const auto& t = provisioned.timings;
+        const std::array durations{t.queued,    t.define,         t.boot_to_ip,
+                                   t.ip_to_ssh, t.administration, t.verification};
+        for (std::size_t i = 0; i < durations.size(); ++i)
+            phase_histogram(phase_names[i]).Observe(seconds(durations[i]));
+        request_histogram(from_pool ? "pool" : "boot").Observe(seconds(request));
+    }
+
+    void failure(std::string_view reason) { failures_.Add({{"reason", std::string(reason)}}); }
+    void failed(std::string_view reason) {
+        failures_.Add({{"reason", std::string(reason)}}).Increment();
+    }
+
+    // The registry, for the pool's metrics to join it.
+    prometheus::Registry& registry() { return registry_; }
+
+    // Everything, in the text exposition format (version 0.0.4).
+    std::string scrape(const state& now) {
+        running_.Set(static_cast<double>(now.running));
+        admission_waiting_.Set(static_cast<double>(now.admission_waiting));
+        admission_booting_.Set(static_cast<double>(now.admission_booting));
+        reserved_.Set(static_cast<double>(now.capacity.reserved));
+        reserved_booting_.Set(static_cast<double>(now.capacity.booting));
+        booting_memory_.Set(static_cast<double>(now.capacity.booting_memory_mib) * mib);
+        capacity_limit_.Set(now.capacity_limit ? static_cast<double>(now.capacity_limit)
+                                               : std::numeric_limits<double>::infinity());
+        set_total(granted_, now.capacity.granted);
+        set_total(refused_, now.capacity.refused);
+        if (now.capacity.last_free_memory_mib)
+            free_memory_.Add({}).Set(static_cast<double>(*now.capacity.last_free_memory_mib) * mib);
+        return prometheus::TextSerializer().Serialize(registry_.Collect());
+    }
+
+    // A counter that mirrors a running total kept elsewhere.
+    static void set_total(prometheus::Counter& counter, std::uint64_t total) {
+        const double value = static_cast<double>(total);
+        if (value > counter.Value())
+            counter.Increment(value - counter.Value());
+    }
+
+    prometheus::Gauge& gauge(const std::string& name, const std::string& help) {
+        return prometheus::BuildGauge().Name(name).Help(help).Register(registry_).Add({});
+    }
+    prometheus::Counter& counter(const std::string& name, const std::string& help) {
+        return prometheus::BuildCounter().Name(name).Help(help).Register(registry_).Add({});
+    }
+
+private:
+    static constexpr double mib = 1024.0 * 1024.0;
+    static constexpr std::array<std::string_view, 6> phase_names{
+        "queue", "define", "boot_to_address", "ssh", "administration", "verification"};
+
+    // Seconds, from 50 ms (a hand-over from the pool) to 5 minutes (a boot
+    // under software emulation on a busy host).
+    static prometheus::Histogram::BucketBoundaries buckets() {
+        return {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300};
+    }
+    static double seconds(std::chrono::steady_clock::duration d) {
+        return std::chrono::duration<double>(d).count();
+    }
+    prometheus::Histogram& phase_histogram(std::string_view phase) {
+        return phases_.Add({{"phase", std::string(phase)}}, buckets());
+    }
+    prometheus::Histogram& request_histogram(std::string_view source) {
+        return requests_.Add({{"source", std::string(source)}}, buckets());
+    }
+
+    prometheus::Registry registry_;
+    prometheus::Family<prometheus::Counter>& handed_out_;
+    prometheus::Counter& handed_out_boot_;
+    prometheus::Counter* handed_out_pool_;
+    prometheus::Gauge& running_;
+    prometheus::Family<prometheus::Counter>& failures_;
+    prometheus::Family<prometheus::Histogram>& phases_;
+    prometheus::Family<prometheus::Histogram>& requests_;
+    prometheus::Gauge& admission_waiting_;
+    prometheus::Gauge& admission_booting_;
+    prometheus::Gauge& reserved_;
+    prometheus::Gauge& reserved_booting_;
+    prometheus::Gauge& booting_memory_;
+    prometheus::Gauge& capacity_limit_;
+    prometheus::Counter& granted_;
+    prometheus::Counter& refused_;
+    prometheus::Family<prometheus::Gauge>& free_memory_;
+};
+
 // ---- The server ------------------------------------------------------------
 
 // A response, and the container it hands out (to destroy if it cannot be
@@ -303,36 +577,47 @@ public:
     container_server(asio::any_io_executor executor, server_settings settings)
         : interface_(executor)
         , capacity_(executor, settings.capacity)
-        , settings_(std::move(settings)) {}
+        , settings_(std::move(settings))
+        , metrics_(false) {}
 
     const server_settings& settings() const { return settings_; }
     bool stopping() const { return stopping_; }
+    server_metrics& metrics() { return metrics_; }
 
     // Every request but POST /containers.
     asio::awaitable<response_type> handle(const request_type& request) {
         const std::string_view target = request.target();
+        if (target == "/metrics" && request.method() == http::verb::get)
+            co_return scrape(request);
+        if (target == "/metrics")
+            co_return refuse(request, "method_not_allowed", http::status::method_not_allowed,
+                             "use GET on /metrics");
         if (target == "/containers" && request.method() == http::verb::get)
             co_return list(request);
         if (target.starts_with("/containers/") && request.method() == http::verb::delete_)
             co_return co_await destroy(request,
                                        target.substr(std::string_view("/containers/").size()));
         if (target == "/containers" || target.starts_with("/containers/"))
-            co_return error(request, http::status::method_not_allowed,
-                            "use POST or GET on /containers, DELETE on /containers/{uuid}");
-        co_return error(request, http::status::not_found,
-                        "no such resource: " + std::string(target));
+            co_return refuse(request, "method_not_allowed", http::status::method_not_allowed,
+                             "use POST or GET on /containers, DELETE on /containers/{uuid}");
+        co_return refuse(request, "not_found", http::status::not_found,
+                         "no such resource: " + std::string(target));
     }
 
     // POST /containers: checks the request, takes a place in the capacity,
     // provisions. Cancelling it (the client hung up) cancels the
     // provisioning, which destroys the domain: nothing is stored.
     asio::awaitable<outcome> create(const request_type& request) {
+        const auto began = std::chrono::steady_clock::now();
         if (stopping_)
-            co_return outcome{
-                unavailable(request, settings_.retry_after, "the server is stopping")};
+            co_return outcome{unavailable(request, "server_stopping", "the server is stopping")};
         const auto parsed = parse_container_request(request, settings_);
         if (const auto* refused = std::get_if<refusal>(&parsed))
-            co_return outcome{error(request, refused->status, refused->message)};
+            co_return outcome{refuse(request,
+                                     refused->status == http::status::unsupported_media_type
+                                         ? "unsupported_media_type"
+                                         : "bad_request",
+                                     refused->status, refused->message)};
         const auto& wanted = std::get<container_request>(parsed);
 
         anweddol::diagnostics diag;
@@ -341,12 +626,13 @@ public:
         auto [refused, place] = co_await std::move(reserving);
         if (refused == anweddol::errc::over_capacity)
             co_return outcome{
-                unavailable(request, settings_.retry_after,
+                unavailable(request, "over_capacity",
                             "no capacity for another container now: " + diag.client_message())};
         if (refused)
-            co_return outcome{error(request, http::status::internal_server_error,
-                                    "cannot check the capacity: " + refused.message() + ": " +
-                                        diag.client_message() + " " + diag.server_message())};
+            co_return outcome{refuse(request, "capacity_check_failed",
+                                     http::status::internal_server_error,
+                                     "cannot check the capacity: " + refused.message() + ": " +
+                                         diag.client_message() + " " + diag.server_message())};
 
         auto container = interface_.create_container(settings_.iso, false);
         container->set_memory(wanted.memory_mib); // within bounds: checked above
@@ -359,12 +645,16 @@ public:
         auto [failed, provisioned] = co_await std::move(provisioning_op);
         if (failed) {
             // provision() has destroyed the domain already; the place goes
-            // back with `place`.
+            // back with `place`. A cancelled one is counted by the caller,
+            // which knows why (the client hung up).
+            if (failed != boost::system::errc::operation_canceled)
+                metrics_.failed(failure_reason(failed));
             co_return outcome{error(request, http::status::internal_server_error,
                                     "the container could not be provisioned: " + failed.message() +
                                         ": " + diag.client_message())};
         }
         place.mark_booted();
+        metrics_.handed_out(provisioned, false, std::chrono::steady_clock::now() - began);
         const std::string uuid = container->get_uuid();
         interface_.add_stored_container(container);
         handed_out_[uuid] = {provisioned.ip, provisioned.port, provisioned.username,
@@ -447,6 +737,35 @@ private:
         anweddol::container_capacity::reservation place;
     };
 
+    // An error answer, counted among the failures under `reason`.
+    response_type refuse(const request_type& request, std::string_view reason, http::status status,
+                         const std::string& message) {
+        metrics_.failed(reason);
+        return error(request, status, message);
+    }
+    response_type unavailable(const request_type& request, std::string_view reason,
+                              const std::string& message) {
+        metrics_.failed(reason);
+        return ::unavailable(request, settings_.retry_after, message);
+    }
+
+    // GET /metrics: the counters, and the gauges as they are now.
+    response_type scrape(const request_type& request) {
+        auto& admission = anweddol::runtime::of(interface_.get_executor()).admission();
+        server_metrics::state now;
+        now.running = handed_out_.size();
+        now.capacity = capacity_.get_usage();
+        now.capacity_limit = capacity_.get_options().max_containers;
+        now.admission_waiting = admission.waiting();
+        now.admission_booting = admission.booting();
+        response_type response(http::status::ok, request.version());
+        response.set(http::field::content_type, "text/plain; version=0.0.4");
+        response.keep_alive(request.keep_alive());
+        response.body() = metrics_.scrape(now);
+        response.prepare_payload();
+        return response;
+    }
+
     response_type list(const request_type& request) {
         json::array containers;
         for (const auto& uuid : interface_.list_stored_containers()) {
@@ -463,11 +782,12 @@ private:
 
     asio::awaitable<response_type> destroy(const request_type& request, std::string_view uuid) {
         if (!looks_like_uuid(uuid))
-            co_return error(request, http::status::bad_request,
-                            "not a UUID: " + std::string(uuid.substr(0, 64)));
+            co_return refuse(request, "bad_request", http::status::bad_request,
+                             "not a UUID: " + std::string(uuid.substr(0, 64)));
         auto container = interface_.get_stored_container(uuid);
         if (!container)
-            co_return error(request, http::status::not_found, "no container " + std::string(uuid));
+            co_return refuse(request, "not_found", http::status::not_found,
+                             "no container " + std::string(uuid));
         const std::string key(uuid);
         // Its place goes back with `entry`, once the domain is gone.
         const auto entry = handed_out_.extract(key);
@@ -477,11 +797,11 @@ private:
                                                    asio::as_tuple(asio::use_awaitable));
             auto [failed] = co_await std::move(stopping);
             if (failed && container->is_domain_running())
-                co_return error(request, http::status::internal_server_error,
-                                "container " + key +
-                                    " could not be destroyed: " + failed.message() +
-                                    "; it is no longer listed, and goes "
-                                    "when the server stops");
+                co_return refuse(request, "destroy_failed", http::status::internal_server_error,
+                                 "container " + key +
+                                     " could not be destroyed: " + failed.message() +
+                                     "; it is no longer listed, and goes "
+                                     "when the server stops");
         }
         response_type response(http::status::no_content, request.version());
         response.keep_alive(request.keep_alive());
@@ -491,6 +811,7 @@ private:
     anweddol::virtualization_interface interface_;
     anweddol::container_capacity capacity_;
     server_settings settings_;
+    server_metrics metrics_;
     std::map<std::string, handed_out> handed_out_;
     std::set<tcp::socket*> sessions_;
     bool stopping_ = false;
@@ -589,20 +910,26 @@ asio::awaitable<void> serve(tcp::socket socket, container_server& server) {
         auto reading =
             http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
         auto [ec, bytes] = co_await std::move(reading);
-        if (ec == http::error::body_limit)
+        if (ec == http::error::body_limit) {
+            server.metrics().failed("payload_too_large");
             co_return co_await write_and_close(
                 stream, error(11, false, http::status::payload_too_large,
                               "the body may have " + std::to_string(settings.max_body_bytes) +
                                   " bytes at most"));
-        if (ec == http::error::header_limit)
+        }
+        if (ec == http::error::header_limit) {
+            server.metrics().failed("header_too_large");
             co_return co_await write_and_close(
                 stream, error(11, false, http::status::request_header_fields_too_large,
                               "the request's headers may have 8 KiB at most"));
+        }
         if (ec && ec.category() == http::make_error_code(http::error::bad_target).category() &&
-            ec != http::error::end_of_stream && ec != http::error::partial_message)
+            ec != http::error::end_of_stream && ec != http::error::partial_message) {
+            server.metrics().failed("malformed_request");
             co_return co_await write_and_close(stream,
                                                error(11, false, http::status::bad_request,
                                                      "malformed HTTP request: " + ec.message()));
+        }
         if (ec)
             co_return; // closed, timed out (the stream closed the socket), or reset
         const request_type request = parser.release();
@@ -610,6 +937,7 @@ asio::awaitable<void> serve(tcp::socket socket, container_server& server) {
 
         std::optional<outcome> result;
         if (registered.over_limit()) {
+            server.metrics().failed("too_many_connections");
             result = outcome{unavailable(
                 request, settings.retry_after,
                 "too many connections: " + std::to_string(settings.max_connections) + " at most")};
@@ -620,6 +948,7 @@ asio::awaitable<void> serve(tcp::socket socket, container_server& server) {
             const double seconds =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
             if (raced.hung_up) {
+                server.metrics().failed("client_hung_up");
                 std::cout << "POST /containers: the client hung up after " << seconds
                           << " s; its provisioning was cancelled in "
                           << std::chrono::duration<double>(raced.cancelling).count() << " s"
@@ -647,6 +976,7 @@ asio::awaitable<void> serve(tcp::socket socket, container_server& server) {
         auto [written, size] = co_await std::move(writing);
         if (written) {
             if (!result->created_uuid.empty()) {
+                server.metrics().failed("undeliverable");
                 std::cout << "POST /containers: the 201 of " << result->created_uuid
                           << " could not be delivered (" << written.message() << "); destroying it"
                           << std::endl;
