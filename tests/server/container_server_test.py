@@ -457,6 +457,12 @@ def test_hang_up(binary, iso):
               "the server did not report the hang-up")
         status, _, listed = server.request("GET", "/containers", timeout=30)
         check(status == 200 and listed == [], f"stored after a hang-up: {listed}")
+        # Counted once, as a hang-up, not also as the cancellation it caused.
+        counted = scrape(server)
+        check(failures(counted, "client_hung_up") == 1 and failures(counted, "cancelled") == 0,
+              "the hang-up should count once under client_hung_up")
+        check(counted.get("anweddol_containers_handed_out_total", source="boot") == 0,
+              "a cancelled provisioning counted as handed out")
 
         # Its place went back: the next client gets a container, and can
         # give it back.
