@@ -3,6 +3,7 @@
 // time each phase took. Destroys them when it exits, unless --keep; Ctrl-C
 // destroys every one of them before it exits, and libvirt destroys them if
 // it is killed (autodestroy), except with --keep.
+#include <anweddol/container_pool.hpp>
 #include <anweddol/detail/credentials.hpp>
 #include <anweddol/provisioning.hpp>
 #include <anweddol/runtime.hpp>
@@ -45,6 +46,10 @@ client credentials it hands out, and prints them with per-phase timings.
 
   --iso PATH          the live ISO to boot (required)
   --count N           how many containers to provision at once (default 1)
+  --pool K            keep K containers booted in a warm pool first, then
+                      take the N from it: the first K need only their
+                      hand-over, the others wait for boots; the pool's
+                      spare containers are destroyed at exit
   --memory MIB        memory of each, at least 512 (default 512)
   --vcpus N           virtual CPUs of each (default 1)
   --uri URI           libvirt driver URI (default qemu:///system)
@@ -64,6 +69,7 @@ client credentials it hands out, and prints them with per-phase timings.
 struct settings {
     std::string iso;
     unsigned count = 1;
+    std::optional<unsigned> pool; // K, with --pool
     unsigned memory = 512;
     unsigned vcpus = 1;
     std::string uri = "qemu:///system";
@@ -112,6 +118,8 @@ settings parse(int argc, char** argv) {
             s.iso = value;
         else if (arg == "--count")
             s.count = number(arg, value, 1, 256);
+        else if (arg == "--pool")
+            s.pool = number(arg, value, 0, 64);
         else if (arg == "--memory")
             s.memory = number(arg, value, 512, 1 << 20);
         else if (arg == "--vcpus")
@@ -149,8 +157,21 @@ struct slot {
     std::string error;
     anweddol::diagnostics diagnostics; ///< libvirt's or libssh's own words on a failure
     bool done = false;
+    bool waiting = false; ///< a take not started yet: the pool is warming up
     asio::cancellation_signal cancel;
+
+    // Its UUID; a take from a pool has none until a container is handed to it.
+    std::string name(std::size_t index) const {
+        return container ? container->get_uuid() : "take " + std::to_string(index + 1);
+    }
 };
+
+std::string pool_line(const anweddol::container_pool_stats& p) {
+    return "pool: " + std::to_string(p.ready) + " of " + std::to_string(p.target) + " ready, " +
+           std::to_string(p.booting) + " booting, " + std::to_string(p.waiting) +
+           " takes waiting (" + std::to_string(p.boots_started) + " boots, " +
+           std::to_string(p.boots_failed) + " failed)";
+}
 
 // Live progress: redrawn in place on a terminal, one line per event elsewhere.
 class progress_display {
@@ -162,25 +183,40 @@ public:
     void event(const slot& s, std::size_t index) {
         if (!terminal_)
             out_ << "[" << fixed(seconds(s.elapsed), 1) << " s] container " << index + 1 << " "
-                 << s.container->get_uuid() << ": " << anweddol::to_string(s.phase) << "\n"
+                 << s.name(index) << ": " << anweddol::to_string(s.phase) << "\n"
+                 << std::flush;
+    }
+
+    void pool_event(const anweddol::container_pool_event& e,
+                    std::chrono::steady_clock::duration elapsed) {
+        if (!terminal_)
+            out_ << "[" << fixed(seconds(elapsed), 1) << " s] pool: " << e.uuid << " "
+                 << anweddol::to_string(e.type) << (e.message.empty() ? "" : ": " + e.message)
+                 << "\n"
                  << std::flush;
     }
 
     void redraw(const std::vector<std::unique_ptr<slot>>& slots,
-                std::chrono::steady_clock::time_point began) {
+                std::chrono::steady_clock::time_point began,
+                const anweddol::container_pool* pool = nullptr) {
         if (!terminal_)
             return;
         if (drawn_ > 0)
             out_ << "\x1b[" << drawn_ << "F"; // back to the first line drawn
         const double now = seconds(std::chrono::steady_clock::now() - began);
-        for (const auto& s : slots) {
-            const std::string state{s->done ? (s->error.empty() ? "ready" : "FAILED")
-                                            : anweddol::to_string(s->phase)};
-            out_ << "\x1b[2K  " << s->container->get_uuid() << "  " << pad(state, 10) << " "
+        if (pool)
+            out_ << "\x1b[2K  " << pool_line(pool->get_stats()) << "\n";
+        for (std::size_t i = 0; i < slots.size(); ++i) {
+            const auto& s = slots[i];
+            const std::string state{s->done      ? (s->error.empty() ? "ready" : "FAILED")
+                                    : s->waiting ? "not yet"
+                                    : pool       ? "taking"
+                                                 : anweddol::to_string(s->phase)};
+            out_ << "\x1b[2K  " << pad(s->name(i), 36) << "  " << pad(state, 10) << " "
                  << fixed(s->done ? seconds(s->elapsed) : now, 1) << " s\n";
         }
         out_ << std::flush;
-        drawn_ = slots.size();
+        drawn_ = slots.size() + (pool ? 1 : 0);
     }
 
 private:
@@ -225,7 +261,7 @@ void print_console(const slot& failed, std::size_t index, std::ostream& out) {
     }
     constexpr std::size_t shown = 25;
     const std::size_t first = lines.size() > shown ? lines.size() - shown : 0;
-    out << "container " << index + 1 << " " << failed.container->get_uuid()
+    out << "container " << index + 1 << " " << failed.name(index)
         << ": the last lines of its console:\n";
     for (std::size_t i = first; i < lines.size(); ++i)
         out << "  | " << lines[i] << "\n";
@@ -236,17 +272,17 @@ void print_table(const std::vector<std::unique_ptr<slot>>& slots, const settings
     std::printf("\n%-36s  %-15s  %5s  %-10s  %-12s  %7s %8s %8s %7s %7s %7s\n", "uuid", "ip",
                 "port", "username", "password", "define", "boot->ip", "ip->ssh", "admin", "verify",
                 "total");
-    for (const auto& slot : slots) {
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+        const auto& slot = slots[i];
         if (!slot->result) {
-            std::printf("%-36s  failed: %s\n", slot->container->get_uuid().c_str(),
-                        slot->error.c_str());
+            std::printf("%-36s  failed: %s\n", slot->name(i).c_str(), slot->error.c_str());
             continue;
         }
         const auto& r = *slot->result;
         const auto& t = r.timings;
         const std::string password = s.show_passwords ? r.password : std::string(12, '*');
         std::printf("%-36s  %-15s  %5u  %-10s  %-12s  %6.1fs %7.1fs %7.1fs %6.1fs %6.1fs %6.1fs\n",
-                    slot->container->get_uuid().c_str(), r.ip.c_str(), r.port, r.username.c_str(),
+                    slot->name(i).c_str(), r.ip.c_str(), r.port, r.username.c_str(),
                     password.c_str(), seconds(t.define), seconds(t.boot_to_ip),
                     seconds(t.ip_to_ssh), seconds(t.administration), seconds(t.verification),
                     seconds(t.total));
@@ -256,9 +292,10 @@ void print_table(const std::vector<std::unique_ptr<slot>>& slots, const settings
 void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings& s,
                 double makespan) {
     boost::json::array containers;
-    for (const auto& slot : slots) {
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+        const auto& slot = slots[i];
         boost::json::object entry;
-        entry["uuid"] = slot->container->get_uuid();
+        entry["uuid"] = slot->name(i);
         if (slot->result) {
             const auto& r = *slot->result;
             entry["ip"] = r.ip;
@@ -266,12 +303,15 @@ void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings&
             entry["username"] = r.username;
             entry["password"] = s.show_passwords ? r.password : std::string(12, '*');
             entry["host_keys"] = host_key_check(r);
+            if (s.pool)
+                entry["from_pool"] = r.from_pool;
             entry["timings"] = {{"queued", seconds(r.timings.queued)},
                                 {"define", seconds(r.timings.define)},
                                 {"boot_to_ip", seconds(r.timings.boot_to_ip)},
                                 {"ip_to_ssh", seconds(r.timings.ip_to_ssh)},
                                 {"administration", seconds(r.timings.administration)},
                                 {"verification", seconds(r.timings.verification)},
+                                {"pool_wait", seconds(r.timings.pool_wait)},
                                 {"total", seconds(r.timings.total)}};
         } else {
             entry["error"] = slot->error;
@@ -296,54 +336,95 @@ int main(int argc, char** argv) try {
 
     anweddol::virtualization_interface interface(context.get_executor());
     const bool terminal = !s.json && ::isatty(STDOUT_FILENO);
-    progress_display display(terminal, s.json ? std::cerr : std::cout);
+    std::ostream& out = s.json ? std::cerr : std::cout;
+    progress_display display(terminal, out);
+
+    // Every container's own options. Kept containers must outlive this
+    // process: not tied to its connection. All others die with it, even on
+    // SIGKILL.
+    anweddol::container_instance::options container_options;
+    container_options.autodestroy = !s.keep;
+    if (!s.owner.empty())
+        container_options.owner = s.owner;
+    const auto provisioning_for =
+        [&s](std::function<void(const anweddol::provisioning_event&)> on_progress) {
+            anweddol::provisioning_options options;
+            options.driver_uri = s.uri;
+            options.domain_type = s.domain_type; // empty: kvm where the host has it
+            options.client_port = s.client_port;
+            options.on_progress = std::move(on_progress);
+            return options;
+        };
 
     std::vector<std::unique_ptr<slot>> slots;
     for (unsigned i = 0; i < s.count; ++i) {
+        slots.push_back(std::make_unique<slot>());
+        if (s.pool)
+            continue; // the pool makes the containers
         auto container = interface.create_container(s.iso, false);
         container->set_memory(s.memory);
         container->set_vcpus(s.vcpus);
-        auto options = container->get_options();
-        // Kept containers must outlive this process: not tied to its
-        // connection. All others die with it, even on SIGKILL.
-        options.autodestroy = !s.keep;
-        if (!s.owner.empty())
-            options.owner = s.owner;
-        container->set_options(std::move(options));
-        slots.push_back(std::make_unique<slot>());
+        container->set_options(container_options);
         slots.back()->container = container;
     }
 
-    const auto began = std::chrono::steady_clock::now();
+    auto began = std::chrono::steady_clock::now();
+    std::optional<anweddol::container_pool> pool;
+    std::optional<double> warm_up; // seconds the pool took to fill
+    if (s.pool) {
+        anweddol::container_pool_options options;
+        options.size = *s.pool;
+        options.iso_path = s.iso;
+        options.memory = s.memory;
+        options.vcpus = s.vcpus;
+        options.container = container_options;
+        options.provisioning = provisioning_for(nullptr);
+        options.on_event = [&](const anweddol::container_pool_event& e) {
+            display.pool_event(e, std::chrono::steady_clock::now() - began);
+        };
+        pool.emplace(context.get_executor(), std::move(options));
+        for (auto& slot : slots)
+            slot->waiting = true;
+    }
+
     std::size_t finished = 0;
     bool interrupted = false;
     asio::steady_timer ticker(context);
     asio::signal_set signals(context, SIGINT, SIGTERM);
 
     // Once every provisioning ended: report, then destroy what runs unless
-    // asked to keep it (never after Ctrl-C). The io_context then runs out of
-    // work by itself: the last container gone closes libvirt's connection.
+    // asked to keep it (never after Ctrl-C), and the pool's spare ones. The
+    // io_context then runs out of work by itself: the last container gone
+    // closes libvirt's connection.
     const auto finish = [&] {
         ticker.cancel();  // the table below must not be redrawn over
         signals.cancel(); // from here on, Ctrl-C waits for the destroys
-        display.redraw(slots, began);
+        display.redraw(slots, began, pool ? &*pool : nullptr);
         const double makespan = seconds(std::chrono::steady_clock::now() - began);
+        const auto administered = static_cast<std::size_t>(
+            std::count_if(slots.begin(), slots.end(), [](const auto& x) { return x->result; }));
         if (s.json) {
             print_json(slots, s, makespan);
         } else {
             print_table(slots, s);
-            std::printf("\n%zu of %zu administered in %.1f s (makespan)%s\n",
-                        static_cast<std::size_t>(std::count_if(
-                            slots.begin(), slots.end(), [](const auto& x) { return x->result; })),
-                        slots.size(), makespan,
+            std::printf("\n%zu of %zu administered in %.1f s (makespan%s)%s\n", administered,
+                        slots.size(), makespan, pool ? ", from the first take" : "",
                         s.keep && !interrupted ? "; kept running" : "; destroying them");
+            if (pool) {
+                const auto stats = pool->get_stats();
+                std::printf("the pool of %u warmed up in %.1f s; %llu handed out at once, %llu "
+                            "after waiting for a boot\n",
+                            *s.pool, warm_up.value_or(0.0),
+                            static_cast<unsigned long long>(stats.taken_warm),
+                            static_cast<unsigned long long>(stats.taken_after_wait));
+            }
             for (const auto& slot : slots)
                 if (slot->result) {
                     std::printf("host keys %s\n", host_key_check(*slot->result).c_str());
                     break;
                 }
             for (const auto& slot : slots)
-                if (!slot->container->get_domain_type().empty()) {
+                if (slot->container && !slot->container->get_domain_type().empty()) {
                     std::printf("domain type %s (%s)\n", slot->container->get_domain_type().c_str(),
                                 slot->container->get_domain_type_choice().c_str());
                     break;
@@ -351,60 +432,90 @@ int main(int argc, char** argv) try {
         }
         for (std::size_t i = 0; i < slots.size(); ++i)
             if (!slots[i]->result)
-                print_console(*slots[i], i, s.json ? std::cerr : std::cout);
+                print_console(*slots[i], i, out);
         for (auto& slot : slots) {
+            if (!slot->container)
+                continue;
             if (s.keep && !interrupted)
                 slot->container->set_domain_descriptor(nullptr); // left running, forgotten
             else if (slot->container->is_domain_running())
                 asio::co_spawn(context, slot->container->stop_domain(true), asio::detached);
         }
+        if (pool)
+            pool->shutdown(asio::detached);
     };
 
-    for (std::size_t i = 0; i < slots.size(); ++i) {
-        slot& current = *slots[i];
-        anweddol::provisioning_options options;
-        options.driver_uri = s.uri;
-        options.domain_type = s.domain_type; // empty: kvm where the host has it
-        options.client_port = s.client_port;
-        options.on_progress = [&current, &display, i](const anweddol::provisioning_event& e) {
-            current.phase = e.phase;
-            current.elapsed = e.elapsed;
-            display.event(current, i);
+    // What ends one provisioning or take.
+    const auto completion = [&](std::size_t i) {
+        return [&, i](boost::system::error_code error, anweddol::provisioned_container result) {
+            slot& done = *slots[i];
+            done.done = true;
+            done.elapsed = std::chrono::steady_clock::now() - began;
+            if (error) {
+                done.error = done.diagnostics.full_message();
+                done.error += (done.error.empty() ? "" : ": ") + error.message();
+                if (!terminal)
+                    out << "container " << i + 1 << " failed: " << done.error << "\n";
+            } else {
+                done.container = result.container;
+                done.result = std::move(result);
+            }
+            if (++finished == slots.size())
+                finish();
         };
-        // A plain callback, with the slot that Ctrl-C cancels through.
-        anweddol::provision(
-            current.container, std::move(options), current.diagnostics,
-            asio::bind_cancellation_slot(
-                current.cancel.slot(),
-                [&, i](boost::system::error_code error, anweddol::provisioned_container result) {
-                    slot& done = *slots[i];
-                    done.done = true;
-                    done.elapsed = std::chrono::steady_clock::now() - began;
-                    if (error) {
-                        done.error = done.diagnostics.full_message();
-                        done.error += (done.error.empty() ? "" : ": ") + error.message();
-                        if (!terminal)
-                            (s.json ? std::cerr : std::cout)
-                                << "container " << i + 1 << " failed: " << done.error << "\n";
-                    } else {
-                        done.result = std::move(result);
-                    }
-                    if (++finished == slots.size())
-                        finish();
-                }));
+    };
+
+    if (!pool) {
+        for (std::size_t i = 0; i < slots.size(); ++i) {
+            slot& current = *slots[i];
+            auto options =
+                provisioning_for([&current, &display, i](const anweddol::provisioning_event& e) {
+                    current.phase = e.phase;
+                    current.elapsed = e.elapsed;
+                    display.event(current, i);
+                });
+            // A plain callback, with the slot that Ctrl-C cancels through.
+            anweddol::provision(current.container, std::move(options), current.diagnostics,
+                                asio::bind_cancellation_slot(current.cancel.slot(), completion(i)));
+        }
     }
+    // With a pool: every take at once, once it is full (or once a boot
+    // failed: the takes then get the failures the pool meets). The
+    // makespan counts from there.
+    const auto take_all = [&] {
+        warm_up = seconds(std::chrono::steady_clock::now() - began);
+        began = std::chrono::steady_clock::now();
+        if (!terminal)
+            out << "the pool is warm after " << *warm_up << " s: taking " << slots.size() << "\n";
+        for (std::size_t i = 0; i < slots.size(); ++i) {
+            slots[i]->waiting = false;
+            pool->take(slots[i]->diagnostics,
+                       asio::bind_cancellation_slot(slots[i]->cancel.slot(), completion(i)));
+        }
+    };
 
     // Ctrl-C: cancel every provisioning; each destroys its domain as it ends.
     signals.async_wait([&](boost::system::error_code ec, int) {
         if (ec)
             return;
         interrupted = true;
-        (s.json ? std::cerr : std::cout) << "\ninterrupted: destroying every container\n";
+        out << "\ninterrupted: destroying every container\n";
+        if (pool && !warm_up) {
+            // Nothing taken yet: the pool's own containers are all there is.
+            ticker.cancel();
+            pool->shutdown(asio::detached);
+            return;
+        }
         for (auto& slot : slots)
             slot->cancel.emit(asio::cancellation_type::terminal);
     });
     std::function<void()> tick = [&] {
-        display.redraw(slots, began);
+        if (pool && !warm_up && !interrupted) {
+            const auto stats = pool->get_stats();
+            if (stats.ready >= stats.target || stats.boots_failed > 0)
+                take_all();
+        }
+        display.redraw(slots, began, pool ? &*pool : nullptr);
         ticker.expires_after(200ms);
         ticker.async_wait([&](boost::system::error_code ec) {
             if (!ec)

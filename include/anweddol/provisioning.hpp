@@ -53,6 +53,12 @@ struct provisioning_timings {
     duration ip_to_ssh{};      ///< address known -> endpoint logged in
     duration administration{}; ///< the setup script
     duration verification{};   ///< the client's own login
+    /// container_pool::take() only: waiting for a booted container, when
+    /// none was ready.
+    duration pool_wait{};
+    /// From the call to ready. For a container taken from a pool, the
+    /// take's own time: its boot phases above happened before, while it
+    /// waited in the pool.
     duration total{};
 };
 
@@ -89,11 +95,38 @@ struct provisioned_container {
     /// With pinned_fingerprints: the fingerprints read from the console.
     std::vector<std::string> host_key_fingerprints;
     provisioning_timings timings;
+    /// Handed out by container_pool::take() from the containers it kept
+    /// booted, without waiting for a boot.
+    bool from_pool = false;
 };
 
 namespace detail {
+
+/// The first half of provision(): a container booted, with its address,
+/// and its endpoint logged in, ready to be handed over.
+struct booted_container {
+    std::shared_ptr<endpoint_shell_instance> endpoint; ///< open, as the endpoint account
+    endpoint_shell_options shell;  ///< what the logins use (host keys pinned from the console)
+    provisioned_container partial; ///< container, ip, host keys, boot timings
+    /// Where the hand-over's progress events and `total` count from: the
+    /// boot's start in provision(), the take's in container_pool.
+    std::chrono::steady_clock::time_point began;
+};
+
+/// Boots `container`, reads its host keys from the console and logs in as
+/// the endpoint. Any failure or cancellation destroys the domain.
+boost::asio::awaitable<booted_container>
+boot_and_log_in(std::shared_ptr<container_instance> container, const provisioning_options& options);
+
+/// The second half: fresh client credentials, the setup script, the
+/// client's login check. Any failure or cancellation destroys the domain
+/// and wipes the password.
+boost::asio::awaitable<provisioned_container> hand_over(booted_container booted,
+                                                        const provisioning_options& options);
+
 boost::asio::awaitable<provisioned_container>
 provision_here(std::shared_ptr<container_instance> container, provisioning_options options);
+
 } // namespace detail
 
 /// async: what a container server does for each client: boots `container`,

@@ -20,6 +20,7 @@
 #include <anweddol/impl/boot_admission.ipp>
 #include <anweddol/impl/container_capacity.ipp>
 #include <anweddol/impl/container_instance.ipp>
+#include <anweddol/impl/container_pool.ipp>
 #include <anweddol/impl/container_sweep.ipp>
 #include <anweddol/impl/endpoint_shell_instance.ipp>
 #include <anweddol/impl/error.ipp>

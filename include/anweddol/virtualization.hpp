@@ -10,6 +10,7 @@
 #include <anweddol/container_capacity.hpp>
 #include <anweddol/container_instance.hpp>
 #include <anweddol/container_options.hpp>
+#include <anweddol/container_pool.hpp>
 #include <anweddol/container_sweep.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/endpoint_shell_options.hpp>

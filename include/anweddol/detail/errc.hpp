@@ -39,6 +39,7 @@ enum class errc : int {
     domain_paused,      ///< The guest paused on its own while starting (an I/O or emulation error).
     domain_crashed,     ///< The guest crashed or its kernel panicked while starting.
     over_capacity,      ///< No place for another container now; the diagnostics say which limit.
+    pool_closed,        ///< The container pool was shut down or destroyed.
 };
 
 /// The category of `anweddol::errc`; its name is "anweddol". Its timeouts

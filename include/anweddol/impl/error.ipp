@@ -69,6 +69,8 @@ public:
         case errc::over_capacity:
             return "no capacity for another container now: try again later (the diagnostics "
                    "say which limit was reached)";
+        case errc::pool_closed:
+            return "the container pool is shut down: it hands out no more containers";
         case errc::unexpected_error:
             return "an unexpected error: its diagnostics say what was thrown";
         }

@@ -95,12 +95,32 @@ console_host_keys(std::shared_ptr<container_instance> container) {
     }
 }
 
+// Destroys the domain of a provisioning that failed or was cancelled, and
+// returns the failure with what the guest said on its console up to then
+// (an SSH server that never came up, a setup script that failed).
+inline boost::asio::awaitable<std::exception_ptr>
+destroy_after_failure(const std::shared_ptr<container_instance>& container,
+                      std::exception_ptr failure) {
+    co_await boost::asio::this_coro::reset_cancellation_state();
+    if (container->is_domain_running()) {
+        try {
+            co_await container->stop_domain(true);
+        } catch (...) {
+            // Already gone (it crashed), or out of memory: the error that
+            // matters is the first one, and the container's destructor
+            // tries again.
+        }
+    }
+    co_return detail::with_guest_console(failure, container->get_console_log());
+}
+
 } // namespace provisioning_impl
 
-ANWEDDOL_DECL boost::asio::awaitable<provisioned_container>
-detail::provision_here(std::shared_ptr<container_instance> container,
-                       provisioning_options options) {
+ANWEDDOL_DECL boost::asio::awaitable<detail::booted_container>
+detail::boot_and_log_in(std::shared_ptr<container_instance> container,
+                        const provisioning_options& options) {
     using provisioning_impl::phase_clock;
+    using P = provisioning_phase;
     phase_clock phases;
     phases.uuid = container->get_uuid();
     phases.on_progress = &options.on_progress;
@@ -117,8 +137,10 @@ detail::provision_here(std::shared_ptr<container_instance> container,
                 forward(p);
             phases.enter(provisioning_impl::phase_of(p.phase), p.at);
         };
-    provisioned_container result;
-    result.container = container;
+    booted_container booted;
+    booted.began = phases.began;
+    booted.partial.container = container;
+    booted.shell = options.shell;
     // Every awaitable with captures is built outside its co_await
     // expression: GCC 12 destroys such temporaries twice.
     auto starting = container->start_domain(std::move(start));
@@ -126,23 +148,62 @@ detail::provision_here(std::shared_ptr<container_instance> container,
 
     std::exception_ptr failure;
     try {
+        auto& result = booted.partial;
         result.ip = *container->get_ip();
-        if (options.shell.host_keys == host_key_policy::accept_new) {
+        if (booted.shell.host_keys == host_key_policy::accept_new) {
             auto reading = provisioning_impl::console_host_keys(container);
             auto pinned = co_await std::move(reading);
             if (!pinned.empty()) {
-                options.shell.host_keys = host_key_policy::pinned_fingerprints;
-                options.shell.host_key_fingerprints = std::move(pinned);
+                booted.shell.host_keys = host_key_policy::pinned_fingerprints;
+                booted.shell.host_key_fingerprints = std::move(pinned);
             }
         }
-        result.host_keys = options.shell.host_keys;
-        result.host_key_fingerprints = options.shell.host_key_fingerprints;
-        auto endpoint =
+        result.host_keys = booted.shell.host_keys;
+        result.host_key_fingerprints = booted.shell.host_key_fingerprints;
+        booted.endpoint =
             std::make_shared<endpoint_shell_instance>(container->get_executor(), result.ip);
-        endpoint->set_options(options.shell);
-        co_await endpoint->open_shell();
+        booted.endpoint->set_options(booted.shell);
+        co_await booted.endpoint->open_shell();
 
-        phases.enter(provisioning_phase::administering);
+        auto& t = result.timings;
+        const auto logged_in = phase_clock::clock::now();
+        t.queued = phases.between(P::waiting_for_boot_slot, P::creating_domain);
+        // The checks before the boot slot count as defining too.
+        t.define = *phases.starts[static_cast<std::size_t>(P::waiting_for_address)] - phases.began -
+                   t.queued;
+        t.boot_to_ip = phases.between(P::waiting_for_address, P::waiting_for_ssh);
+        t.ip_to_ssh = logged_in - *phases.starts[static_cast<std::size_t>(P::waiting_for_ssh)];
+        t.total = logged_in - phases.began;
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    if (failure) {
+        booted.endpoint.reset();
+        auto destroying = provisioning_impl::destroy_after_failure(container, failure);
+        std::rethrow_exception(co_await std::move(destroying));
+    }
+    co_return booted;
+}
+
+ANWEDDOL_DECL boost::asio::awaitable<provisioned_container>
+detail::hand_over(booted_container booted, const provisioning_options& options) {
+    using provisioning_impl::phase_clock;
+    using P = provisioning_phase;
+    auto container = booted.partial.container;
+    phase_clock phases;
+    phases.began = booted.began;
+    phases.uuid = container->get_uuid();
+    phases.on_progress = &options.on_progress;
+    provisioned_container result = std::move(booted.partial);
+
+    std::exception_ptr failure;
+    try {
+        auto& endpoint = booted.endpoint;
+        // A pooled container's session may have been lost while it waited
+        // (a network hiccup, an sshd restarted): log in again.
+        if (endpoint->is_closed())
+            co_await endpoint->open_shell();
+        phases.enter(P::administering);
         // The password lives in result (wiped below on failure) and in the
         // endpoint (wiped when it goes), nowhere else: a short one would stay
         // in its moved-from buffer, so that is wiped too.
@@ -156,10 +217,10 @@ detail::provision_here(std::shared_ptr<container_instance> container,
         co_await endpoint->close_shell();
 
         if (options.verify_client_login) {
-            phases.enter(provisioning_phase::verifying);
+            phases.enter(P::verifying);
             endpoint_shell_instance client(container->get_executor(), result.ip, result.username,
                                            result.password, result.port);
-            client.set_options(options.shell);
+            client.set_options(booted.shell);
             co_await client.open_shell();
             const command_result whoami = co_await client.execute("id -un");
             co_await client.close_shell();
@@ -168,41 +229,33 @@ detail::provision_here(std::shared_ptr<container_instance> container,
                                     "the client logged in but is not " + result.username +
                                         ": 'id -un' said '" + whoami.std_out + "'");
         }
-        phases.enter(provisioning_phase::ready);
+        phases.enter(P::ready);
     } catch (...) {
         failure = std::current_exception();
     }
     if (failure) {
         detail::cleanse(result.password);
-        co_await boost::asio::this_coro::reset_cancellation_state();
-        if (container->is_domain_running()) {
-            try {
-                co_await container->stop_domain(true);
-            } catch (...) {
-                // Already gone (it crashed), or out of memory: the error that
-                // matters is the first one, and the container's destructor
-                // tries again.
-            }
-        }
-        // What the guest said on its console, up to the failure (an SSH
-        // server that never came up, a setup script that failed).
-        std::rethrow_exception(detail::with_guest_console(failure, container->get_console_log()));
+        booted.endpoint.reset();
+        auto destroying = provisioning_impl::destroy_after_failure(container, failure);
+        std::rethrow_exception(co_await std::move(destroying));
     }
 
-    using P = provisioning_phase;
     auto& t = result.timings;
-    t.queued = phases.between(P::waiting_for_boot_slot, P::creating_domain);
-    // The checks before the boot slot count as defining too.
-    t.define =
-        *phases.starts[static_cast<std::size_t>(P::waiting_for_address)] - phases.began - t.queued;
-    t.boot_to_ip = phases.between(P::waiting_for_address, P::waiting_for_ssh);
-    t.ip_to_ssh = phases.between(P::waiting_for_ssh, P::administering);
     t.administration =
         phases.between(P::administering, options.verify_client_login ? P::verifying : P::ready);
     t.verification = options.verify_client_login ? phases.between(P::verifying, P::ready)
                                                  : provisioning_timings::duration::zero();
     t.total = *phases.starts[static_cast<std::size_t>(P::ready)] - phases.began;
     co_return result;
+}
+
+ANWEDDOL_DECL boost::asio::awaitable<provisioned_container>
+detail::provision_here(std::shared_ptr<container_instance> container,
+                       provisioning_options options) {
+    auto booting = detail::boot_and_log_in(std::move(container), options);
+    auto booted = co_await std::move(booting);
+    auto handing_over = detail::hand_over(std::move(booted), options);
+    co_return co_await std::move(handing_over);
 }
 
 } // namespace anweddol

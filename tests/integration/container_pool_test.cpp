@@ -1,0 +1,250 @@
+// A warm container pool against the sandbox's libvirtd, QEMU and the test
+// ISO's sshd: containers handed out from the pool work, the pool refills,
+// notices a container that died while it waited, recycles idle ones, and a
+// take cancelled in its hand-over, shutdown() and the destructor leave no
+// domain behind.
+#include "../unit/test_context.hpp"
+#include "sandbox_settings.hpp"
+
+#include <anweddol/container_pool.hpp>
+#include <anweddol/detail/libvirt/call.hpp>
+#include <anweddol/detail/libvirt/handle.hpp>
+#include <anweddol/endpoint_shell_instance.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+using anweddol::container_pool;
+using anweddol::container_pool_event;
+using anweddol::container_pool_event_type;
+using anweddol::provisioned_container;
+using anweddol::test::run_coroutine;
+using anweddol::test::run_until;
+using anweddol::test::test_context;
+using boost::asio::awaitable;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string system_uri = "qemu:///system";
+
+// The running domains of the sandbox's libvirt, by UUID.
+std::set<std::string> running_domains() {
+    return run_coroutine([]() -> awaitable<std::set<std::string>> {
+        auto connection = co_await anweddol::hypervisor_connection::open(system_uri);
+        co_return co_await connection->call([](virConnectPtr c) {
+            virDomainPtr* domains = nullptr;
+            const int count =
+                virConnectListAllDomains(c, &domains, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+            if (count < 0)
+                anweddol::detail::throw_last_libvirt_error("listing domains");
+            std::set<std::string> uuids;
+            for (int i = 0; i < count; ++i) {
+                char uuid[VIR_UUID_STRING_BUFLEN] = {};
+                virDomainGetUUIDString(domains[i], uuid);
+                uuids.insert(uuid);
+                virDomainFree(domains[i]);
+            }
+            std::free(domains);
+            return uuids;
+        });
+    }());
+}
+
+bool none_runs(const std::set<std::string>& uuids, std::chrono::milliseconds within = 20s) {
+    return run_until(
+        [&] {
+            for (const auto& uuid : running_domains())
+                if (uuids.count(uuid))
+                    return false;
+            return true;
+        },
+        within);
+}
+
+// Destroys a domain behind the pool's back, as a crash of QEMU would.
+void destroy_from_outside(const std::string& uuid) {
+    run_coroutine([uuid]() -> awaitable<bool> {
+        auto connection = co_await anweddol::hypervisor_connection::open(system_uri);
+        co_return co_await connection->call([uuid](virConnectPtr c) {
+            anweddol::detail::domain_handle domain(virDomainLookupByUUIDString(c, uuid.c_str()));
+            return domain && virDomainDestroy(domain.get()) == 0;
+        });
+    }());
+}
+
+anweddol::container_pool_options pool_options(std::size_t size) {
+    anweddol::container_pool_options options;
+    options.size = size;
+    options.iso_path = anweddol::test::test_iso();
+    options.memory = 512;
+    options.vcpus = 1;
+    options.container.domain_type = anweddol::test::test_domain_type();
+    options.provisioning.driver_uri = system_uri;
+    options.provisioning.domain_type = anweddol::test::test_domain_type();
+    return options;
+}
+
+// What a pool said, and the UUIDs of every container it booted.
+struct event_log {
+    std::vector<container_pool_event> events;
+    std::set<std::string> booted;
+
+    auto recorder() {
+        return [this](const container_pool_event& e) {
+            events.push_back(e);
+            if (e.type == container_pool_event_type::boot_started)
+                booted.insert(e.uuid);
+        };
+    }
+    std::size_t count(container_pool_event_type type) const {
+        std::size_t n = 0;
+        for (const auto& e : events)
+            n += e.type == type;
+        return n;
+    }
+    std::string last_uuid(container_pool_event_type type) const {
+        for (auto it = events.rbegin(); it != events.rend(); ++it)
+            if (it->type == type)
+                return it->uuid;
+        return {};
+    }
+};
+
+// Logs in with the credentials a take handed out, as the client would.
+std::string client_whoami(const provisioned_container& c) {
+    return run_coroutine([&]() -> awaitable<std::string> {
+        anweddol::endpoint_shell_instance client(test_context().get_executor(), c.ip, c.username,
+                                                 c.password, c.port);
+        co_await client.open_shell();
+        const auto result = co_await client.execute("id -un");
+        co_await client.close_shell();
+        co_return result.std_out;
+    }());
+}
+
+void stop(const provisioned_container& c) {
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await c.container->stop_domain();
+        co_return true;
+    }());
+}
+
+} // namespace
+
+TEST_CASE("a warm pool hands out working containers, refills, replaces one that died, and "
+          "leaves no domain") {
+    event_log log;
+    // A take to cancel once its hand-over has begun.
+    boost::asio::cancellation_signal cancel_hand_over;
+    bool cancel_when_administering = false;
+    std::string cancelled_uuid;
+    auto options = pool_options(1);
+    options.on_event = log.recorder();
+    options.provisioning.on_progress = [&](const anweddol::provisioning_event& e) {
+        if (cancel_when_administering && e.phase == anweddol::provisioning_phase::administering) {
+            cancel_when_administering = false;
+            cancelled_uuid = e.uuid;
+            cancel_hand_over.emit(boost::asio::cancellation_type::terminal);
+        }
+    };
+    std::optional<container_pool> pool;
+    pool.emplace(test_context().get_executor(), options);
+    auto wait_ready = [&] {
+        REQUIRE(run_until([&] { return pool->get_stats().ready == 1; }, 5min));
+    };
+
+    // 1. Taken warm: only the hand-over remains, and the credentials work.
+    wait_ready();
+    const auto first = run_coroutine(pool->take(), 2min);
+    CHECK(first.from_pool);
+    CHECK(first.timings.pool_wait == 0s);
+    CHECK(first.timings.boot_to_ip > 0s); // the boot's phases, from when it booted
+    CHECK(first.timings.administration > 0s);
+    CHECK(client_whoami(first) == first.username + "\n");
+    CHECK(log.count(container_pool_event_type::ready) == 1);
+
+    // 2. It refills; a container that dies in the pool is noticed, and the
+    // take waits for a fresh one instead.
+    wait_ready();
+    CHECK(pool->get_stats().boots_started == 2);
+    const std::string doomed = log.last_uuid(container_pool_event_type::ready);
+    destroy_from_outside(doomed);
+    run_until([] { return false; }, 2s); // its STOPPED event
+    const auto second = run_coroutine(pool->take(), 5min);
+    CHECK_FALSE(second.from_pool);
+    CHECK(second.container->get_uuid() != doomed);
+    CHECK(second.timings.pool_wait > 0s);
+    CHECK(client_whoami(second) == second.username + "\n");
+    CHECK(pool->get_stats().lost == 1);
+    CHECK(log.count(container_pool_event_type::lost) == 1);
+
+    // 3. A take cancelled in its hand-over destroys that container: none is
+    // handed out half-administered.
+    wait_ready();
+    cancel_when_administering = true;
+    std::optional<boost::system::error_code> cancelled;
+    pool->take(boost::asio::bind_cancellation_slot(
+        cancel_hand_over.slot(), [&](boost::system::error_code ec, provisioned_container c) {
+            CHECK_FALSE(c.container);
+            cancelled = ec;
+        }));
+    REQUIRE(run_until([&] { return cancelled.has_value(); }, 2min));
+    CHECK(*cancelled == boost::asio::error::operation_aborted);
+    REQUIRE_FALSE(cancelled_uuid.empty());
+    CHECK(none_runs({cancelled_uuid}));
+
+    // 4. shutdown() destroys what the pool holds and boots; what was taken
+    // stays the takers'.
+    wait_ready();
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await pool->shutdown();
+        co_return true;
+    }());
+    const auto stats = pool->get_stats();
+    CHECK(stats.ready == 0);
+    CHECK(stats.booting == 0);
+    CHECK(stats.taken_warm == 1);
+    CHECK(stats.taken_after_wait == 1);
+    CHECK(stats.boots_failed == 0);
+    std::set<std::string> pooled = log.booted;
+    pooled.erase(first.container->get_uuid());
+    pooled.erase(second.container->get_uuid());
+    CHECK(none_runs(pooled));
+    const auto running = running_domains();
+    CHECK(running.count(first.container->get_uuid()) == 1);
+    CHECK(running.count(second.container->get_uuid()) == 1);
+    stop(first);
+    stop(second);
+    pool.reset();
+    CHECK(none_runs(log.booted));
+}
+
+TEST_CASE("a warm pool recycles a container that waited too long, and its destructor destroys "
+          "what it holds") {
+    event_log log;
+    auto options = pool_options(1);
+    options.max_idle = 3s;
+    options.on_event = log.recorder();
+    {
+        container_pool pool(test_context().get_executor(), options);
+        REQUIRE(run_until(
+            [&] {
+                return log.count(container_pool_event_type::recycled) >= 1 &&
+                       pool.get_stats().ready == 1;
+            },
+            6min));
+        const std::string recycled = log.last_uuid(container_pool_event_type::recycled);
+        CHECK(none_runs({recycled}));
+        CHECK(pool.get_stats().recycled >= 1);
+    }
+    CHECK(none_runs(log.booted));
+}

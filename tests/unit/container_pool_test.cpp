@@ -1,0 +1,268 @@
+// The container pool's bookkeeping on libvirt's test:///default driver,
+// whose domains never get an address here (no lease is written, and libvirt
+// is not asked): boots that fail and are retried with a growing delay, a
+// take that gets its boot's failure, cancelled takes and a shutdown in the
+// middle of boots, none of which may leave a domain behind. Handing out
+// real containers is the integration tests' part.
+#include "scratch_directory.hpp"
+#include "test_context.hpp"
+
+#include <anweddol/container_pool.hpp>
+#include <anweddol/error.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+using anweddol::container_pool;
+using anweddol::container_pool_event;
+using anweddol::container_pool_event_type;
+using anweddol::container_pool_options;
+using anweddol::errc;
+using anweddol::test::run_coroutine;
+using anweddol::test::run_until;
+using anweddol::test::scratch;
+using anweddol::test::test_context;
+using boost::asio::awaitable;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string test_uri = "test:///default";
+
+// A pool on test:/// whose boots wait `address_timeout` for an address that
+// never comes, recording its events.
+struct test_pool {
+    explicit test_pool(const scratch& s, std::size_t size,
+                       std::chrono::milliseconds address_timeout = 200ms) {
+        container_pool_options options;
+        options.size = size;
+        options.iso_path = s.iso.string();
+        options.container.lease_directory = s.leases;
+        options.container.address_poll_interval = 0ms; // only the (empty) lease directory
+        options.container.bypass_admission = true;
+        options.provisioning.driver_uri = test_uri;
+        options.provisioning.address_timeout = address_timeout;
+        options.retry_delay = 100ms;
+        options.retry_delay_max = 400ms;
+        options.on_event = [this](const container_pool_event& e) {
+            events.push_back(e);
+            if (e.type == container_pool_event_type::boot_started)
+                uuids.insert(e.uuid);
+        };
+        pool.emplace(test_context().get_executor(), std::move(options));
+    }
+
+    std::size_t count(container_pool_event_type type) const {
+        std::size_t n = 0;
+        for (const auto& e : events)
+            n += e.type == type;
+        return n;
+    }
+
+    std::vector<container_pool_event> events;
+    std::set<std::string> uuids; // of every container it booted
+    std::optional<container_pool> pool;
+};
+
+std::set<std::string> running_domains() {
+    return run_coroutine([]() -> awaitable<std::set<std::string>> {
+        auto connection = co_await anweddol::hypervisor_connection::open(test_uri);
+        co_return co_await connection->call([](virConnectPtr c) {
+            virDomainPtr* domains = nullptr;
+            const int count =
+                virConnectListAllDomains(c, &domains, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+            std::set<std::string> names;
+            for (int i = 0; i < count; ++i) {
+                names.insert(virDomainGetName(domains[i]));
+                virDomainFree(domains[i]);
+            }
+            std::free(domains);
+            return names;
+        });
+    }());
+}
+
+// Whether none of `uuids` runs in libvirt any more (destroys run in the
+// background, so this waits for them a little).
+bool all_gone(const std::set<std::string>& uuids) {
+    return run_until(
+        [&] {
+            for (const auto& name : running_domains())
+                if (uuids.count(name))
+                    return false;
+            return true;
+        },
+        10s);
+}
+
+template <class Function>
+boost::system::error_code construction_error(Function make) {
+    try {
+        make();
+    } catch (const boost::system::system_error& e) {
+        return e.code();
+    }
+    return {};
+}
+
+} // namespace
+
+TEST_CASE("container pool: bad options are refused before anything boots") {
+    scratch s;
+    const auto before = running_domains();
+    auto attempt = [&](auto change) {
+        return construction_error([&] {
+            container_pool_options options;
+            options.iso_path = s.iso.string();
+            change(options);
+            container_pool pool(test_context().get_executor(), options);
+        });
+    };
+    CHECK(attempt([](auto& o) { o.iso_path.clear(); }) == errc::iso_path_not_set);
+    CHECK(attempt([](auto& o) { o.memory = 256; }) == errc::invalid_memory);
+    CHECK(attempt([](auto& o) { o.vcpus = 0; }) == errc::invalid_vcpus);
+    CHECK(attempt([](auto& o) { o.nat_interface_name = "br 0"; }) == errc::invalid_argument);
+    CHECK(attempt([](auto& o) { o.retry_delay = 0s; }) == errc::invalid_argument);
+    CHECK(attempt([](auto& o) { o.retry_delay_max = o.retry_delay / 2; }) ==
+          errc::invalid_argument);
+    CHECK(attempt([](auto& o) { o.max_idle = 0s; }) == errc::invalid_argument);
+    run_until([] { return false; }, 100ms); // a pool that was made would start booting now
+    CHECK(running_domains() == before);
+}
+
+TEST_CASE("container pool: failed refills are reported and retried with a growing delay, and "
+          "leave no domain") {
+    scratch s;
+    test_pool p(s, 1);
+    REQUIRE(run_until([&] { return p.count(container_pool_event_type::boot_failed) >= 4; }, 20s));
+    std::vector<std::chrono::steady_clock::duration> delays;
+    for (const auto& e : p.events) {
+        if (e.type != container_pool_event_type::boot_failed)
+            continue;
+        INFO(e.message);
+        CHECK(e.error == std::errc::timed_out);
+        CHECK_FALSE(e.message.empty());
+        delays.push_back(e.retry_in);
+    }
+    CHECK(delays[0] == 100ms);
+    CHECK(delays[1] == 200ms);
+    CHECK(delays[2] == 400ms);
+    CHECK(delays[3] == 400ms); // at most retry_delay_max
+    const auto stats = p.pool->get_stats();
+    CHECK(stats.target == 1);
+    CHECK(stats.ready == 0);
+    CHECK(stats.boots_failed >= 4);
+    CHECK(stats.boots_started >= stats.boots_failed);
+    CHECK(stats.booting <= 1); // one at a time: the delay holds the next
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await p.pool->shutdown();
+        co_return true;
+    }());
+    CHECK(p.pool->get_stats().booting == 0);
+    CHECK(all_gone(p.uuids));
+}
+
+TEST_CASE("container pool: a take that waits gets its boot's failure, with its diagnostics") {
+    scratch s;
+    test_pool p(s, 0);
+    anweddol::diagnostics diag;
+    std::optional<boost::system::error_code> result;
+    p.pool->take(diag, [&](boost::system::error_code ec, anweddol::provisioned_container c) {
+        CHECK_FALSE(c.container);
+        CHECK(c.password.empty());
+        result = ec;
+    });
+    REQUIRE(run_until([&] { return result.has_value(); }, 20s));
+    CHECK(*result == std::errc::timed_out);
+    CHECK_FALSE(diag.client_message().empty());
+    const auto stats = p.pool->get_stats();
+    CHECK(stats.boots_started == 1); // a pool of 0 boots only for takes
+    CHECK(stats.boots_failed == 1);
+    CHECK(stats.waiting == 0);
+    CHECK(all_gone(p.uuids));
+}
+
+TEST_CASE("container pool: a take cancelled while it waits cancels its boot, which leaves no "
+          "domain") {
+    scratch s;
+    test_pool p(s, 0, 60s);
+    boost::asio::cancellation_signal cancel;
+    std::optional<boost::system::error_code> result;
+    p.pool->take(boost::asio::bind_cancellation_slot(
+        cancel.slot(),
+        [&](boost::system::error_code ec, anweddol::provisioned_container) { result = ec; }));
+    // Its boot has created a domain, which waits for an address.
+    REQUIRE(run_until([&] {
+        for (const auto& name : running_domains())
+            if (p.uuids.count(name))
+                return true;
+        return false;
+    }));
+    CHECK(p.pool->get_stats().waiting == 1);
+    cancel.emit(boost::asio::cancellation_type::terminal);
+    REQUIRE(run_until([&] { return result.has_value(); }));
+    CHECK(*result == boost::asio::error::operation_aborted);
+    CHECK(all_gone(p.uuids));
+    REQUIRE(run_until([&] { return p.pool->get_stats().booting == 0; }));
+    const auto stats = p.pool->get_stats();
+    CHECK(stats.waiting == 0);
+    CHECK(stats.boots_failed == 0); // cancelled for want of a taker: no failure
+    CHECK(p.count(container_pool_event_type::boot_failed) == 0);
+}
+
+TEST_CASE("container pool: shutdown fails waiting takes, cancels boots and leaves no domain") {
+    scratch s;
+    test_pool p(s, 2, 60s);
+    std::optional<boost::system::error_code> waited;
+    p.pool->take(
+        [&](boost::system::error_code ec, anweddol::provisioned_container) { waited = ec; });
+    REQUIRE(run_until([&] { return p.pool->get_stats().booting == 3; }));
+    std::optional<boost::system::error_code> shut;
+    p.pool->shutdown([&](boost::system::error_code ec) { shut = ec; });
+    REQUIRE(run_until([&] { return shut.has_value() && waited.has_value(); }, 20s));
+    CHECK_FALSE(*shut);
+    CHECK(*waited == errc::pool_closed);
+    CHECK(p.pool->get_stats().booting == 0);
+    CHECK(p.count(container_pool_event_type::boot_failed) == 0);
+    CHECK(all_gone(p.uuids));
+
+    std::optional<boost::system::error_code> late;
+    p.pool->take([&](boost::system::error_code ec, anweddol::provisioned_container) { late = ec; });
+    REQUIRE(run_until([&] { return late.has_value(); }));
+    CHECK(*late == errc::pool_closed);
+    p.pool->resize(3); // does nothing once shut down
+    CHECK(p.pool->get_stats().booting == 0);
+}
+
+TEST_CASE("container pool: destroying it in the middle of boots leaves no domain") {
+    scratch s;
+    std::set<std::string> uuids;
+    {
+        test_pool p(s, 2, 60s);
+        REQUIRE(run_until([&] { return p.uuids.size() == 2 && p.pool->get_stats().booting == 2; }));
+        REQUIRE(run_until([&] { return running_domains().size() >= 2; }));
+        uuids = p.uuids;
+    }
+    CHECK(all_gone(uuids));
+}
+
+TEST_CASE("container pool: resize starts and cancels refills") {
+    scratch s;
+    test_pool p(s, 1, 60s);
+    REQUIRE(run_until([&] { return p.pool->get_stats().booting == 1; }));
+    p.pool->resize(3);
+    CHECK(p.pool->get_stats().booting == 3);
+    CHECK(p.pool->get_stats().target == 3);
+    p.pool->resize(0);
+    CHECK(p.pool->get_stats().booting == 0);
+    CHECK(all_gone(p.uuids));
+    CHECK(p.count(container_pool_event_type::boot_failed) == 0);
+}
