@@ -10,7 +10,16 @@
 //                               serializer, served by this listener):
 //                               containers handed out and running, failures
 //                               by reason, the capacity and the boot
-//                               admission, per-phase latency histograms
+//                               admission, the pool, per-phase latency
+//                               histograms
+//
+// With --pool K, an anweddol::container_pool keeps K containers booted
+// (address known, endpoint logged in) and refills itself in the background:
+// a POST for the pool's kind (512 MiB, 1 vCPU) takes one and pays only the
+// hand-over (client credentials, setup script, the client's login check);
+// other POSTs boot their own. The pool's K count against --max-containers:
+// clients get the other places, and K x 512 MiB more memory is kept free for
+// the refills, which the capacity does not see boot.
 //
 // It holds under load:
 // - A capacity (anweddol::container_capacity): at most --max-containers at
@@ -28,11 +37,12 @@
 //
 // Bad requests get 4xx with {"error": ...}; a failed boot gets 5xx and leaves
 // nothing behind. Ctrl-C (or SIGTERM) stops the server: open connections are
-// closed, provisionings cancelled, and every container it handed out
-// destroyed. It listens on 127.0.0.1 only.
+// closed, provisionings cancelled, the pool's containers and every container
+// it handed out destroyed. It listens on 127.0.0.1 only.
 //
 //   container_server ISO [PORT] [DRIVER_URI] [DOMAIN_TYPE] [OPTIONS]  (--help)
 //   curl -X POST 127.0.0.1:8080/containers -H 'Content-Type: application/json' -d '{"memory": 512}'
+#include <anweddol/container_pool.hpp>
 #include <anweddol/virtualization.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -77,6 +87,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <variant>
 
 namespace asio = boost::asio;
@@ -92,14 +103,20 @@ namespace {
 constexpr std::string_view usage =
     R"(usage: container_server ISO [PORT] [DRIVER_URI] [DOMAIN_TYPE] [options]
 
-An HTTP/JSON container server on 127.0.0.1 (see the top of its source).
+An HTTP/JSON container server on 127.0.0.1 (see the top of its source),
+with its metrics for Prometheus on GET /metrics.
 
   --port PORT             where it listens (default 8080; 0: any free port)
   --uri URI               libvirt driver URI (default qemu:///system)
   --domain-type TYPE      kvm or qemu (default: kvm where the host has it)
+  --pool K                keep K containers booted and waiting (default 0: boot one per
+                          request); a POST for 512 MiB and 1 vCPU takes one from the pool,
+                          others boot their own
 capacity, beyond which POST gets 503 with Retry-After:
-  --max-containers N      containers at once, booting or handed out (default 4; 0: no limit)
-  --memory-headroom MIB   host memory kept free beyond the containers' (default 512)
+  --max-containers N      containers at once, booting, handed out or pooled (default 4;
+                          0: no limit); with --pool K, clients get N - K of them
+  --memory-headroom MIB   host memory kept free beyond the containers' (default 512;
+                          with --pool K, K x 512 MiB more, for the pool's refills)
   --no-memory-check       do not ask the host's free memory
   --retry-after SECONDS   the Retry-After of a 503 (default 20: about one boot)
 request bounds:
@@ -123,7 +140,12 @@ struct server_settings {
     std::size_t max_body_bytes = 1024;
     std::chrono::seconds header_timeout{10};
     std::size_t max_connections = 256;
+    std::size_t pool = 0; // K containers kept booted; 0: no pool
 };
+
+// The containers a pool keeps, and the only ones a POST takes from it.
+constexpr unsigned pool_memory_mib = 512;
+constexpr unsigned pool_vcpus = 1;
 
 [[noreturn]] void bad_usage(const std::string& why) {
     std::cerr << "container_server: " << why << "\n\n" << usage;
@@ -198,12 +220,26 @@ server_settings parse_command_line(int argc, char** argv) {
             s.header_timeout = std::chrono::seconds(number(arg, value, 1, 3600));
         else if (arg == "--max-connections")
             s.max_connections = number(arg, value, 1, 1 << 20);
+        else if (arg == "--pool")
+            s.pool = number(arg, value, 0, 1024);
         else
             bad_usage("unknown option " + std::string(arg));
     }
     if (s.iso.empty())
         bad_usage("the ISO is required");
     s.capacity.driver_uri = s.uri;
+    // The pool's containers count against --max-containers: the capacity
+    // grants clients the rest. It does not see the pool's refills boot, so
+    // their memory is kept free on top of the headroom.
+    if (s.pool) {
+        if (s.capacity.max_containers && s.capacity.max_containers <= s.pool)
+            bad_usage("--max-containers counts the pool's containers too: it must be more "
+                      "than --pool (" +
+                      std::to_string(s.pool) + "), or 0 for no limit");
+        if (s.capacity.max_containers)
+            s.capacity.max_containers -= s.pool;
+        s.capacity.memory_headroom_mib += s.pool * pool_memory_mib;
+    }
     return s;
 }
 
@@ -354,6 +390,8 @@ std::string_view failure_reason(const boost::system::error_code& ec) {
             return "domain_crashed";
         case errc::over_capacity:
             return "over_capacity";
+        case errc::pool_closed:
+            return "pool_closed";
         }
         return "other";
     }
@@ -382,13 +420,15 @@ public:
         std::size_t capacity_limit = 0; // 0: none
         std::size_t admission_waiting = 0;
         std::size_t admission_booting = 0;
+        std::optional<anweddol::container_pool_stats> pool; // with --pool
     };
 
     explicit server_metrics(bool with_pool)
         : handed_out_(prometheus::BuildCounter()
                           .Name("anweddol_containers_handed_out_total")
                           .Help("Containers provisioned for a client by POST /containers, by "
-                                "source: booted for the request, or taken from the warm pool")
+                                "source: pool (handed out warm from the pool) or boot (booted "
+                                "while the request waited)")
                           .Register(registry_))
         , handed_out_boot_(handed_out_.Add({{"source", "boot"}}))
         , handed_out_pool_(with_pool ? &handed_out_.Add({{"source", "pool"}}) : nullptr)
@@ -405,8 +445,9 @@ public:
                       .Name("anweddol_provisioning_phase_seconds")
                       .Help("How long each phase of a container's provisioning took: queue "
                             "(for a boot slot), define, boot_to_address, ssh, administration, "
-                            "verification (the client's login); for a pooled container, its "
-                            "boot's phases and its hand-over's")
+                            "verification (the client's login), and with --pool pool_wait "
+                            "(a take waiting for a boot); for a pooled container, its boot's "
+                            "phases and its hand-over's")
                       .Register(registry_))
         , requests_(prometheus::BuildHistogram()
                         .Name("anweddol_container_request_seconds")
@@ -466,28 +507,34 @@ public:
         for (std::string_view phase : phase_names)
             phase_histogram(phase);
         request_histogram("boot");
-        if (with_pool)
+        if (with_pool) {
+            failure("pool_closed");
+            phase_histogram("pool_wait");
             request_histogram("pool");
+            pool_.emplace(*this);
+        }
     }
 
-    void handed_out(const anweddol::provisioned_container& provisioned, bool from_pool,
+    // A container handed out; `via_pool`: the request took it from the pool
+    // (warm, or the first one booted while it waited).
+    void handed_out(const anweddol::provisioned_container& provisioned, bool via_pool,
                     std::chrono::steady_clock::duration request) {
-        (from_pool && handed_out_pool_ ? *handed_out_pool_ : handed_out_boot_).Increment();
+        const bool warm = provisioned.from_pool && handed_out_pool_;
+        (warm ? *handed_out_pool_ : handed_out_boot_).Increment();
         const auto& t = provisioned.timings;
         const std::array durations{t.queued,    t.define,         t.boot_to_ip,
                                    t.ip_to_ssh, t.administration, t.verification};
         for (std::size_t i = 0; i < durations.size(); ++i)
             phase_histogram(phase_names[i]).Observe(seconds(durations[i]));
-        request_histogram(from_pool ? "pool" : "boot").Observe(seconds(request));
+        if (via_pool)
+            phase_histogram("pool_wait").Observe(seconds(t.pool_wait));
+        request_histogram(warm ? "pool" : "boot").Observe(seconds(request));
     }
 
     void failure(std::string_view reason) { failures_.Add({{"reason", std::string(reason)}}); }
     void failed(std::string_view reason) {
         failures_.Add({{"reason", std::string(reason)}}).Increment();
     }
-
-    // The registry, for the pool's metrics to join it.
-    prometheus::Registry& registry() { return registry_; }
 
     // Everything, in the text exposition format (version 0.0.4).
     std::string scrape(const state& now) {
@@ -503,6 +550,8 @@ public:
         set_total(refused_, now.capacity.refused);
         if (now.capacity.last_free_memory_mib)
             free_memory_.Add({}).Set(static_cast<double>(*now.capacity.last_free_memory_mib) * mib);
+        if (pool_ && now.pool)
+            pool_->update(*now.pool);
         return prometheus::TextSerializer().Serialize(registry_.Collect());
     }
 
@@ -521,6 +570,57 @@ public:
     }
 
 private:
+    // The warm pool's, read from its stats at each scrape.
+    struct pool_metrics {
+        explicit pool_metrics(server_metrics& m)
+            : size(m.gauge("anweddol_pool_size", "Containers the pool keeps booted (--pool)"))
+            , ready(m.gauge("anweddol_pool_ready", "Pooled containers booted and waiting"))
+            , booting(m.gauge("anweddol_pool_booting", "The pool's refills booting now"))
+            , waiting(m.gauge("anweddol_pool_takes_waiting",
+                              "Requests waiting for the pool to have a container"))
+            , boots_started(m.counter("anweddol_pool_boots_started_total",
+                                      "Boots the pool started to fill or refill itself"))
+            , boots_failed(m.counter("anweddol_pool_boots_failed_total",
+                                     "The pool's boots that failed (retried with backoff)"))
+            , taken(prometheus::BuildCounter()
+                        .Name("anweddol_pool_taken_total")
+                        .Help("Containers taken from the pool: warm (ready at once) or "
+                              "after_wait (the request waited for a boot)")
+                        .Register(m.registry_))
+            , taken_warm(taken.Add({{"how", "warm"}}))
+            , taken_after_wait(taken.Add({{"how", "after_wait"}}))
+            , recycled(m.counter("anweddol_pool_recycled_total",
+                                 "Pooled containers destroyed after waiting too long, and "
+                                 "replaced"))
+            , lost(m.counter("anweddol_pool_lost_total",
+                             "Pooled containers that died while waiting, and were replaced")) {}
+
+        void update(const anweddol::container_pool_stats& stats) {
+            size.Set(static_cast<double>(stats.target));
+            ready.Set(static_cast<double>(stats.ready));
+            booting.Set(static_cast<double>(stats.booting));
+            waiting.Set(static_cast<double>(stats.waiting));
+            set_total(boots_started, stats.boots_started);
+            set_total(boots_failed, stats.boots_failed);
+            set_total(taken_warm, stats.taken_warm);
+            set_total(taken_after_wait, stats.taken_after_wait);
+            set_total(recycled, stats.recycled);
+            set_total(lost, stats.lost);
+        }
+
+        prometheus::Gauge& size;
+        prometheus::Gauge& ready;
+        prometheus::Gauge& booting;
+        prometheus::Gauge& waiting;
+        prometheus::Counter& boots_started;
+        prometheus::Counter& boots_failed;
+        prometheus::Family<prometheus::Counter>& taken;
+        prometheus::Counter& taken_warm;
+        prometheus::Counter& taken_after_wait;
+        prometheus::Counter& recycled;
+        prometheus::Counter& lost;
+    };
+
     static constexpr double mib = 1024.0 * 1024.0;
     static constexpr std::array<std::string_view, 6> phase_names{
         "queue", "define", "boot_to_address", "ssh", "administration", "verification"};
@@ -557,6 +657,7 @@ private:
     prometheus::Counter& granted_;
     prometheus::Counter& refused_;
     prometheus::Family<prometheus::Gauge>& free_memory_;
+    std::optional<pool_metrics> pool_;
 };
 
 // ---- The server ------------------------------------------------------------
@@ -578,7 +679,10 @@ public:
         : interface_(executor)
         , capacity_(executor, settings.capacity)
         , settings_(std::move(settings))
-        , metrics_(false) {}
+        , metrics_(settings_.pool > 0) {
+        if (settings_.pool)
+            pool_ = std::make_unique<anweddol::container_pool>(executor, pool_options());
+    }
 
     const server_settings& settings() const { return settings_; }
     bool stopping() const { return stopping_; }
@@ -634,19 +738,12 @@ public:
                                      "cannot check the capacity: " + refused.message() + ": " +
                                          diag.client_message() + " " + diag.server_message())};
 
-        auto container = interface_.create_container(settings_.iso, false);
-        container->set_memory(wanted.memory_mib); // within bounds: checked above
-        container->set_vcpus(wanted.vcpus);
-        anweddol::provisioning_options provisioning;
-        provisioning.driver_uri = settings_.uri;
-        provisioning.domain_type = settings_.domain_type;
-        auto provisioning_op = anweddol::provision(container, std::move(provisioning), diag,
-                                                   asio::as_tuple(asio::use_awaitable));
-        auto [failed, provisioned] = co_await std::move(provisioning_op);
+        auto obtaining = obtain(wanted, diag);
+        auto [failed, provisioned] = co_await std::move(obtaining);
         if (failed) {
-            // provision() has destroyed the domain already; the place goes
-            // back with `place`. A cancelled one is counted by the caller,
-            // which knows why (the client hung up).
+            // provision() (or the pool) has destroyed the domain already;
+            // the place goes back with `place`. A cancelled one is counted
+            // by the caller, which knows why (the client hung up).
             if (failed != boost::system::errc::operation_canceled)
                 metrics_.failed(failure_reason(failed));
             co_return outcome{error(request, http::status::internal_server_error,
@@ -654,7 +751,9 @@ public:
                                         ": " + diag.client_message())};
         }
         place.mark_booted();
-        metrics_.handed_out(provisioned, false, std::chrono::steady_clock::now() - began);
+        metrics_.handed_out(provisioned, takes_from_pool(wanted),
+                            std::chrono::steady_clock::now() - began);
+        const auto& container = provisioned.container;
         const std::string uuid = container->get_uuid();
         interface_.add_stored_container(container);
         handed_out_[uuid] = {provisioned.ip, provisioned.port, provisioned.username,
@@ -667,6 +766,20 @@ public:
                                            {"password", provisioned.password}});
         anweddol::detail::cleanse(provisioned.password);
         co_return outcome(std::move(response), uuid);
+    }
+
+    // A container for `wanted`: from the pool when it keeps such ones,
+    // booted for the request otherwise. On failure or cancellation nothing
+    // is left running.
+    asio::awaitable<std::tuple<boost::system::error_code, anweddol::provisioned_container>>
+    obtain(const container_request& wanted, anweddol::diagnostics& diag) {
+        if (takes_from_pool(wanted))
+            co_return co_await pool_->take(diag, asio::as_tuple(asio::use_awaitable));
+        auto container = interface_.create_container(settings_.iso, false);
+        container->set_memory(wanted.memory_mib); // within bounds: checked by the caller
+        container->set_vcpus(wanted.vcpus);
+        co_return co_await anweddol::provision(container, provisioning_options(), diag,
+                                               asio::as_tuple(asio::use_awaitable));
     }
 
     // Destroys a container whose credentials never reached the client.
@@ -701,14 +814,20 @@ public:
         tcp::socket& socket_;
     };
 
-    // Closes every connection (which cancels their provisionings) and stops
-    // every container handed out.
+    // Closes every connection (which cancels their provisionings), destroys
+    // the pool's containers and stops every container handed out.
     asio::awaitable<void> shutdown() {
         stopping_ = true;
         for (tcp::socket* socket : sessions_) {
             boost::system::error_code ignored;
             socket->shutdown(tcp::socket::shutdown_both, ignored);
             socket->close(ignored);
+        }
+        if (pool_) {
+            auto stopping = pool_->shutdown(asio::as_tuple(asio::use_awaitable));
+            auto [failed] = co_await std::move(stopping);
+            std::cout << "pool: " << (failed ? "not shut down: " + failed.message() : "shut down")
+                      << std::endl;
         }
         std::size_t destroyed = 0;
         for (const auto& uuid : interface_.list_stored_containers()) {
@@ -758,12 +877,48 @@ private:
         now.capacity_limit = capacity_.get_options().max_containers;
         now.admission_waiting = admission.waiting();
         now.admission_booting = admission.booting();
+        if (pool_)
+            now.pool = pool_->get_stats();
         response_type response(http::status::ok, request.version());
         response.set(http::field::content_type, "text/plain; version=0.0.4");
         response.keep_alive(request.keep_alive());
         response.body() = metrics_.scrape(now);
         response.prepare_payload();
         return response;
+    }
+
+    // Whether a request for `wanted` takes its container from the pool: one
+    // such as the pool keeps.
+    bool takes_from_pool(const container_request& wanted) const {
+        return pool_ && wanted.memory_mib == pool_memory_mib && wanted.vcpus == pool_vcpus;
+    }
+
+    anweddol::provisioning_options provisioning_options() const {
+        anweddol::provisioning_options provisioning;
+        provisioning.driver_uri = settings_.uri;
+        provisioning.domain_type = settings_.domain_type;
+        return provisioning;
+    }
+
+    anweddol::container_pool_options pool_options() const {
+        anweddol::container_pool_options options;
+        options.size = settings_.pool;
+        options.iso_path = settings_.iso;
+        options.memory = pool_memory_mib;
+        options.vcpus = pool_vcpus;
+        options.provisioning = provisioning_options();
+        options.on_event = [](const anweddol::container_pool_event& event) {
+            using type = anweddol::container_pool_event_type;
+            if (event.type == type::boot_failed)
+                std::cout << "pool: a boot failed (" << event.error.message() << "), next in "
+                          << std::chrono::duration<double>(event.retry_in).count()
+                          << " s: " << event.message << std::endl;
+            else if (event.type == type::ready || event.type == type::recycled ||
+                     event.type == type::lost)
+                std::cout << "pool: " << event.uuid << " " << anweddol::to_string(event.type)
+                          << std::endl;
+        };
+        return options;
     }
 
     response_type list(const request_type& request) {
@@ -815,6 +970,8 @@ private:
     std::map<std::string, handed_out> handed_out_;
     std::set<tcp::socket*> sessions_;
     bool stopping_ = false;
+    // Last: destroyed first, with the containers it holds.
+    std::unique_ptr<anweddol::container_pool> pool_;
 };
 
 // ---- Connections -----------------------------------------------------------
@@ -1012,7 +1169,11 @@ int main(int argc, char** argv) {
     std::cout << "serving on http://127.0.0.1:" << acceptor.local_endpoint().port()
               << "/containers; capacity: "
               << (capacity.max_containers ? std::to_string(capacity.max_containers) : "unlimited")
-              << " container(s), "
+              << " container(s)"
+              << (settings.pool
+                      ? " for clients + " + std::to_string(settings.pool) + " in the warm pool"
+                      : "")
+              << ", "
               << (capacity.check_memory
                       ? "free memory less what boots, keeping " +
                             std::to_string(capacity.memory_headroom_mib) + " MiB for the host"

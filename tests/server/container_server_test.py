@@ -7,6 +7,7 @@ binary, driven over loopback HTTP.
   container_server_test.py SERVER ISO load        50 POSTs at once, capacity 3 (sandbox)
   container_server_test.py SERVER ISO hang-up     a client that hangs up mid-POST (sandbox)
   container_server_test.py SERVER ISO metrics-live  /metrics as a container comes and goes (sandbox)
+  container_server_test.py SERVER ISO pool        --pool 1: a warm container, the refill, shutdown (sandbox)
 
 `limits` and `metrics` need no daemon: every request they send is refused
 before anything boots (libvirt's test driver reports 3 MiB free, so the
@@ -344,8 +345,32 @@ def test_metrics(binary, iso):
         raise
     finally:
         server.kill()
+
+    # With --pool, the pool's metrics join, and its containers count
+    # against --max-containers: clients get the rest.
+    refused = subprocess.run([binary, iso, "--uri", "test:///default", "--pool", "2",
+                              "--max-containers", "2"], capture_output=True, text=True,
+                             timeout=30)
+    check(refused.returncode == 2 and "more than --pool" in refused.stderr,
+          f"--pool 2 --max-containers 2: {refused.returncode} {refused.stderr}")
+    server = Server(binary, [iso, "--uri", "test:///default", "--pool", "1", "--max-containers",
+                             "3"])
+    try:
+        pooled = scrape(server)
+        check(pooled.get("anweddol_pool_size") == 1, "anweddol_pool_size should be --pool")
+        check(pooled.get("anweddol_capacity_limit") == 2,
+              "with --max-containers 3 and --pool 1, clients should get 2 places")
+        check(pooled.get("anweddol_containers_handed_out_total", source="pool") == 0,
+              "a container handed out from the pool before any request")
+        check(server.stop() == 0, "the server should exit with 0 on SIGTERM")
+        check("pool: shut down" in server.log(), "the server did not shut its pool down")
+    except Failure:
+        print(server.log(), file=sys.stderr)
+        raise
+    finally:
+        server.kill()
     print("metrics: /metrics passes promtool check metrics, and counts each refusal under its "
-          "reason")
+          "reason; with --pool, the pool's metrics join and its size counts against capacity")
 
 
 # ---- load (sandbox) ------------------------------------------------------------
@@ -568,9 +593,73 @@ def test_metrics_live(binary, iso):
           f"(boot to address {boot:.1f} s), over_capacity +1; promtool clean at each scrape")
 
 
+# ---- pool (sandbox) ----------------------------------------------------------------
+
+def test_pool(binary, iso):
+    before = domains()
+    server = Server(binary, [iso, "--domain-type", domain_type(), "--pool", "1",
+                             "--max-containers", "3"])
+
+    def pool_ready():
+        return scrape(server).get("anweddol_pool_ready") == 1
+
+    try:
+        m0 = scrape(server)
+        check(m0.get("anweddol_pool_size") == 1, "anweddol_pool_size should be --pool")
+        check(m0.get("anweddol_capacity_limit") == 2,
+              "with --max-containers 3 and --pool 1, clients should get 2 places")
+        # The pool fills on its own, before any request.
+        check(wait_until(pool_ready, 300, step=0.5), "the pool had no container ready in 300 s")
+        m1 = scrape(server)
+        check(m1.get("anweddol_pool_boots_started_total") == 1 and
+              m1.get("anweddol_pool_boots_failed_total") == 0,
+              f"one boot, none failed, expected: {m1.text}")
+        pooled = domains() - before
+        check(len(pooled) == 1, f"the pool should hold one domain, libvirt has {pooled}")
+
+        began = time.monotonic()
+        status, _, body = server.request("POST", "/containers", body={"memory": 512, "vcpus": 1})
+        took = time.monotonic() - began
+        check(status == 201, f"POST /containers: {status} {body}")
+        check({body["uuid"]} == pooled, f"handed out {body['uuid']}, not the pooled {pooled}")
+        m2 = scrape(server)
+        check(m2.get("anweddol_containers_handed_out_total", source="pool") == 1 and
+              m2.get("anweddol_containers_handed_out_total", source="boot") == 0,
+              "the container should count as handed out from the pool")
+        check(m2.get("anweddol_pool_taken_total", how="warm") == 1,
+              "the pool should count a warm take")
+        check(m2.get("anweddol_container_request_seconds_count", source="pool") == 1,
+              "the request's histogram should count it under source=pool")
+        check(m2.get("anweddol_provisioning_phase_seconds_count", phase="boot_to_address") == 1,
+              "the pooled container's boot phases should be in the histograms")
+        check(m2.get("anweddol_containers_running") == 1, "running should be 1")
+
+        # The pool refills: a second boot, ready in its turn.
+        check(wait_until(lambda: scrape(server).get("anweddol_pool_boots_started_total") == 2,
+                         60), "the pool did not start a refill")
+        check(wait_until(pool_ready, 300, step=0.5), "the refill was not ready in 300 s")
+
+        status, _, _ = server.request("DELETE", "/containers/" + body["uuid"], timeout=60)
+        check(status == 204, f"DELETE: {status}")
+        check(body["uuid"] not in domains(), "a deleted container's domain still runs")
+        check(scrape(server).get("anweddol_containers_running") == 0, "running should be 0")
+
+        check(server.stop() == 0, "the server should exit with 0 on SIGTERM")
+        check("pool: shut down" in server.log(), "the server did not shut its pool down")
+        left = domains() - before
+        check(not left, f"domains left after the server stopped: {left}")
+    except Failure:
+        print(server.log(), file=sys.stderr)
+        raise
+    finally:
+        server.kill()
+    print(f"pool: a warm container handed out in {took:.2f} s, the pool refilled (2 boots), "
+          "no domain left after DELETE and shutdown")
+
+
 def main():
     tests = {"limits": test_limits, "metrics": test_metrics, "load": test_load,
-             "hang-up": test_hang_up, "metrics-live": test_metrics_live}
+             "hang-up": test_hang_up, "metrics-live": test_metrics_live, "pool": test_pool}
     if len(sys.argv) != 4 or sys.argv[3] not in tests:
         print(__doc__, file=sys.stderr)
         return 2
