@@ -531,7 +531,6 @@ public:
         request_histogram(warm ? "pool" : "boot").Observe(seconds(request));
     }
 
-    void failure(std::string_view reason) { failures_.Add({{"reason", std::string(reason)}}); }
     void failed(std::string_view reason) {
         failures_.Add({{"reason", std::string(reason)}}).Increment();
     }
@@ -555,6 +554,7 @@ public:
         return prometheus::TextSerializer().Serialize(registry_.Collect());
     }
 
+private:
     // A counter that mirrors a running total kept elsewhere.
     static void set_total(prometheus::Counter& counter, std::uint64_t total) {
         const double value = static_cast<double>(total);
@@ -568,8 +568,9 @@ public:
     prometheus::Counter& counter(const std::string& name, const std::string& help) {
         return prometheus::BuildCounter().Name(name).Help(help).Register(registry_).Add({});
     }
+    // The series of a failure reason, at 0 until it happens.
+    void failure(std::string_view reason) { failures_.Add({{"reason", std::string(reason)}}); }
 
-private:
     // The warm pool's, read from its stats at each scrape.
     struct pool_metrics {
         explicit pool_metrics(server_metrics& m)
