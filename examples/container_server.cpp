@@ -5,6 +5,21 @@
 //                               {uuid, ip, port, username, password}
 //   GET    /containers          lists them (without passwords)
 //   DELETE /containers/{uuid}   destroys one; 204
+//   GET    /metrics             what operators watch, in Prometheus's text
+//                               format (prometheus-cpp's registry and
+//                               serializer, served by this listener):
+//                               containers handed out and running, failures
+//                               by reason, the capacity and the boot
+//                               admission, the pool, per-phase latency
+//                               histograms
+//
+// With --pool K, an anweddol::container_pool keeps K containers booted
+// (address known, endpoint logged in) and refills itself in the background:
+// a POST for the pool's kind (512 MiB, 1 vCPU) takes one and pays only the
+// hand-over (client credentials, setup script, the client's login check);
+// other POSTs boot their own. The pool's K count against --max-containers:
+// clients get the other places, and K x 512 MiB more memory is kept free for
+// the refills, which the capacity does not see boot.
 //
 // It holds under load:
 // - A capacity (anweddol::container_capacity): at most --max-containers at
@@ -22,11 +37,12 @@
 //
 // Bad requests get 4xx with {"error": ...}; a failed boot gets 5xx and leaves
 // nothing behind. Ctrl-C (or SIGTERM) stops the server: open connections are
-// closed, provisionings cancelled, and every container it handed out
-// destroyed. It listens on 127.0.0.1 only.
+// closed, provisionings cancelled, the pool's containers and every container
+// it handed out destroyed. It listens on 127.0.0.1 only.
 //
 //   container_server ISO [PORT] [DRIVER_URI] [DOMAIN_TYPE] [OPTIONS]  (--help)
 //   curl -X POST 127.0.0.1:8080/containers -H 'Content-Type: application/json' -d '{"memory": 512}'
+#include <anweddol/container_pool.hpp>
 #include <anweddol/virtualization.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -48,6 +64,13 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -58,11 +81,13 @@
 #include <iostream>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <variant>
 
 namespace asio = boost::asio;
@@ -78,14 +103,20 @@ namespace {
 constexpr std::string_view usage =
     R"(usage: container_server ISO [PORT] [DRIVER_URI] [DOMAIN_TYPE] [options]
 
-An HTTP/JSON container server on 127.0.0.1 (see the top of its source).
+An HTTP/JSON container server on 127.0.0.1 (see the top of its source),
+with its metrics for Prometheus on GET /metrics.
 
   --port PORT             where it listens (default 8080; 0: any free port)
   --uri URI               libvirt driver URI (default qemu:///system)
   --domain-type TYPE      kvm or qemu (default: kvm where the host has it)
+  --pool K                keep K containers booted and waiting (default 0: boot one per
+                          request); a POST for 512 MiB and 1 vCPU takes one from the pool,
+                          others boot their own
 capacity, beyond which POST gets 503 with Retry-After:
-  --max-containers N      containers at once, booting or handed out (default 4; 0: no limit)
-  --memory-headroom MIB   host memory kept free beyond the containers' (default 512)
+  --max-containers N      containers at once, booting, handed out or pooled (default 4;
+                          0: no limit); with --pool K, clients get N - K of them
+  --memory-headroom MIB   host memory kept free beyond the containers' (default 512;
+                          with --pool K, K x 512 MiB more, for the pool's refills)
   --no-memory-check       do not ask the host's free memory
   --retry-after SECONDS   the Retry-After of a 503 (default 20: about one boot)
 request bounds:
@@ -109,7 +140,12 @@ struct server_settings {
     std::size_t max_body_bytes = 1024;
     std::chrono::seconds header_timeout{10};
     std::size_t max_connections = 256;
+    std::size_t pool = 0; // K containers kept booted; 0: no pool
 };
+
+// The containers a pool keeps, and the only ones a POST takes from it.
+constexpr unsigned pool_memory_mib = 512;
+constexpr unsigned pool_vcpus = 1;
 
 [[noreturn]] void bad_usage(const std::string& why) {
     std::cerr << "container_server: " << why << "\n\n" << usage;
@@ -184,12 +220,26 @@ server_settings parse_command_line(int argc, char** argv) {
             s.header_timeout = std::chrono::seconds(number(arg, value, 1, 3600));
         else if (arg == "--max-connections")
             s.max_connections = number(arg, value, 1, 1 << 20);
+        else if (arg == "--pool")
+            s.pool = number(arg, value, 0, 1024);
         else
             bad_usage("unknown option " + std::string(arg));
     }
     if (s.iso.empty())
         bad_usage("the ISO is required");
     s.capacity.driver_uri = s.uri;
+    // The pool's containers count against --max-containers: the capacity
+    // grants clients the rest. It does not see the pool's refills boot, so
+    // their memory is kept free on top of the headroom.
+    if (s.pool) {
+        if (s.capacity.max_containers && s.capacity.max_containers <= s.pool)
+            bad_usage("--max-containers counts the pool's containers too: it must be more "
+                      "than --pool (" +
+                      std::to_string(s.pool) + "), or 0 for no limit");
+        if (s.capacity.max_containers)
+            s.capacity.max_containers -= s.pool;
+        s.capacity.memory_headroom_mib += s.pool * pool_memory_mib;
+    }
     return s;
 }
 
@@ -285,6 +335,332 @@ bool looks_like_uuid(std::string_view s) {
     return true;
 }
 
+// ---- Metrics ---------------------------------------------------------------
+
+// A short label for what went wrong, the same from one version to the next,
+// for anweddol_request_failures_total{reason}: anweddol's own errors by the
+// name of their errc, libvirt's and libssh's by their library.
+std::string_view failure_reason(const boost::system::error_code& ec) {
+    using anweddol::errc;
+    if (ec.category() == anweddol::error_category()) {
+        switch (static_cast<errc>(ec.value())) {
+        case errc::domain_not_created:
+            return "domain_not_created";
+        case errc::domain_not_running:
+            return "domain_not_running";
+        case errc::domain_already_running:
+            return "domain_already_running";
+        case errc::iso_path_not_set:
+            return "iso_path_not_set";
+        case errc::invalid_memory:
+            return "invalid_memory";
+        case errc::invalid_vcpus:
+            return "invalid_vcpus";
+        case errc::invalid_argument:
+            return "invalid_argument";
+        case errc::container_already_stored:
+            return "container_already_stored";
+        case errc::ip_wait_timeout:
+            return "ip_wait_timeout";
+        case errc::shell_not_open:
+            return "shell_not_open";
+        case errc::shell_already_open:
+            return "shell_already_open";
+        case errc::endpoint_credentials_not_set:
+            return "endpoint_credentials_not_set";
+        case errc::client_credentials_not_set:
+            return "client_credentials_not_set";
+        case errc::administration_failed:
+            return "administration_failed";
+        case errc::lease_file_malformed:
+            return "lease_file_malformed";
+        case errc::authentication_failed:
+            return "authentication_failed";
+        case errc::host_key_mismatch:
+            return "host_key_mismatch";
+        case errc::output_limit_exceeded:
+            return "output_limit_exceeded";
+        case errc::unexpected_error:
+            return "unexpected_error";
+        case errc::foreign_event_loop:
+            return "foreign_event_loop";
+        case errc::domain_paused:
+            return "domain_paused";
+        case errc::domain_crashed:
+            return "domain_crashed";
+        case errc::over_capacity:
+            return "over_capacity";
+        case errc::pool_closed:
+            return "pool_closed";
+        }
+        return "other";
+    }
+    if (ec == boost::system::errc::operation_canceled)
+        return "cancelled";
+    if (ec == boost::system::errc::timed_out)
+        return "timed_out";
+    if (ec.category() == anweddol::libvirt_category())
+        return "libvirt_error";
+    if (ec.category() == anweddol::libssh_category())
+        return "ssh_error";
+    return "other";
+}
+
+// What the server counts, in Prometheus's text format for GET /metrics
+// (prometheus-cpp's registry and serializer; the server's own listener
+// serves them). Events (a container handed out, a failure, a phase's
+// duration) are recorded as they happen; the state of the capacity, the
+// boot admission and the pool is read at each scrape.
+class server_metrics {
+public:
+    // What the gauges show, read when scraped.
+    struct state {
+        std::size_t running = 0;
+        anweddol::container_capacity::usage capacity;
+        std::size_t capacity_limit = 0; // 0: none
+        std::size_t admission_waiting = 0;
+        std::size_t admission_booting = 0;
+        std::optional<anweddol::container_pool_stats> pool; // with --pool
+    };
+
+    explicit server_metrics(bool with_pool)
+        : handed_out_(prometheus::BuildCounter()
+                          .Name("anweddol_containers_handed_out_total")
+                          .Help("Containers provisioned for a client by POST /containers, by "
+                                "source: pool (handed out warm from the pool) or boot (booted "
+                                "while the request waited)")
+                          .Register(registry_))
+        , handed_out_boot_(handed_out_.Add({{"source", "boot"}}))
+        , handed_out_pool_(with_pool ? &handed_out_.Add({{"source", "pool"}}) : nullptr)
+        , running_(
+              gauge("anweddol_containers_running", "Containers handed out and not destroyed yet"))
+        , failures_(prometheus::BuildCounter()
+                        .Name("anweddol_request_failures_total")
+                        .Help("Requests answered with an error, or whose answer was lost, by "
+                              "reason: over_capacity, bad_request, a provisioning error "
+                              "(ip_wait_timeout, domain_crashed, administration_failed, "
+                              "libvirt_error, ssh_error, ...), client_hung_up, undeliverable")
+                        .Register(registry_))
+        , phases_(prometheus::BuildHistogram()
+                      .Name("anweddol_provisioning_phase_seconds")
+                      .Help("How long each phase of a container's provisioning took: queue "
+                            "(for a boot slot), define, boot_to_address, ssh, administration, "
+                            "verification (the client's login), and with --pool pool_wait "
+                            "(a take waiting for a boot); for a pooled container, its boot's "
+                            "phases and its hand-over's")
+                      .Register(registry_))
+        , requests_(prometheus::BuildHistogram()
+                        .Name("anweddol_container_request_seconds")
+                        .Help("POST /containers that handed out a container, from the request "
+                              "read to the credentials ready, by source (boot or pool)")
+                        .Register(registry_))
+        , admission_waiting_(gauge("anweddol_boot_admission_waiting",
+                                   "Boots waiting for a place in the boot admission"))
+        , admission_booting_(gauge("anweddol_boot_admission_booting",
+                                   "Boots holding a place in the boot admission"))
+        , reserved_(gauge("anweddol_capacity_reserved",
+                          "Places of the capacity held: containers booting for a client or "
+                          "handed out"))
+        , reserved_booting_(gauge("anweddol_capacity_booting",
+                                  "Places of the capacity whose container still boots"))
+        , booting_memory_(gauge("anweddol_capacity_booting_memory_bytes",
+                                "Memory of the containers still booting, which the host's free "
+                                "memory does not show yet"))
+        , capacity_limit_(gauge("anweddol_capacity_limit",
+                                "The most places the capacity grants at once (+Inf: no limit)"))
+        , granted_(counter("anweddol_capacity_granted_total", "Places the capacity granted"))
+        , refused_(counter("anweddol_capacity_refused_total",
+                           "Requests the capacity refused (too many containers, or not "
+                           "enough memory)"))
+        , free_memory_(prometheus::BuildGauge()
+                           .Name("anweddol_host_free_memory_bytes")
+                           .Help("The host's free memory at the capacity's last check")
+                           .Register(registry_)) {
+        // Each series exists from the start, at 0, so that rate() and
+        // increase() see its first event.
+        for (std::string_view reason : {"bad_request",
+                                        "unsupported_media_type",
+                                        "payload_too_large",
+                                        "header_too_large",
+                                        "malformed_request",
+                                        "not_found",
+                                        "method_not_allowed",
+                                        "too_many_connections",
+                                        "server_stopping",
+                                        "over_capacity",
+                                        "capacity_check_failed",
+                                        "ip_wait_timeout",
+                                        "domain_crashed",
+                                        "domain_paused",
+                                        "administration_failed",
+                                        "authentication_failed",
+                                        "host_key_mismatch",
+                                        "libvirt_error",
+                                        "ssh_error",
+                                        "timed_out",
+                                        "cancelled",
+                                        "other",
+                                        "client_hung_up",
+                                        "undeliverable",
+                                        "destroy_failed"})
+            failure(reason);
+        for (std::string_view phase : phase_names)
+            phase_histogram(phase);
+        request_histogram("boot");
+        if (with_pool) {
+            failure("pool_closed");
+            phase_histogram("pool_wait");
+            request_histogram("pool");
+            pool_.emplace(*this);
+        }
+    }
+
+    // A container handed out; `via_pool`: the request took it from the pool
+    // (warm, or the first one booted while it waited).
+    void handed_out(const anweddol::provisioned_container& provisioned, bool via_pool,
+                    std::chrono::steady_clock::duration request) {
+        const bool warm = provisioned.from_pool && handed_out_pool_;
+        (warm ? *handed_out_pool_ : handed_out_boot_).Increment();
+        const auto& t = provisioned.timings;
+        const std::array durations{t.queued,    t.define,         t.boot_to_ip,
+                                   t.ip_to_ssh, t.administration, t.verification};
+        for (std::size_t i = 0; i < durations.size(); ++i)
+            phase_histogram(phase_names[i]).Observe(seconds(durations[i]));
+        if (via_pool)
+            phase_histogram("pool_wait").Observe(seconds(t.pool_wait));
+        request_histogram(warm ? "pool" : "boot").Observe(seconds(request));
+    }
+
+    void failed(std::string_view reason) {
+        failures_.Add({{"reason", std::string(reason)}}).Increment();
+    }
+
+    // Everything, in the text exposition format (version 0.0.4).
+    std::string scrape(const state& now) {
+        running_.Set(static_cast<double>(now.running));
+        admission_waiting_.Set(static_cast<double>(now.admission_waiting));
+        admission_booting_.Set(static_cast<double>(now.admission_booting));
+        reserved_.Set(static_cast<double>(now.capacity.reserved));
+        reserved_booting_.Set(static_cast<double>(now.capacity.booting));
+        booting_memory_.Set(static_cast<double>(now.capacity.booting_memory_mib) * mib);
+        capacity_limit_.Set(now.capacity_limit ? static_cast<double>(now.capacity_limit)
+                                               : std::numeric_limits<double>::infinity());
+        set_total(granted_, now.capacity.granted);
+        set_total(refused_, now.capacity.refused);
+        if (now.capacity.last_free_memory_mib)
+            free_memory_.Add({}).Set(static_cast<double>(*now.capacity.last_free_memory_mib) * mib);
+        if (pool_ && now.pool)
+            pool_->update(*now.pool);
+        return prometheus::TextSerializer().Serialize(registry_.Collect());
+    }
+
+private:
+    // A counter that mirrors a running total kept elsewhere.
+    static void set_total(prometheus::Counter& counter, std::uint64_t total) {
+        const double value = static_cast<double>(total);
+        if (value > counter.Value())
+            counter.Increment(value - counter.Value());
+    }
+
+    prometheus::Gauge& gauge(const std::string& name, const std::string& help) {
+        return prometheus::BuildGauge().Name(name).Help(help).Register(registry_).Add({});
+    }
+    prometheus::Counter& counter(const std::string& name, const std::string& help) {
+        return prometheus::BuildCounter().Name(name).Help(help).Register(registry_).Add({});
+    }
+    // The series of a failure reason, at 0 until it happens.
+    void failure(std::string_view reason) { failures_.Add({{"reason", std::string(reason)}}); }
+
+    // The warm pool's, read from its stats at each scrape.
+    struct pool_metrics {
+        explicit pool_metrics(server_metrics& m)
+            : size(m.gauge("anweddol_pool_size", "Containers the pool keeps booted (--pool)"))
+            , ready(m.gauge("anweddol_pool_ready", "Pooled containers booted and waiting"))
+            , booting(m.gauge("anweddol_pool_booting", "The pool's refills booting now"))
+            , waiting(m.gauge("anweddol_pool_takes_waiting",
+                              "Requests waiting for the pool to have a container"))
+            , boots_started(m.counter("anweddol_pool_boots_started_total",
+                                      "Boots the pool started to fill or refill itself"))
+            , boots_failed(m.counter("anweddol_pool_boots_failed_total",
+                                     "The pool's boots that failed (retried with backoff)"))
+            , taken(prometheus::BuildCounter()
+                        .Name("anweddol_pool_taken_total")
+                        .Help("Containers taken from the pool: warm (ready at once) or "
+                              "after_wait (the request waited for a boot)")
+                        .Register(m.registry_))
+            , taken_warm(taken.Add({{"how", "warm"}}))
+            , taken_after_wait(taken.Add({{"how", "after_wait"}}))
+            , recycled(m.counter("anweddol_pool_recycled_total",
+                                 "Pooled containers destroyed after waiting too long, and "
+                                 "replaced"))
+            , lost(m.counter("anweddol_pool_lost_total",
+                             "Pooled containers that died while waiting, and were replaced")) {}
+
+        void update(const anweddol::container_pool_stats& stats) {
+            size.Set(static_cast<double>(stats.target));
+            ready.Set(static_cast<double>(stats.ready));
+            booting.Set(static_cast<double>(stats.booting));
+            waiting.Set(static_cast<double>(stats.waiting));
+            set_total(boots_started, stats.boots_started);
+            set_total(boots_failed, stats.boots_failed);
+            set_total(taken_warm, stats.taken_warm);
+            set_total(taken_after_wait, stats.taken_after_wait);
+            set_total(recycled, stats.recycled);
+            set_total(lost, stats.lost);
+        }
+
+        prometheus::Gauge& size;
+        prometheus::Gauge& ready;
+        prometheus::Gauge& booting;
+        prometheus::Gauge& waiting;
+        prometheus::Counter& boots_started;
+        prometheus::Counter& boots_failed;
+        prometheus::Family<prometheus::Counter>& taken;
+        prometheus::Counter& taken_warm;
+        prometheus::Counter& taken_after_wait;
+        prometheus::Counter& recycled;
+        prometheus::Counter& lost;
+    };
+
+    static constexpr double mib = 1024.0 * 1024.0;
+    static constexpr std::array<std::string_view, 6> phase_names{
+        "queue", "define", "boot_to_address", "ssh", "administration", "verification"};
+
+    // Seconds, from 50 ms (a hand-over from the pool) to 5 minutes (a boot
+    // under software emulation on a busy host).
+    static prometheus::Histogram::BucketBoundaries buckets() {
+        return {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300};
+    }
+    static double seconds(std::chrono::steady_clock::duration d) {
+        return std::chrono::duration<double>(d).count();
+    }
+    prometheus::Histogram& phase_histogram(std::string_view phase) {
+        return phases_.Add({{"phase", std::string(phase)}}, buckets());
+    }
+    prometheus::Histogram& request_histogram(std::string_view source) {
+        return requests_.Add({{"source", std::string(source)}}, buckets());
+    }
+
+    prometheus::Registry registry_;
+    prometheus::Family<prometheus::Counter>& handed_out_;
+    prometheus::Counter& handed_out_boot_;
+    prometheus::Counter* handed_out_pool_;
+    prometheus::Gauge& running_;
+    prometheus::Family<prometheus::Counter>& failures_;
+    prometheus::Family<prometheus::Histogram>& phases_;
+    prometheus::Family<prometheus::Histogram>& requests_;
+    prometheus::Gauge& admission_waiting_;
+    prometheus::Gauge& admission_booting_;
+    prometheus::Gauge& reserved_;
+    prometheus::Gauge& reserved_booting_;
+    prometheus::Gauge& booting_memory_;
+    prometheus::Gauge& capacity_limit_;
+    prometheus::Counter& granted_;
+    prometheus::Counter& refused_;
+    prometheus::Family<prometheus::Gauge>& free_memory_;
+    std::optional<pool_metrics> pool_;
+};
+
 // ---- The server ------------------------------------------------------------
 
 // A response, and the container it hands out (to destroy if it cannot be
@@ -303,36 +679,50 @@ public:
     container_server(asio::any_io_executor executor, server_settings settings)
         : interface_(executor)
         , capacity_(executor, settings.capacity)
-        , settings_(std::move(settings)) {}
+        , settings_(std::move(settings))
+        , metrics_(settings_.pool > 0) {
+        if (settings_.pool)
+            pool_ = std::make_unique<anweddol::container_pool>(executor, pool_options());
+    }
 
     const server_settings& settings() const { return settings_; }
     bool stopping() const { return stopping_; }
+    server_metrics& metrics() { return metrics_; }
 
     // Every request but POST /containers.
     asio::awaitable<response_type> handle(const request_type& request) {
         const std::string_view target = request.target();
+        if (target == "/metrics" && request.method() == http::verb::get)
+            co_return scrape(request);
+        if (target == "/metrics")
+            co_return refuse(request, "method_not_allowed", http::status::method_not_allowed,
+                             "use GET on /metrics");
         if (target == "/containers" && request.method() == http::verb::get)
             co_return list(request);
         if (target.starts_with("/containers/") && request.method() == http::verb::delete_)
             co_return co_await destroy(request,
                                        target.substr(std::string_view("/containers/").size()));
         if (target == "/containers" || target.starts_with("/containers/"))
-            co_return error(request, http::status::method_not_allowed,
-                            "use POST or GET on /containers, DELETE on /containers/{uuid}");
-        co_return error(request, http::status::not_found,
-                        "no such resource: " + std::string(target));
+            co_return refuse(request, "method_not_allowed", http::status::method_not_allowed,
+                             "use POST or GET on /containers, DELETE on /containers/{uuid}");
+        co_return refuse(request, "not_found", http::status::not_found,
+                         "no such resource: " + std::string(target));
     }
 
     // POST /containers: checks the request, takes a place in the capacity,
     // provisions. Cancelling it (the client hung up) cancels the
     // provisioning, which destroys the domain: nothing is stored.
     asio::awaitable<outcome> create(const request_type& request) {
+        const auto began = std::chrono::steady_clock::now();
         if (stopping_)
-            co_return outcome{
-                unavailable(request, settings_.retry_after, "the server is stopping")};
+            co_return outcome{unavailable(request, "server_stopping", "the server is stopping")};
         const auto parsed = parse_container_request(request, settings_);
         if (const auto* refused = std::get_if<refusal>(&parsed))
-            co_return outcome{error(request, refused->status, refused->message)};
+            co_return outcome{refuse(request,
+                                     refused->status == http::status::unsupported_media_type
+                                         ? "unsupported_media_type"
+                                         : "bad_request",
+                                     refused->status, refused->message)};
         const auto& wanted = std::get<container_request>(parsed);
 
         anweddol::diagnostics diag;
@@ -341,30 +731,30 @@ public:
         auto [refused, place] = co_await std::move(reserving);
         if (refused == anweddol::errc::over_capacity)
             co_return outcome{
-                unavailable(request, settings_.retry_after,
+                unavailable(request, "over_capacity",
                             "no capacity for another container now: " + diag.client_message())};
         if (refused)
-            co_return outcome{error(request, http::status::internal_server_error,
-                                    "cannot check the capacity: " + refused.message() + ": " +
-                                        diag.client_message() + " " + diag.server_message())};
+            co_return outcome{refuse(request, "capacity_check_failed",
+                                     http::status::internal_server_error,
+                                     "cannot check the capacity: " + refused.message() + ": " +
+                                         diag.client_message() + " " + diag.server_message())};
 
-        auto container = interface_.create_container(settings_.iso, false);
-        container->set_memory(wanted.memory_mib); // within bounds: checked above
-        container->set_vcpus(wanted.vcpus);
-        anweddol::provisioning_options provisioning;
-        provisioning.driver_uri = settings_.uri;
-        provisioning.domain_type = settings_.domain_type;
-        auto provisioning_op = anweddol::provision(container, std::move(provisioning), diag,
-                                                   asio::as_tuple(asio::use_awaitable));
-        auto [failed, provisioned] = co_await std::move(provisioning_op);
+        auto obtaining = obtain(wanted, diag);
+        auto [failed, provisioned] = co_await std::move(obtaining);
         if (failed) {
-            // provision() has destroyed the domain already; the place goes
-            // back with `place`.
+            // provision() (or the pool) has destroyed the domain already;
+            // the place goes back with `place`. A cancelled one is counted
+            // by the caller, which knows why (the client hung up).
+            if (failed != boost::system::errc::operation_canceled)
+                metrics_.failed(failure_reason(failed));
             co_return outcome{error(request, http::status::internal_server_error,
                                     "the container could not be provisioned: " + failed.message() +
                                         ": " + diag.client_message())};
         }
         place.mark_booted();
+        metrics_.handed_out(provisioned, takes_from_pool(wanted),
+                            std::chrono::steady_clock::now() - began);
+        const auto& container = provisioned.container;
         const std::string uuid = container->get_uuid();
         interface_.add_stored_container(container);
         handed_out_[uuid] = {provisioned.ip, provisioned.port, provisioned.username,
@@ -377,6 +767,20 @@ public:
                                            {"password", provisioned.password}});
         anweddol::detail::cleanse(provisioned.password);
         co_return outcome(std::move(response), uuid);
+    }
+
+    // A container for `wanted`: from the pool when it keeps such ones,
+    // booted for the request otherwise. On failure or cancellation nothing
+    // is left running.
+    asio::awaitable<std::tuple<boost::system::error_code, anweddol::provisioned_container>>
+    obtain(const container_request& wanted, anweddol::diagnostics& diag) {
+        if (takes_from_pool(wanted))
+            co_return co_await pool_->take(diag, asio::as_tuple(asio::use_awaitable));
+        auto container = interface_.create_container(settings_.iso, false);
+        container->set_memory(wanted.memory_mib); // within bounds: checked by the caller
+        container->set_vcpus(wanted.vcpus);
+        co_return co_await anweddol::provision(container, provisioning_options(), diag,
+                                               asio::as_tuple(asio::use_awaitable));
     }
 
     // Destroys a container whose credentials never reached the client.
@@ -411,14 +815,20 @@ public:
         tcp::socket& socket_;
     };
 
-    // Closes every connection (which cancels their provisionings) and stops
-    // every container handed out.
+    // Closes every connection (which cancels their provisionings), destroys
+    // the pool's containers and stops every container handed out.
     asio::awaitable<void> shutdown() {
         stopping_ = true;
         for (tcp::socket* socket : sessions_) {
             boost::system::error_code ignored;
             socket->shutdown(tcp::socket::shutdown_both, ignored);
             socket->close(ignored);
+        }
+        if (pool_) {
+            auto stopping = pool_->shutdown(asio::as_tuple(asio::use_awaitable));
+            auto [failed] = co_await std::move(stopping);
+            std::cout << "pool: " << (failed ? "not shut down: " + failed.message() : "shut down")
+                      << std::endl;
         }
         std::size_t destroyed = 0;
         for (const auto& uuid : interface_.list_stored_containers()) {
@@ -447,6 +857,71 @@ private:
         anweddol::container_capacity::reservation place;
     };
 
+    // An error answer, counted among the failures under `reason`.
+    response_type refuse(const request_type& request, std::string_view reason, http::status status,
+                         const std::string& message) {
+        metrics_.failed(reason);
+        return error(request, status, message);
+    }
+    response_type unavailable(const request_type& request, std::string_view reason,
+                              const std::string& message) {
+        metrics_.failed(reason);
+        return ::unavailable(request, settings_.retry_after, message);
+    }
+
+    // GET /metrics: the counters, and the gauges as they are now.
+    response_type scrape(const request_type& request) {
+        auto& admission = anweddol::runtime::of(interface_.get_executor()).admission();
+        server_metrics::state now;
+        now.running = handed_out_.size();
+        now.capacity = capacity_.get_usage();
+        now.capacity_limit = capacity_.get_options().max_containers;
+        now.admission_waiting = admission.waiting();
+        now.admission_booting = admission.booting();
+        if (pool_)
+            now.pool = pool_->get_stats();
+        response_type response(http::status::ok, request.version());
+        response.set(http::field::content_type, "text/plain; version=0.0.4");
+        response.keep_alive(request.keep_alive());
+        response.body() = metrics_.scrape(now);
+        response.prepare_payload();
+        return response;
+    }
+
+    // Whether a request for `wanted` takes its container from the pool: one
+    // such as the pool keeps.
+    bool takes_from_pool(const container_request& wanted) const {
+        return pool_ && wanted.memory_mib == pool_memory_mib && wanted.vcpus == pool_vcpus;
+    }
+
+    anweddol::provisioning_options provisioning_options() const {
+        anweddol::provisioning_options provisioning;
+        provisioning.driver_uri = settings_.uri;
+        provisioning.domain_type = settings_.domain_type;
+        return provisioning;
+    }
+
+    anweddol::container_pool_options pool_options() const {
+        anweddol::container_pool_options options;
+        options.size = settings_.pool;
+        options.iso_path = settings_.iso;
+        options.memory = pool_memory_mib;
+        options.vcpus = pool_vcpus;
+        options.provisioning = provisioning_options();
+        options.on_event = [](const anweddol::container_pool_event& event) {
+            using type = anweddol::container_pool_event_type;
+            if (event.type == type::boot_failed)
+                std::cout << "pool: a boot failed (" << event.error.message() << "), next in "
+                          << std::chrono::duration<double>(event.retry_in).count()
+                          << " s: " << event.message << std::endl;
+            else if (event.type == type::ready || event.type == type::recycled ||
+                     event.type == type::lost)
+                std::cout << "pool: " << event.uuid << " " << anweddol::to_string(event.type)
+                          << std::endl;
+        };
+        return options;
+    }
+
     response_type list(const request_type& request) {
         json::array containers;
         for (const auto& uuid : interface_.list_stored_containers()) {
@@ -463,11 +938,12 @@ private:
 
     asio::awaitable<response_type> destroy(const request_type& request, std::string_view uuid) {
         if (!looks_like_uuid(uuid))
-            co_return error(request, http::status::bad_request,
-                            "not a UUID: " + std::string(uuid.substr(0, 64)));
+            co_return refuse(request, "bad_request", http::status::bad_request,
+                             "not a UUID: " + std::string(uuid.substr(0, 64)));
         auto container = interface_.get_stored_container(uuid);
         if (!container)
-            co_return error(request, http::status::not_found, "no container " + std::string(uuid));
+            co_return refuse(request, "not_found", http::status::not_found,
+                             "no container " + std::string(uuid));
         const std::string key(uuid);
         // Its place goes back with `entry`, once the domain is gone.
         const auto entry = handed_out_.extract(key);
@@ -477,11 +953,11 @@ private:
                                                    asio::as_tuple(asio::use_awaitable));
             auto [failed] = co_await std::move(stopping);
             if (failed && container->is_domain_running())
-                co_return error(request, http::status::internal_server_error,
-                                "container " + key +
-                                    " could not be destroyed: " + failed.message() +
-                                    "; it is no longer listed, and goes "
-                                    "when the server stops");
+                co_return refuse(request, "destroy_failed", http::status::internal_server_error,
+                                 "container " + key +
+                                     " could not be destroyed: " + failed.message() +
+                                     "; it is no longer listed, and goes "
+                                     "when the server stops");
         }
         response_type response(http::status::no_content, request.version());
         response.keep_alive(request.keep_alive());
@@ -491,9 +967,12 @@ private:
     anweddol::virtualization_interface interface_;
     anweddol::container_capacity capacity_;
     server_settings settings_;
+    server_metrics metrics_;
     std::map<std::string, handed_out> handed_out_;
     std::set<tcp::socket*> sessions_;
     bool stopping_ = false;
+    // Last: destroyed first, with the containers it holds.
+    std::unique_ptr<anweddol::container_pool> pool_;
 };
 
 // ---- Connections -----------------------------------------------------------
@@ -589,20 +1068,26 @@ asio::awaitable<void> serve(tcp::socket socket, container_server& server) {
         auto reading =
             http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
         auto [ec, bytes] = co_await std::move(reading);
-        if (ec == http::error::body_limit)
+        if (ec == http::error::body_limit) {
+            server.metrics().failed("payload_too_large");
             co_return co_await write_and_close(
                 stream, error(11, false, http::status::payload_too_large,
                               "the body may have " + std::to_string(settings.max_body_bytes) +
                                   " bytes at most"));
-        if (ec == http::error::header_limit)
+        }
+        if (ec == http::error::header_limit) {
+            server.metrics().failed("header_too_large");
             co_return co_await write_and_close(
                 stream, error(11, false, http::status::request_header_fields_too_large,
                               "the request's headers may have 8 KiB at most"));
+        }
         if (ec && ec.category() == http::make_error_code(http::error::bad_target).category() &&
-            ec != http::error::end_of_stream && ec != http::error::partial_message)
+            ec != http::error::end_of_stream && ec != http::error::partial_message) {
+            server.metrics().failed("malformed_request");
             co_return co_await write_and_close(stream,
                                                error(11, false, http::status::bad_request,
                                                      "malformed HTTP request: " + ec.message()));
+        }
         if (ec)
             co_return; // closed, timed out (the stream closed the socket), or reset
         const request_type request = parser.release();
@@ -610,6 +1095,7 @@ asio::awaitable<void> serve(tcp::socket socket, container_server& server) {
 
         std::optional<outcome> result;
         if (registered.over_limit()) {
+            server.metrics().failed("too_many_connections");
             result = outcome{unavailable(
                 request, settings.retry_after,
                 "too many connections: " + std::to_string(settings.max_connections) + " at most")};
@@ -620,6 +1106,7 @@ asio::awaitable<void> serve(tcp::socket socket, container_server& server) {
             const double seconds =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
             if (raced.hung_up) {
+                server.metrics().failed("client_hung_up");
                 std::cout << "POST /containers: the client hung up after " << seconds
                           << " s; its provisioning was cancelled in "
                           << std::chrono::duration<double>(raced.cancelling).count() << " s"
@@ -647,6 +1134,7 @@ asio::awaitable<void> serve(tcp::socket socket, container_server& server) {
         auto [written, size] = co_await std::move(writing);
         if (written) {
             if (!result->created_uuid.empty()) {
+                server.metrics().failed("undeliverable");
                 std::cout << "POST /containers: the 201 of " << result->created_uuid
                           << " could not be delivered (" << written.message() << "); destroying it"
                           << std::endl;
@@ -682,7 +1170,11 @@ int main(int argc, char** argv) {
     std::cout << "serving on http://127.0.0.1:" << acceptor.local_endpoint().port()
               << "/containers; capacity: "
               << (capacity.max_containers ? std::to_string(capacity.max_containers) : "unlimited")
-              << " container(s), "
+              << " container(s)"
+              << (settings.pool
+                      ? " for clients + " + std::to_string(settings.pool) + " in the warm pool"
+                      : "")
+              << ", "
               << (capacity.check_memory
                       ? "free memory less what boots, keeping " +
                             std::to_string(capacity.memory_headroom_mib) + " MiB for the host"

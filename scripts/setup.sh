@@ -9,6 +9,9 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache git clang-format
   libboost1.81-dev libboost-json1.81-dev
   libvirt-dev libssh-dev libssl-dev catch2
+  # The container server example's /metrics: prometheus-cpp's registry and
+  # text serializer.
+  prometheus-cpp-dev
   # libxml2: the domain XML fuzz harness reads the XML back with it.
   libxml2-dev
   # Fuzzing (scripts/fuzz.sh): clang, and the runtimes of libFuzzer and of
@@ -25,6 +28,9 @@ packages=(
   # Tests and benchmarks: a real sshd on loopback, and the reference peers.
   openssh-server openssh-client python3 python3-libvirt python3-asyncssh
   python3-paramiko gnuplot-nox
+  # promtool, which checks the container server's /metrics. The package also
+  # brings a Prometheus server, which must not run here: see the end.
+  prometheus
 )
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -58,3 +64,11 @@ trap '$own_policy && rm -f "$policy"' EXIT
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# Installing `prometheus` enables its server for the next boot (and starts it
+# now where the machine's own policy-rc.d allows); only promtool is wanted, so
+# stop and disable it.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null &&
+  [[ -d /run/systemd/system ]]; then
+  systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi

@@ -3,22 +3,28 @@
 binary, driven over loopback HTTP.
 
   container_server_test.py SERVER ISO limits      request and connection bounds, on test:///default
+  container_server_test.py SERVER ISO metrics     /metrics checked by promtool, failures counted, on test:///default
   container_server_test.py SERVER ISO load        50 POSTs at once, capacity 3 (sandbox)
   container_server_test.py SERVER ISO hang-up     a client that hangs up mid-POST (sandbox)
+  container_server_test.py SERVER ISO metrics-live  /metrics as a container comes and goes (sandbox)
+  container_server_test.py SERVER ISO pool        --pool 1: a warm container, the refill, shutdown (sandbox)
 
-`limits` needs no daemon: every request it sends is refused before anything
-boots (libvirt's test driver reports 3 MiB free, so the capacity refuses a
-valid one). `load` and `hang-up` boot real guests with the sandbox's libvirtd
+`limits` and `metrics` need no daemon: every request they send is refused
+before anything boots (libvirt's test driver reports 3 MiB free, so the
+capacity refuses a valid one). The others boot real guests with the sandbox's libvirtd
 (scripts/sandbox.sh exec, which sets ANWEDDOL_SANDBOX=1); elsewhere they exit
 with 77 (skipped), unless CI=true, where that is a failure. They count the
 domains libvirt runs, so CTest runs them alone (RUN_SERIAL).
 
-Standard library only. Every request goes to 127.0.0.1.
+Standard library only, and promtool (Debian's prometheus package) for the
+metrics. Every request goes to 127.0.0.1.
 """
 
 import http.client
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -107,6 +113,72 @@ class Server:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+# ---- metrics -----------------------------------------------------------------
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+class Metrics:
+    """One scrape of /metrics: its samples by name and labels."""
+
+    def __init__(self, text):
+        self.text = text
+        self.samples = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            match = SAMPLE.match(line)
+            check(match, f"not a sample line in /metrics: {line!r}")
+            name, labels, value = match.groups()
+            key = (name, frozenset(LABEL.findall(labels or "")))
+            check(key not in self.samples, f"a sample twice in /metrics: {line!r}")
+            self.samples[key] = float(value)
+
+    def get(self, name, **labels):
+        """The value of one sample; a Failure when /metrics does not have it."""
+        key = (name, frozenset(labels.items()))
+        check(key in self.samples, f"/metrics has no {name}{labels or ''}:\n{self.text}")
+        return self.samples[key]
+
+    def has(self, name):
+        return any(n == name for n, _ in self.samples)
+
+
+def promtool_check(text):
+    """`promtool check metrics` on `text`: it must exit 0 and say nothing."""
+    promtool = shutil.which("promtool")
+    check(promtool, "promtool is missing: install Debian's prometheus package (scripts/setup.sh)")
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                             text=True, timeout=60)
+    said = (checked.stdout + checked.stderr).strip()
+    check(checked.returncode == 0 and not said,
+          f"promtool check metrics exited {checked.returncode}: {said}")
+
+
+def scrape(server):
+    """GET /metrics, checked by promtool."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        text = response.read().decode()
+        check(response.status == 200, f"GET /metrics: {response.status} {text}")
+        check(response.getheader("Content-Type") == "text/plain; version=0.0.4",
+              f"GET /metrics: Content-Type {response.getheader('Content-Type')}")
+    finally:
+        connection.close()
+    promtool_check(text)
+    return Metrics(text)
+
+
+PHASES = ("queue", "define", "boot_to_address", "ssh", "administration", "verification")
+
+
+def failures(metrics, reason):
+    return metrics.get("anweddol_request_failures_total", reason=reason)
 
 
 def domains():
@@ -218,6 +290,89 @@ def test_limits(binary, iso):
     print("limits: every bad request refused with its status and a clear error")
 
 
+# ---- metrics (unit) ------------------------------------------------------------
+
+def test_metrics(binary, iso):
+    server = Server(binary, [iso, "--uri", "test:///default", "--max-containers", "5",
+                             "--max-body", "256"])
+    try:
+        before = scrape(server)
+        check(before.get("anweddol_containers_handed_out_total", source="boot") == 0,
+              "a container handed out before any request")
+        check(not before.has("anweddol_pool_size"), "pool metrics without --pool")
+        for name, value in (("anweddol_containers_running", 0), ("anweddol_capacity_limit", 5),
+                            ("anweddol_capacity_reserved", 0), ("anweddol_capacity_booting", 0),
+                            ("anweddol_boot_admission_waiting", 0),
+                            ("anweddol_boot_admission_booting", 0)):
+            check(before.get(name) == value, f"{name} is {before.get(name)}, not {value}")
+        for phase in PHASES:
+            check(before.get("anweddol_provisioning_phase_seconds_count", phase=phase) == 0,
+                  f"the {phase} histogram counts something already")
+        check(before.get("anweddol_provisioning_phase_seconds_bucket", phase="ssh", le="300") == 0,
+              "the histograms should have buckets up to 300 s")
+
+        # Each refusal counts once under its reason.
+        expect_error(server, "65536 MiB", 400, "must be from", body={"memory": 65536})
+        expect_error(server, "no content type", 415, "Content-Type: application/json",
+                     body='{"memory": 512}', headers={"Content-Type": "text/plain"})
+        expect_error(server, "a large body", 413, "256 bytes at most",
+                     body={"memory": 512, "pad": "x" * 300})
+        expect_error(server, "elsewhere", 404, "no such resource", method="GET", path="/nothing")
+        expect_error(server, "POST /metrics", 405, "use GET on /metrics", path="/metrics")
+        # test:///default reports 3 MiB free: the capacity refuses a valid request.
+        expect_error(server, "a valid request on a 3 MiB host", 503, "not enough memory",
+                     body={"memory": 512})
+
+        after = scrape(server)
+        for reason in ("bad_request", "unsupported_media_type", "payload_too_large", "not_found",
+                       "method_not_allowed", "over_capacity"):
+            check(failures(after, reason) == failures(before, reason) + 1,
+                  f"failures{{reason={reason}}} went from {failures(before, reason)} to "
+                  f"{failures(after, reason)} after one such request")
+        for reason in ("ip_wait_timeout", "domain_crashed", "administration_failed",
+                       "client_hung_up"):
+            check(failures(after, reason) == 0, f"failures{{reason={reason}}} moved")
+        check(after.get("anweddol_capacity_refused_total") ==
+              before.get("anweddol_capacity_refused_total") + 1,
+              "the capacity's refusal is not counted")
+        check(after.get("anweddol_host_free_memory_bytes") == 3 * 1024 * 1024,
+              "the host's free memory (3 MiB on test:///default) is not shown")
+        check(after.get("anweddol_containers_handed_out_total", source="boot") == 0,
+              "a refused request counted as handed out")
+        check(server.stop() == 0, "the server should exit with 0 on SIGTERM")
+    except Failure:
+        print(server.log(), file=sys.stderr)
+        raise
+    finally:
+        server.kill()
+
+    # With --pool, the pool's metrics join, and its containers count
+    # against --max-containers: clients get the rest.
+    refused = subprocess.run([binary, iso, "--uri", "test:///default", "--pool", "2",
+                              "--max-containers", "2"], capture_output=True, text=True,
+                             timeout=30)
+    check(refused.returncode == 2 and "more than --pool" in refused.stderr,
+          f"--pool 2 --max-containers 2: {refused.returncode} {refused.stderr}")
+    server = Server(binary, [iso, "--uri", "test:///default", "--pool", "1", "--max-containers",
+                             "3"])
+    try:
+        pooled = scrape(server)
+        check(pooled.get("anweddol_pool_size") == 1, "anweddol_pool_size should be --pool")
+        check(pooled.get("anweddol_capacity_limit") == 2,
+              "with --max-containers 3 and --pool 1, clients should get 2 places")
+        check(pooled.get("anweddol_containers_handed_out_total", source="pool") == 0,
+              "a container handed out from the pool before any request")
+        check(server.stop() == 0, "the server should exit with 0 on SIGTERM")
+        check("pool: shut down" in server.log(), "the server did not shut its pool down")
+    except Failure:
+        print(server.log(), file=sys.stderr)
+        raise
+    finally:
+        server.kill()
+    print("metrics: /metrics passes promtool check metrics, and counts each refusal under its "
+          "reason; with --pool, the pool's metrics join and its size counts against capacity")
+
+
 # ---- load (sandbox) ------------------------------------------------------------
 
 def domain_type():
@@ -327,6 +482,12 @@ def test_hang_up(binary, iso):
               "the server did not report the hang-up")
         status, _, listed = server.request("GET", "/containers", timeout=30)
         check(status == 200 and listed == [], f"stored after a hang-up: {listed}")
+        # Counted once, as a hang-up, not also as the cancellation it caused.
+        counted = scrape(server)
+        check(failures(counted, "client_hung_up") == 1 and failures(counted, "cancelled") == 0,
+              "the hang-up should count once under client_hung_up")
+        check(counted.get("anweddol_containers_handed_out_total", source="boot") == 0,
+              "a cancelled provisioning counted as handed out")
 
         # Its place went back: the next client gets a container, and can
         # give it back.
@@ -353,19 +514,164 @@ def test_hang_up(binary, iso):
     print(server.log(), end="")
 
 
+# ---- metrics-live (sandbox) -------------------------------------------------------
+
+def test_metrics_live(binary, iso):
+    before = domains()
+    server = Server(binary, [iso, "--domain-type", domain_type(), "--max-containers", "1"])
+    try:
+        m0 = scrape(server)
+        created = {}
+
+        def post():
+            created["reply"] = server.request("POST", "/containers", body={"memory": 512})
+
+        poster = threading.Thread(target=post)
+        poster.start()
+        # While it boots: its place is held and booting, and its boot holds
+        # (or waits for) the boot admission.
+        booting = []
+
+        def seen_booting():
+            m = scrape(server)
+            if (m.get("anweddol_capacity_booting") == 1 and
+                    m.get("anweddol_boot_admission_booting") +
+                    m.get("anweddol_boot_admission_waiting") == 1):
+                booting.append(m)
+            return bool(booting)
+
+        check(wait_until(seen_booting, 120, step=0.1),
+              "/metrics never showed the boot in the capacity and the boot admission")
+        poster.join()
+        status, _, body = created["reply"]
+        check(status == 201, f"POST /containers: {status} {body}")
+
+        m1 = scrape(server)
+        check(m1.get("anweddol_containers_handed_out_total", source="boot") ==
+              m0.get("anweddol_containers_handed_out_total", source="boot") + 1,
+              "the container handed out is not counted")
+        check(m1.get("anweddol_containers_running") == 1, "running should be 1")
+        check(m1.get("anweddol_capacity_reserved") == 1 and
+              m1.get("anweddol_capacity_booting") == 0, "the place should be held, booted")
+        check(m1.get("anweddol_boot_admission_booting") == 0,
+              "the boot still holds the admission once handed out")
+        for phase in PHASES:
+            count = m1.get("anweddol_provisioning_phase_seconds_count", phase=phase)
+            check(count == m0.get("anweddol_provisioning_phase_seconds_count", phase=phase) + 1,
+                  f"the {phase} histogram counts {count}")
+        check(m1.get("anweddol_provisioning_phase_seconds_sum", phase="boot_to_address") > 0,
+              "the boot took no time?")
+        check(m1.get("anweddol_container_request_seconds_count", source="boot") == 1,
+              "the request's own histogram did not count it")
+
+        # Beyond the capacity (1): refused, and counted.
+        status, _, parsed = server.request("POST", "/containers", body={"memory": 512},
+                                           timeout=30)
+        check(status == 503, f"a POST beyond capacity 1: {status} {parsed}")
+        m2 = scrape(server)
+        check(failures(m2, "over_capacity") == failures(m1, "over_capacity") + 1,
+              "the refusal over capacity is not counted")
+
+        status, _, _ = server.request("DELETE", "/containers/" + body["uuid"], timeout=60)
+        check(status == 204, f"DELETE: {status}")
+        m3 = scrape(server)
+        check(m3.get("anweddol_containers_running") == 0, "running should be back to 0")
+        check(m3.get("anweddol_capacity_reserved") == 0, "the place should be given back")
+        check(m3.get("anweddol_containers_handed_out_total", source="boot") ==
+              m1.get("anweddol_containers_handed_out_total", source="boot"),
+              "a DELETE changed the handed-out counter")
+        check(server.stop() == 0, "the server should exit with 0 on SIGTERM")
+        left = domains() - before
+        check(not left, f"domains left after the server stopped: {left}")
+    except Failure:
+        print(server.log(), file=sys.stderr)
+        raise
+    finally:
+        server.kill()
+    boot = m1.get("anweddol_provisioning_phase_seconds_sum", phase="boot_to_address")
+    print(f"metrics-live: handed out +1, running 1 then 0, every phase histogram +1 "
+          f"(boot to address {boot:.1f} s), over_capacity +1; promtool clean at each scrape")
+
+
+# ---- pool (sandbox) ----------------------------------------------------------------
+
+def test_pool(binary, iso):
+    before = domains()
+    server = Server(binary, [iso, "--domain-type", domain_type(), "--pool", "1",
+                             "--max-containers", "3"])
+
+    def pool_ready():
+        return scrape(server).get("anweddol_pool_ready") == 1
+
+    try:
+        m0 = scrape(server)
+        check(m0.get("anweddol_pool_size") == 1, "anweddol_pool_size should be --pool")
+        check(m0.get("anweddol_capacity_limit") == 2,
+              "with --max-containers 3 and --pool 1, clients should get 2 places")
+        # The pool fills on its own, before any request.
+        check(wait_until(pool_ready, 300, step=0.5), "the pool had no container ready in 300 s")
+        m1 = scrape(server)
+        check(m1.get("anweddol_pool_boots_started_total") == 1 and
+              m1.get("anweddol_pool_boots_failed_total") == 0,
+              f"one boot, none failed, expected: {m1.text}")
+        pooled = domains() - before
+        check(len(pooled) == 1, f"the pool should hold one domain, libvirt has {pooled}")
+
+        began = time.monotonic()
+        status, _, body = server.request("POST", "/containers", body={"memory": 512, "vcpus": 1})
+        took = time.monotonic() - began
+        check(status == 201, f"POST /containers: {status} {body}")
+        check({body["uuid"]} == pooled, f"handed out {body['uuid']}, not the pooled {pooled}")
+        m2 = scrape(server)
+        check(m2.get("anweddol_containers_handed_out_total", source="pool") == 1 and
+              m2.get("anweddol_containers_handed_out_total", source="boot") == 0,
+              "the container should count as handed out from the pool")
+        check(m2.get("anweddol_pool_taken_total", how="warm") == 1,
+              "the pool should count a warm take")
+        check(m2.get("anweddol_container_request_seconds_count", source="pool") == 1,
+              "the request's histogram should count it under source=pool")
+        check(m2.get("anweddol_provisioning_phase_seconds_count", phase="boot_to_address") == 1,
+              "the pooled container's boot phases should be in the histograms")
+        check(m2.get("anweddol_containers_running") == 1, "running should be 1")
+
+        # The pool refills: a second boot, ready in its turn.
+        check(wait_until(lambda: scrape(server).get("anweddol_pool_boots_started_total") == 2,
+                         60), "the pool did not start a refill")
+        check(wait_until(pool_ready, 300, step=0.5), "the refill was not ready in 300 s")
+
+        status, _, _ = server.request("DELETE", "/containers/" + body["uuid"], timeout=60)
+        check(status == 204, f"DELETE: {status}")
+        check(body["uuid"] not in domains(), "a deleted container's domain still runs")
+        check(scrape(server).get("anweddol_containers_running") == 0, "running should be 0")
+
+        check(server.stop() == 0, "the server should exit with 0 on SIGTERM")
+        check("pool: shut down" in server.log(), "the server did not shut its pool down")
+        left = domains() - before
+        check(not left, f"domains left after the server stopped: {left}")
+    except Failure:
+        print(server.log(), file=sys.stderr)
+        raise
+    finally:
+        server.kill()
+    print(f"pool: a warm container handed out in {took:.2f} s, the pool refilled (2 boots), "
+          "no domain left after DELETE and shutdown")
+
+
 def main():
-    if len(sys.argv) != 4 or sys.argv[3] not in ("limits", "load", "hang-up"):
+    tests = {"limits": test_limits, "metrics": test_metrics, "load": test_load,
+             "hang-up": test_hang_up, "metrics-live": test_metrics_live, "pool": test_pool}
+    if len(sys.argv) != 4 or sys.argv[3] not in tests:
         print(__doc__, file=sys.stderr)
         return 2
     binary, iso, which = sys.argv[1:]
-    if which != "limits" and os.environ.get("ANWEDDOL_SANDBOX") != "1":
+    if which not in ("limits", "metrics") and os.environ.get("ANWEDDOL_SANDBOX") != "1":
         if os.environ.get("CI") == "true":
             print("CI=true but not inside the sandbox: run scripts/test.sh", file=sys.stderr)
             return 1
         print("skipped: needs the test sandbox (scripts/test.sh, as root)")
         return SKIPPED
     try:
-        {"limits": test_limits, "load": test_load, "hang-up": test_hang_up}[which](binary, iso)
+        tests[which](binary, iso)
     except Failure as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
