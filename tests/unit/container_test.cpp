@@ -186,6 +186,40 @@ TEST_CASE("container: every value in the domain XML is escaped") {
     CHECK(xml.find("<model type='virtio'/>") != std::string::npos);
 }
 
+TEST_CASE("container: the domain XML keeps the reference's elements and cuts what costs a "
+          "software-emulated boot") {
+    anweddol::detail::domain_definition d;
+    d.uuid = "0a1b2c3d-0000-4000-8000-000000000010";
+    d.type = "qemu";
+    d.iso_path = "/isos/live.iso";
+    d.bridge = "virbr0";
+    d.mac = "52:54:00:aa:bb:cc";
+    const std::string xml = anweddol::detail::domain_xml(d);
+    INFO(xml);
+    const auto has = [&](std::string_view element) {
+        return xml.find(element) != std::string::npos;
+    };
+    // Kept: boot from the ISO, ACPI, a virtio NIC on the bridge, destroyed on
+    // reboot and crash, the serial console also for the firmware, metadata.
+    CHECK(has("<boot dev='cdrom'/>"));
+    CHECK(has("<acpi/>"));
+    CHECK(has("<source bridge='virbr0'/>"));
+    CHECK(has("<model type='virtio'/>"));
+    CHECK(has("<on_reboot>destroy</on_reboot>"));
+    CHECK(has("<on_crash>destroy</on_crash>"));
+    CHECK(has("<bios useserial='yes'/>"));
+    CHECK(has("<serial type='pty'>"));
+    CHECK(has(anweddol::detail::metadata_namespace));
+    CHECK(has("<memballoon model='virtio'/>"));
+    // Cut: the cdrom is read by DMA (SATA), not by programmed I/O (IDE); no
+    // USB controller; no option ROM on the NIC.
+    CHECK(has("<controller type='sata' index='0'/>"));
+    CHECK(has("<target dev='sda' bus='sata'/>"));
+    CHECK_FALSE(has("bus='ide'"));
+    CHECK(has("<controller type='usb' model='none'/>"));
+    CHECK(has("<rom enabled='no'/>"));
+}
+
 TEST_CASE("container: a hostile ISO path reaches libvirt intact, and the domain is transient "
           "and tagged") {
     scratch s;
@@ -210,6 +244,11 @@ TEST_CASE("container: a hostile ISO path reaches libvirt intact, and the domain 
     CHECK(text.find("it&apos;s &lt;a&gt; &quot;live&quot; &amp; more.iso") != std::string::npos);
     CHECK(text.find(std::string(anweddol::detail::metadata_namespace)) != std::string::npos);
     CHECK(text.find("owner=\"unit-test's owner\"") != std::string::npos);
+    // The cuts reach libvirt as written: the cdrom on SATA, no USB
+    // controller, no NIC ROM.
+    CHECK(text.find("<target dev='sda' bus='sata'/>") != std::string::npos);
+    CHECK(text.find("<controller type='usb' index='0' model='none'/>") != std::string::npos);
+    CHECK(text.find("<rom enabled='no'/>") != std::string::npos);
     CHECK(virDomainIsPersistent(container->get_domain_descriptor()) == 0);
     CHECK(container->get_mac()->starts_with("52:54:00:"));
     CHECK_FALSE(container->get_ip()); // not waited for
