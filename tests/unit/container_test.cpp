@@ -5,6 +5,7 @@
 #include "test_context.hpp"
 
 #include <anweddol/container_instance.hpp>
+#include <anweddol/detail/cpu_use_window.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/detail/libvirt/domain_xml.hpp>
 #include <anweddol/provisioning.hpp>
@@ -565,6 +566,85 @@ TEST_CASE("admission: boots wait their turn in order, and a raised limit lets mo
     admission.set_automatic();
     CHECK(admission.limit_for("qemu") == std::max(1u, std::thread::hardware_concurrency()));
     CHECK(admission.limit_for("kvm") == std::numeric_limits<std::size_t>::max());
+}
+
+TEST_CASE("admission: set_cpu_heavy_limit holds a boot's place only while it is CPU-heavy; "
+          "set_limit holds it until the address") {
+    anweddol::boot_admission admission;
+    // The default: software emulation limited to the CPU count, KVM not
+    // limited at all.
+    CHECK_FALSE(admission.releases_when_cpu_light("qemu"));
+    CHECK_FALSE(admission.releases_when_cpu_light("kvm"));
+    CHECK(admission.limit_for("qemu") == std::max(1u, std::thread::hardware_concurrency()));
+    admission.set_limit(3);
+    CHECK_FALSE(admission.releases_when_cpu_light("qemu"));
+    CHECK(admission.limit_for("kvm") == 3);
+    admission.set_cpu_heavy_limit(0);
+    CHECK(admission.limit_for("qemu") == 1);
+    CHECK(admission.releases_when_cpu_light("qemu"));
+    CHECK(admission.releases_when_cpu_light("kvm"));
+    admission.set_unbounded();
+    CHECK_FALSE(admission.releases_when_cpu_light("qemu"));
+    admission.set_automatic();
+    CHECK_FALSE(admission.releases_when_cpu_light("qemu"));
+}
+
+TEST_CASE("admission: a guest turns CPU-light only after a whole window under the threshold") {
+    using namespace std::chrono;
+    anweddol::detail::cpu_use_window window(1s, 0.25);
+    const auto t0 = steady_clock::time_point() + 1h;
+    // Busy: a whole core for 2 s, read every 250 ms.
+    for (int i = 0; i <= 8; ++i)
+        CHECK_FALSE(window.light_after(t0 + i * 250ms, i * 250ms));
+    // Waiting: 1 % of a core. Not light while the window still holds busy time.
+    const auto busy = 2000ms;
+    CHECK_FALSE(window.light_after(t0 + 2250ms, busy + 2500us));
+    CHECK_FALSE(window.light_after(t0 + 2500ms, busy + 5ms));
+    CHECK_FALSE(window.light_after(t0 + 2750ms, busy + 7500us));
+    CHECK(window.light_after(t0 + 3000ms, busy + 10ms));
+    // Busy again for a moment: 0.5 s of CPU in the last second is heavy.
+    CHECK_FALSE(window.light_after(t0 + 3500ms, busy + 510ms));
+
+    // Readings that do not span a window yet say nothing.
+    anweddol::detail::cpu_use_window fresh(1s, 0.25);
+    CHECK_FALSE(fresh.light_after(t0, 0ms));
+    CHECK_FALSE(fresh.light_after(t0 + 500ms, 0ms));
+    CHECK(fresh.light_after(t0 + 1000ms, 0ms));
+}
+
+TEST_CASE("admission: a CPU-heavy boot keeps its place until its address is known, then gives "
+          "it back") {
+    scratch s;
+    anweddol::boot_admission admission;
+    admission.set_cpu_heavy_limit(1);
+    auto container = test_container(s, false);
+    auto options = container->get_options();
+    options.admission = &admission;
+    options.bypass_admission = false;
+    container->set_options(options);
+    bool done = false;
+    std::exception_ptr error;
+    boost::asio::co_spawn(test_context(), container->start_domain(true, 20, test_uri),
+                          [&](std::exception_ptr e) {
+                              error = e;
+                              done = true;
+                          });
+    REQUIRE(run_until([&] { return container->is_domain_running(); }));
+    // libvirt's test driver reports a CPU time that grows with the clock: a
+    // guest that is always busy. Over several readings it keeps its place.
+    run_until([] { return false; }, 4 * anweddol::boot_admission::cpu_light_window);
+    CHECK(admission.booting() == 1);
+    CHECK_FALSE(done);
+    s.replace_status_file("virbr0.status", lease_json(*container->get_mac(), "10.0.0.7",
+                                                      static_cast<long>(std::time(nullptr)) + 60));
+    REQUIRE(run_until([&] { return done; }));
+    CHECK_FALSE(error);
+    CHECK(container->get_ip() == "10.0.0.7");
+    CHECK(admission.booting() == 0);
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->stop_domain();
+        co_return true;
+    }());
 }
 
 // provision()'s own failure path, on test:/// with the lease pointing at
