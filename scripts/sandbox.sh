@@ -157,6 +157,12 @@ down() {
     done
     ip netns delete "$netns"
   fi
+  # Every guest is gone, and none of them gave its lease back (a destroyed
+  # guest sends no DHCPRELEASE): without this, libvirt's lease helper
+  # replays them all to the next dnsmasq, and a few hundred boots within
+  # the leases' hour exhaust 192.168.122.0/24, after which new guests wait
+  # for an address until old leases expire.
+  rm -f /var/lib/libvirt/dnsmasq/virbr0.status
   say "down"
 }
 

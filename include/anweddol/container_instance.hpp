@@ -297,8 +297,11 @@ private:
     boost::asio::awaitable<void> start_positional(bool wait_available, int wait_max_tryout,
                                                   std::string driver_uri);
     boost::asio::awaitable<void> start_here(start_options opts);
+    // `cpu_heavy_place`, when given, is the boot's admission place, to give
+    // back once the guest is no longer CPU-heavy.
     boost::asio::awaitable<void> boot_here(std::shared_ptr<hypervisor_connection> connection,
-                                           const start_options& opts, std::string domain_type);
+                                           const start_options& opts, std::string domain_type,
+                                           boot_admission::ticket* cpu_heavy_place);
     boost::asio::awaitable<void> stop_here(stop_options opts);
     boost::asio::awaitable<void> adopt_here(std::string driver_uri);
     // Keeps `running` and the address in step with the domain's lifecycle.

@@ -5,6 +5,7 @@
 #include "test_context.hpp"
 
 #include <anweddol/container_instance.hpp>
+#include <anweddol/detail/cpu_use_window.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/detail/libvirt/domain_xml.hpp>
 #include <anweddol/provisioning.hpp>
@@ -186,6 +187,40 @@ TEST_CASE("container: every value in the domain XML is escaped") {
     CHECK(xml.find("<model type='virtio'/>") != std::string::npos);
 }
 
+TEST_CASE("container: the domain XML keeps the reference's elements and cuts what costs a "
+          "software-emulated boot") {
+    anweddol::detail::domain_definition d;
+    d.uuid = "0a1b2c3d-0000-4000-8000-000000000010";
+    d.type = "qemu";
+    d.iso_path = "/isos/live.iso";
+    d.bridge = "virbr0";
+    d.mac = "52:54:00:aa:bb:cc";
+    const std::string xml = anweddol::detail::domain_xml(d);
+    INFO(xml);
+    const auto has = [&](std::string_view element) {
+        return xml.find(element) != std::string::npos;
+    };
+    // Kept: boot from the ISO, ACPI, a virtio NIC on the bridge, destroyed on
+    // reboot and crash, the serial console also for the firmware, metadata.
+    CHECK(has("<boot dev='cdrom'/>"));
+    CHECK(has("<acpi/>"));
+    CHECK(has("<source bridge='virbr0'/>"));
+    CHECK(has("<model type='virtio'/>"));
+    CHECK(has("<on_reboot>destroy</on_reboot>"));
+    CHECK(has("<on_crash>destroy</on_crash>"));
+    CHECK(has("<bios useserial='yes'/>"));
+    CHECK(has("<serial type='pty'>"));
+    CHECK(has(anweddol::detail::metadata_namespace));
+    CHECK(has("<memballoon model='virtio'/>"));
+    // Cut: the cdrom is read by DMA (SATA), not by programmed I/O (IDE); no
+    // USB controller; no option ROM on the NIC.
+    CHECK(has("<controller type='sata' index='0'/>"));
+    CHECK(has("<target dev='sda' bus='sata'/>"));
+    CHECK_FALSE(has("bus='ide'"));
+    CHECK(has("<controller type='usb' model='none'/>"));
+    CHECK(has("<rom enabled='no'/>"));
+}
+
 TEST_CASE("container: a hostile ISO path reaches libvirt intact, and the domain is transient "
           "and tagged") {
     scratch s;
@@ -210,6 +245,11 @@ TEST_CASE("container: a hostile ISO path reaches libvirt intact, and the domain 
     CHECK(text.find("it&apos;s &lt;a&gt; &quot;live&quot; &amp; more.iso") != std::string::npos);
     CHECK(text.find(std::string(anweddol::detail::metadata_namespace)) != std::string::npos);
     CHECK(text.find("owner=\"unit-test's owner\"") != std::string::npos);
+    // The cuts reach libvirt as written: the cdrom on SATA, no USB
+    // controller, no NIC ROM.
+    CHECK(text.find("<target dev='sda' bus='sata'/>") != std::string::npos);
+    CHECK(text.find("<controller type='usb' index='0' model='none'/>") != std::string::npos);
+    CHECK(text.find("<rom enabled='no'/>") != std::string::npos);
     CHECK(virDomainIsPersistent(container->get_domain_descriptor()) == 0);
     CHECK(container->get_mac()->starts_with("52:54:00:"));
     CHECK_FALSE(container->get_ip()); // not waited for
@@ -526,6 +566,85 @@ TEST_CASE("admission: boots wait their turn in order, and a raised limit lets mo
     admission.set_automatic();
     CHECK(admission.limit_for("qemu") == std::max(1u, std::thread::hardware_concurrency()));
     CHECK(admission.limit_for("kvm") == std::numeric_limits<std::size_t>::max());
+}
+
+TEST_CASE("admission: set_cpu_heavy_limit holds a boot's place only while it is CPU-heavy; "
+          "set_limit holds it until the address") {
+    anweddol::boot_admission admission;
+    // The default: software emulation limited to the CPU count, KVM not
+    // limited at all.
+    CHECK_FALSE(admission.releases_when_cpu_light("qemu"));
+    CHECK_FALSE(admission.releases_when_cpu_light("kvm"));
+    CHECK(admission.limit_for("qemu") == std::max(1u, std::thread::hardware_concurrency()));
+    admission.set_limit(3);
+    CHECK_FALSE(admission.releases_when_cpu_light("qemu"));
+    CHECK(admission.limit_for("kvm") == 3);
+    admission.set_cpu_heavy_limit(0);
+    CHECK(admission.limit_for("qemu") == 1);
+    CHECK(admission.releases_when_cpu_light("qemu"));
+    CHECK(admission.releases_when_cpu_light("kvm"));
+    admission.set_unbounded();
+    CHECK_FALSE(admission.releases_when_cpu_light("qemu"));
+    admission.set_automatic();
+    CHECK_FALSE(admission.releases_when_cpu_light("qemu"));
+}
+
+TEST_CASE("admission: a guest turns CPU-light only after a whole window under the threshold") {
+    using namespace std::chrono;
+    anweddol::detail::cpu_use_window window(1s, 0.25);
+    const auto t0 = steady_clock::time_point() + 1h;
+    // Busy: a whole core for 2 s, read every 250 ms.
+    for (int i = 0; i <= 8; ++i)
+        CHECK_FALSE(window.light_after(t0 + i * 250ms, i * 250ms));
+    // Waiting: 1 % of a core. Not light while the window still holds busy time.
+    const auto busy = 2000ms;
+    CHECK_FALSE(window.light_after(t0 + 2250ms, busy + 2500us));
+    CHECK_FALSE(window.light_after(t0 + 2500ms, busy + 5ms));
+    CHECK_FALSE(window.light_after(t0 + 2750ms, busy + 7500us));
+    CHECK(window.light_after(t0 + 3000ms, busy + 10ms));
+    // Busy again for a moment: 0.5 s of CPU in the last second is heavy.
+    CHECK_FALSE(window.light_after(t0 + 3500ms, busy + 510ms));
+
+    // Readings that do not span a window yet say nothing.
+    anweddol::detail::cpu_use_window fresh(1s, 0.25);
+    CHECK_FALSE(fresh.light_after(t0, 0ms));
+    CHECK_FALSE(fresh.light_after(t0 + 500ms, 0ms));
+    CHECK(fresh.light_after(t0 + 1000ms, 0ms));
+}
+
+TEST_CASE("admission: a CPU-heavy boot keeps its place until its address is known, then gives "
+          "it back") {
+    scratch s;
+    anweddol::boot_admission admission;
+    admission.set_cpu_heavy_limit(1);
+    auto container = test_container(s, false);
+    auto options = container->get_options();
+    options.admission = &admission;
+    options.bypass_admission = false;
+    container->set_options(options);
+    bool done = false;
+    std::exception_ptr error;
+    boost::asio::co_spawn(test_context(), container->start_domain(true, 20, test_uri),
+                          [&](std::exception_ptr e) {
+                              error = e;
+                              done = true;
+                          });
+    REQUIRE(run_until([&] { return container->is_domain_running(); }));
+    // libvirt's test driver reports a CPU time that grows with the clock: a
+    // guest that is always busy. Over several readings it keeps its place.
+    run_until([] { return false; }, 4 * anweddol::boot_admission::cpu_light_window);
+    CHECK(admission.booting() == 1);
+    CHECK_FALSE(done);
+    s.replace_status_file("virbr0.status", lease_json(*container->get_mac(), "10.0.0.7",
+                                                      static_cast<long>(std::time(nullptr)) + 60));
+    REQUIRE(run_until([&] { return done; }));
+    CHECK_FALSE(error);
+    CHECK(container->get_ip() == "10.0.0.7");
+    CHECK(admission.booting() == 0);
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->stop_domain();
+        co_return true;
+    }());
 }
 
 // provision()'s own failure path, on test:/// with the lease pointing at

@@ -16,9 +16,11 @@ boot_admission::admit(std::string domain_type) {
     co_return co_await std::move(admitting);
 }
 
-ANWEDDOL_DECL void boot_admission::reconfigure(std::optional<std::size_t> limit) {
+ANWEDDOL_DECL void boot_admission::reconfigure(std::optional<std::size_t> limit,
+                                               bool cpu_heavy_only) {
     std::unique_lock lock(mutex_);
     limit_ = limit;
+    cpu_heavy_only_ = cpu_heavy_only;
     admit_waiters(lock);
 }
 

@@ -8,8 +8,48 @@
 // whatever happens. Part of container_instance.ipp.
 
 #include <anweddol/container_instance.hpp>
+#include <anweddol/detail/cpu_use_window.hpp>
+
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 
 namespace anweddol {
+
+namespace container_impl {
+
+// Gives `place` back once domain `uuid`'s guest has used less than the
+// admission's threshold of a core over its window; then, or when libvirt
+// cannot say, waits to be cancelled (it runs beside the address wait, in a
+// group that ends when that wait does). Touches `place` only while it runs.
+inline boost::asio::awaitable<void>
+release_when_cpu_light(std::shared_ptr<hypervisor_connection> connection, std::string uuid,
+                       boot_admission::ticket& place) {
+    auto executor = co_await boost::asio::this_coro::executor;
+    boost::asio::steady_timer timer(executor);
+    detail::cpu_use_window window(boot_admission::cpu_light_window,
+                                  boot_admission::cpu_light_threshold);
+    while (place) {
+        timer.expires_after(boot_admission::cpu_poll_interval);
+        co_await timer.async_wait(boost::asio::use_awaitable);
+        auto reading =
+            connection->call([uuid](virConnectPtr c) { return detail::domain_cpu_time(c, uuid); });
+        std::optional<std::chrono::nanoseconds> used;
+        try {
+            used = co_await std::move(reading);
+        } catch (const boost::system::system_error& e) {
+            if (e.code() == boost::asio::error::operation_aborted)
+                throw;
+        }
+        if (!used)
+            break; // hold the place until the address is known, as set_limit does
+        if (window.light_after(std::chrono::steady_clock::now(), *used))
+            place.reset();
+    }
+    timer.expires_at(boost::asio::steady_timer::time_point::max());
+    co_await timer.async_wait(boost::asio::use_awaitable);
+}
+
+} // namespace container_impl
 
 ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_options opts) {
     if (is_domain_running())
@@ -58,9 +98,13 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
     }
 
     state_->domain_type_choice = choice;
+    const auto cpu_heavy_place = [&](const std::string& type) {
+        return !options_.bypass_admission && admission.releases_when_cpu_light(type) ? &admitted
+                                                                                     : nullptr;
+    };
     bool kvm_paused = false;
     try {
-        auto booting = boot_here(connection, opts, domain_type);
+        auto booting = boot_here(connection, opts, domain_type, cpu_heavy_place(domain_type));
         co_await std::move(booting);
     } catch (const boost::system::system_error& e) {
         kvm_paused = automatic && domain_type == "kvm" && e.code() == errc::domain_paused &&
@@ -78,14 +122,15 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
             auto admitting = admission.admit("qemu");
             admitted = co_await std::move(admitting);
         }
-        auto booting = boot_here(connection, opts, "qemu");
+        auto booting = boot_here(connection, opts, "qemu", cpu_heavy_place("qemu"));
         co_await std::move(booting);
     }
 }
 
 ANWEDDOL_DECL boost::asio::awaitable<void>
 container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
-                              const start_options& opts, std::string domain_type) {
+                              const start_options& opts, std::string domain_type,
+                              boot_admission::ticket* cpu_heavy_place) {
     const auto report = [&](container_phase phase) {
         const auto& hook = opts.on_progress ? opts.on_progress : options_.on_progress;
         if (hook)
@@ -160,7 +205,27 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
                 },
             };
             auto waiting = detail::wait_for_address(std::move(settings), stopped);
-            st->ip = co_await std::move(waiting);
+            if (cpu_heavy_place && *cpu_heavy_place) {
+                // Both in one group that ends when the address wait does (the
+                // watcher only ever ends by cancellation), and that forwards
+                // a cancellation of this start to both.
+                namespace experimental = boost::asio::experimental;
+                auto watching =
+                    container_impl::release_when_cpu_light(connection, uuid_, *cpu_heavy_place);
+                auto group = experimental::make_parallel_group(
+                    boost::asio::co_spawn(executor, std::move(waiting), boost::asio::deferred),
+                    boost::asio::co_spawn(executor, std::move(watching), boost::asio::deferred));
+                auto both =
+                    group.async_wait(experimental::wait_for_one(), boost::asio::use_awaitable);
+                auto [order, address_failure, address, watch_failure] = co_await std::move(both);
+                (void)order;
+                (void)watch_failure;
+                if (address_failure)
+                    std::rethrow_exception(address_failure);
+                st->ip = std::move(address);
+            } else {
+                st->ip = co_await std::move(waiting);
+            }
             if (domain_type == "kvm")
                 rt.record_kvm_runs(opts.driver_uri, true);
             report(container_phase::address_known);

@@ -13,6 +13,8 @@
 #include <libvirt/libvirt.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -153,6 +155,19 @@ inline bool domain_active_blocking(virConnectPtr connection, const std::string& 
     if (active < 0)
         throw_last_libvirt_error("cannot ask whether domain " + uuid + " runs");
     return active == 1;
+}
+
+/// The CPU domain `uuid` has used since it started (for QEMU, the whole
+/// process's), or nothing when it is gone or libvirt cannot say.
+inline std::optional<std::chrono::nanoseconds> domain_cpu_time(virConnectPtr connection,
+                                                               const std::string& uuid) {
+    domain_handle domain(virDomainLookupByUUIDString(connection, uuid.c_str()));
+    virDomainInfo info{};
+    if (!domain || virDomainGetInfo(domain.get(), &info) < 0) {
+        virResetLastError();
+        return std::nullopt;
+    }
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(info.cpuTime));
 }
 
 /// The first IPv4 address of domain `uuid`'s NIC with `mac`, as libvirt

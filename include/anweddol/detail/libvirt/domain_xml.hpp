@@ -68,7 +68,9 @@ struct domain_definition {
 /// The domain's XML, as the reference defines it (hvm, boot from hd then
 /// cdrom, acpi/apic, vmport off, rtc/pit/hpet timers, destroyed on reboot
 /// and crash, a virtio NIC on the bridge, a virtio balloon), plus a serial
-/// console and anweddol's <metadata>. Every value is escaped.
+/// console and anweddol's <metadata>, minus what makes a boot dearer under
+/// software emulation (benchmarks/boot_cost): the cdrom on SATA rather than
+/// IDE, no USB controller, no option ROM on the NIC. Every value is escaped.
 inline std::string domain_xml(const domain_definition& d) {
     const std::string memory = std::to_string(d.memory_mib);
     std::string xml;
@@ -98,14 +100,22 @@ inline std::string domain_xml(const domain_definition& d) {
            "  <on_reboot>destroy</on_reboot>\n"
            "  <on_crash>destroy</on_crash>\n";
     xml += "  <devices>\n";
+    // The firmware and the boot loader read the kernel and the initramfs
+    // through the cdrom: on IDE that is programmed I/O, a trap per word under
+    // emulation, about 1.5 s of CPU for the test ISO's 22 MB; on SATA (AHCI)
+    // it is DMA.
+    xml += "    <controller type='sata' index='0'/>\n";
     xml += "    <disk type='file' device='cdrom'>\n"
            "      <driver name='qemu' type='raw'/>\n"
            "      <source file='" +
            xml_escape(d.iso_path) +
            "'/>\n"
-           "      <target dev='hdc' bus='ide'/>\n"
+           "      <target dev='sda' bus='sata'/>\n"
            "      <readonly/>\n"
            "    </disk>\n";
+    // Nothing in a container plugs into USB, and a guest that loads its
+    // controller's driver polls it; libvirt adds one unless told not to.
+    xml += "    <controller type='usb' model='none'/>\n";
     xml += "    <interface type='bridge'>\n"
            "      <mac address='" +
            xml_escape(d.mac) +
@@ -114,6 +124,9 @@ inline std::string domain_xml(const domain_definition& d) {
            xml_escape(d.bridge) +
            "'/>\n"
            "      <model type='virtio'/>\n"
+           // The boot order has no network boot: iPXE's option ROM would only
+           // be loaded and run by the firmware for nothing.
+           "      <rom enabled='no'/>\n"
            "    </interface>\n";
     // The guest's serial console, which anweddol reads into the container's
     // console log (its boot messages, and the SSH host key fingerprints the
