@@ -36,9 +36,10 @@ namespace anweddol {
 /// Software emulation (domain type "qemu") is CPU-bound while the guest's
 /// firmware and kernel start, then mostly waits (for DHCP, for timers):
 /// booting more guests than there are cores makes every one of them slower,
-/// but holding a core's place through the waiting leaves it idle. By
-/// default, boots of "qemu" domains are limited to the host's CPU count,
-/// and other types (kvm) are not limited. set_limit() replaces that with one
+/// but holding a core's place through the waiting leaves it idle. So by
+/// default, boots of "qemu" domains are limited to the host's CPU count
+/// while CPU-heavy (benchmarks/provision chose this from measurements), and
+/// other types (kvm) are not limited. set_limit() replaces that with one
 /// limit for every type, held until the address is known;
 /// set_cpu_heavy_limit() with one limit on CPU-heavy boots of every type;
 /// set_unbounded() removes it. Each io_context has one, which its
@@ -65,8 +66,8 @@ public:
     void set_cpu_heavy_limit(std::size_t boots) { reconfigure(boots == 0 ? 1 : boots, true); }
     /// No limit at all.
     void set_unbounded() { reconfigure(std::numeric_limits<std::size_t>::max(), false); }
-    /// Back to the default: "qemu" domains limited to the CPU count, no
-    /// limit otherwise.
+    /// Back to the default: "qemu" domains limited to the CPU count while
+    /// CPU-heavy, no limit otherwise.
     void set_automatic() { reconfigure(std::nullopt, false); }
 
     /// The limit that applies to a domain of `domain_type` now.
@@ -135,7 +136,7 @@ private:
 
     // The automatic policy's choice for "qemu" domains (see the class
     // comment and README's provisioning table for the measurements).
-    static constexpr bool automatic_releases_when_cpu_light = false;
+    static constexpr bool automatic_releases_when_cpu_light = true;
 
     void reconfigure(std::optional<std::size_t> limit, bool cpu_heavy_only);
     void release() noexcept;
