@@ -73,7 +73,8 @@ struct container_pool_options {
     /// container never waits for the delay: its boot starts at once.
     std::chrono::steady_clock::duration retry_delay = std::chrono::seconds(1);
     std::chrono::steady_clock::duration retry_delay_max = std::chrono::seconds(60);
-    /// Called on the pool's executor for every event; must not throw.
+    /// Called on the pool's executor for every event, until the pool is
+    /// shut down or destroyed; must not throw.
     std::function<void(const container_pool_event&)> on_event;
 };
 

@@ -107,8 +107,11 @@ struct container_pool_state : std::enable_shared_from_this<container_pool_state>
             boots.begin(), boots.end(), [](const auto& boot) { return !boot.second->cancelled; }));
     }
 
+    // Nothing is reported once the pool is shut down or destroyed: the hook
+    // may refer to what its owner has destroyed since (a take still handing
+    // over, say).
     void emit(const container_pool_event& event) const {
-        if (options.on_event)
+        if (options.on_event && !closed)
             options.on_event(event);
     }
     void emit(container_pool_event_type type, std::string uuid) const {
@@ -214,8 +217,7 @@ struct container_pool_state : std::enable_shared_from_this<container_pool_state>
         event.type = container_pool_event_type::ready;
         event.uuid = booted.partial.container->get_uuid();
         event.timings = booted.partial.timings;
-        if (!closed)
-            emit(event);
+        emit(event);
         place(std::move(booted));
     }
 
