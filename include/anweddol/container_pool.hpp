@@ -117,7 +117,8 @@ public:
     /// Starts filling at once. Throws boost::system::system_error:
     /// errc::iso_path_not_set for an empty ISO path, errc::invalid_memory,
     /// errc::invalid_vcpus, errc::invalid_argument for a malformed bridge
-    /// name or for retry delays that are not positive.
+    /// name, a max_idle or retry_delay that is not positive, or a
+    /// retry_delay_max below retry_delay. Nothing boots then.
     container_pool(boost::asio::any_io_executor executor, container_pool_options options);
     container_pool(const container_pool&) = delete;
     container_pool& operator=(const container_pool&) = delete;
