@@ -3,6 +3,7 @@
 // notices a container that died while it waited, recycles idle ones, and a
 // take cancelled in its hand-over, shutdown() and the destructor leave no
 // domain behind.
+#include "../unit/libvirt_domains.hpp"
 #include "../unit/test_context.hpp"
 #include "sandbox_settings.hpp"
 
@@ -36,27 +37,9 @@ namespace {
 
 const std::string system_uri = "qemu:///system";
 
-// The running domains of the sandbox's libvirt, by UUID.
+// The domains libvirt runs now, by UUID.
 std::set<std::string> running_domains() {
-    return run_coroutine([]() -> awaitable<std::set<std::string>> {
-        auto connection = co_await anweddol::hypervisor_connection::open(system_uri);
-        co_return co_await connection->call([](virConnectPtr c) {
-            virDomainPtr* domains = nullptr;
-            const int count =
-                virConnectListAllDomains(c, &domains, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
-            if (count < 0)
-                anweddol::detail::throw_last_libvirt_error("listing domains");
-            std::set<std::string> uuids;
-            for (int i = 0; i < count; ++i) {
-                char uuid[VIR_UUID_STRING_BUFLEN] = {};
-                virDomainGetUUIDString(domains[i], uuid);
-                uuids.insert(uuid);
-                virDomainFree(domains[i]);
-            }
-            std::free(domains);
-            return uuids;
-        });
-    }());
+    return anweddol::test::domain_uuids(system_uri);
 }
 
 bool none_runs(const std::set<std::string>& uuids, std::chrono::milliseconds within = 20s) {

@@ -1,6 +1,7 @@
 // Containers against the sandbox's libvirtd and QEMU: several boot at once
 // from one thread, each learns its address from dnsmasq, and every way of
 // stopping them leaves no domain behind.
+#include "../unit/libvirt_domains.hpp"
 #include "../unit/test_context.hpp"
 #include "sandbox_settings.hpp"
 
@@ -32,24 +33,7 @@ const std::string system_uri = "qemu:///system";
 
 // Every domain libvirt knows, running or not, by UUID.
 std::set<std::string> all_domains() {
-    return run_coroutine([]() -> awaitable<std::set<std::string>> {
-        auto connection = co_await anweddol::hypervisor_connection::open(system_uri);
-        co_return co_await connection->call([](virConnectPtr c) {
-            virDomainPtr* domains = nullptr;
-            const int count = virConnectListAllDomains(c, &domains, 0);
-            if (count < 0)
-                anweddol::detail::throw_last_libvirt_error("listing domains");
-            std::set<std::string> uuids;
-            for (int i = 0; i < count; ++i) {
-                char uuid[VIR_UUID_STRING_BUFLEN] = {};
-                virDomainGetUUIDString(domains[i], uuid);
-                uuids.insert(uuid);
-                virDomainFree(domains[i]);
-            }
-            std::free(domains);
-            return uuids;
-        });
-    }());
+    return anweddol::test::domain_uuids(system_uri, false);
 }
 
 void prepare(container_instance& container) {

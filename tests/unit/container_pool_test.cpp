@@ -4,6 +4,7 @@
 // take that gets its boot's failure, cancelled takes and a shutdown in the
 // middle of boots, none of which may leave a domain behind. Handing out
 // real containers is the integration tests' part.
+#include "libvirt_domains.hpp"
 #include "scratch_directory.hpp"
 #include "test_context.hpp"
 
@@ -72,22 +73,9 @@ struct test_pool {
     std::optional<container_pool> pool;
 };
 
+// The domains libvirt runs now, by UUID.
 std::set<std::string> running_domains() {
-    return run_coroutine([]() -> awaitable<std::set<std::string>> {
-        auto connection = co_await anweddol::hypervisor_connection::open(test_uri);
-        co_return co_await connection->call([](virConnectPtr c) {
-            virDomainPtr* domains = nullptr;
-            const int count =
-                virConnectListAllDomains(c, &domains, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
-            std::set<std::string> names;
-            for (int i = 0; i < count; ++i) {
-                names.insert(virDomainGetName(domains[i]));
-                virDomainFree(domains[i]);
-            }
-            std::free(domains);
-            return names;
-        });
-    }());
+    return anweddol::test::domain_uuids(test_uri);
 }
 
 // Whether none of `uuids` runs in libvirt any more (destroys run in the

@@ -1,6 +1,7 @@
 // Containers and the container store, on libvirt's test:///default driver:
 // every getter, setter and error, the domain's XML, lease discovery through
 // the status file's inotify wake-up, and cancellation at each phase.
+#include "libvirt_domains.hpp"
 #include "scratch_directory.hpp"
 #include "test_context.hpp"
 
@@ -62,23 +63,9 @@ std::shared_ptr<container_instance> test_container(const scratch& s, bool ask_li
     return container;
 }
 
-// The names of the domains libvirt's test driver runs now.
+// The domains libvirt runs now, by UUID.
 std::set<std::string> running_domains() {
-    return run_coroutine([]() -> awaitable<std::set<std::string>> {
-        auto connection = co_await anweddol::hypervisor_connection::open(test_uri);
-        co_return co_await connection->call([](virConnectPtr c) {
-            virDomainPtr* domains = nullptr;
-            const int count =
-                virConnectListAllDomains(c, &domains, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
-            std::set<std::string> names;
-            for (int i = 0; i < count; ++i) {
-                names.insert(virDomainGetName(domains[i]));
-                virDomainFree(domains[i]);
-            }
-            std::free(domains);
-            return names;
-        });
-    }());
+    return anweddol::test::domain_uuids(test_uri);
 }
 
 bool domain_exists(const std::string& uuid) {

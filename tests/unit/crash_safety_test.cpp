@@ -2,6 +2,7 @@
 // test:///default driver: reading a domain's XML back, adopting and sweeping
 // the domains an earlier process left, the console ring, and the lifecycle
 // events that end a start at once.
+#include "libvirt_domains.hpp"
 #include "scratch_directory.hpp"
 #include "test_context.hpp"
 
@@ -55,22 +56,9 @@ void start(container_instance& c) {
     }());
 }
 
+// The domains libvirt runs now, by UUID.
 std::set<std::string> running_domains() {
-    return run_coroutine([]() -> awaitable<std::set<std::string>> {
-        auto connection = co_await anweddol::hypervisor_connection::open(test_uri);
-        co_return co_await connection->call([](virConnectPtr c) {
-            virDomainPtr* domains = nullptr;
-            const int count =
-                virConnectListAllDomains(c, &domains, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
-            std::set<std::string> names;
-            for (int i = 0; i < count; ++i) {
-                names.insert(virDomainGetName(domains[i]));
-                virDomainFree(domains[i]);
-            }
-            std::free(domains);
-            return names;
-        });
-    }());
+    return anweddol::test::domain_uuids(test_uri);
 }
 
 anweddol::sweep_result sweep(const std::string& owner, anweddol::sweep_action action,
