@@ -51,9 +51,12 @@ public:
         /// Where libvirt's dnsmasq keeps <bridge>.status. Watched with inotify
         /// while a local domain waits for its address.
         std::filesystem::path lease_directory = "/var/lib/libvirt/dnsmasq";
-        /// How often to ask libvirt for the address (virDomainInterfaceAddresses,
-        /// LEASE then AGENT): the only way where no status file exists. 0: never
-        /// ask, rely on the status file alone.
+        /// How often, at most, to ask libvirt for the address: the network's
+        /// DHCP leases (virNetworkGetDHCPLeases) for the container's MAC, then
+        /// virDomainInterfaceAddresses (LEASE, then AGENT). The only way for a
+        /// remote hypervisor, whose status file is not on this host: the first
+        /// questions come faster (250 ms, doubling up to this). 0: never ask,
+        /// rely on the status file alone.
         std::chrono::milliseconds address_poll_interval{1000};
         /// stop_domain(false) destroys the domain after this long.
         std::chrono::seconds shutdown_timeout{60};

@@ -196,9 +196,15 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
                 .budget = opts.address_timeout,
                 .workers = rt.workers(),
                 .completions = &rt.completions(),
-                .ask_libvirt = [connection, uuid = uuid_, mac = definition.mac]()
+                .ask_libvirt = [connection, uuid = uuid_, mac = definition.mac,
+                                bridge = nat_interface_name_]()
                     -> boost::asio::awaitable<std::optional<std::string>> {
-                    auto asking = connection->call([uuid, mac](virConnectPtr c) {
+                    // The network's leases first: what dnsmasq granted, even
+                    // where the domain's own view (its interfaces' lease
+                    // source, or a guest agent) is not available.
+                    auto asking = connection->call([uuid, mac, bridge](virConnectPtr c) {
+                        if (auto ip = detail::network_lease_address(c, bridge, mac))
+                            return ip;
                         return detail::interface_address(c, uuid, mac);
                     });
                     co_return co_await std::move(asking);

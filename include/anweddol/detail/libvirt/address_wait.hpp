@@ -16,6 +16,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -86,18 +87,26 @@ lease_from_status_file(std::filesystem::path file, std::string mac,
     }
 }
 
-/// libvirt's view of the address, asked every `interval`: for hypervisors
-/// without a status file on this host (remote ones, test:///).
+/// The first pause between two questions to libvirt: a guest that boots
+/// fast is seen soon, and the pauses double from here up to the poll
+/// interval, so that a slow one costs few RPCs.
+inline constexpr std::chrono::milliseconds first_libvirt_poll{250};
+
+/// libvirt's view of the address, asked again after a pause that grows from
+/// first_libvirt_poll to `interval`: for hypervisors without a status file
+/// on this host (remote ones, test:///).
 inline boost::asio::awaitable<address_outcome>
 lease_from_libvirt(std::function<boost::asio::awaitable<std::optional<std::string>>()> ask,
                    std::chrono::milliseconds interval) {
     boost::asio::steady_timer pause(co_await boost::asio::this_coro::executor);
+    std::chrono::milliseconds next = std::min(first_libvirt_poll, interval);
     for (;;) {
         auto asking = ask();
         if (auto ip = co_await std::move(asking))
             co_return address_outcome{std::move(*ip), {}, {}};
-        pause.expires_after(interval);
+        pause.expires_after(next);
         co_await pause.async_wait(boost::asio::use_awaitable);
+        next = std::min(next * 2, interval);
     }
 }
 

@@ -170,6 +170,40 @@ inline std::optional<std::chrono::nanoseconds> domain_cpu_time(virConnectPtr con
     return std::chrono::nanoseconds(static_cast<std::int64_t>(info.cpuTime));
 }
 
+/// The IPv4 address leased to `mac` by the DHCP server of the libvirt
+/// network on `bridge` (virNetworkGetDHCPLeases): what dnsmasq granted, read
+/// through libvirt, for a hypervisor whose status file is not on this host.
+inline std::optional<std::string> network_lease_address(virConnectPtr connection,
+                                                        const std::string& bridge,
+                                                        const std::string& mac) {
+    virNetworkPtr* networks = nullptr;
+    const int count =
+        virConnectListAllNetworks(connection, &networks, VIR_CONNECT_LIST_NETWORKS_ACTIVE);
+    if (count < 0) {
+        virResetLastError(); // no network driver: the domain's view may still say
+        return std::nullopt;
+    }
+    std::optional<std::string> found;
+    for (int i = 0; i < count; ++i) {
+        char* name = found ? nullptr : virNetworkGetBridgeName(networks[i]);
+        if (name && bridge == name) {
+            virNetworkDHCPLeasePtr* leases = nullptr;
+            const int leased = virNetworkGetDHCPLeases(networks[i], mac.c_str(), &leases, 0);
+            for (int j = 0; j < leased; ++j) {
+                if (!found && leases[j]->type == VIR_IP_ADDR_TYPE_IPV4 && leases[j]->ipaddr)
+                    found = leases[j]->ipaddr;
+                virNetworkDHCPLeaseFree(leases[j]);
+            }
+            std::free(leases);
+        }
+        std::free(name);
+        virNetworkFree(networks[i]);
+    }
+    std::free(networks);
+    virResetLastError();
+    return found;
+}
+
 /// The first IPv4 address of domain `uuid`'s NIC with `mac`, as libvirt
 /// knows it from its own lease records, or from a guest agent.
 inline std::optional<std::string>
