@@ -26,10 +26,19 @@ uri=qemu:///system
 say() { echo "sandbox: $*" >&2; }
 die() { say "$*"; exit 1; }
 
+# Whether process $1 runs. A zombie does not: daemons are reparented to pid 1,
+# which may reap them only a second or two after they exit.
+alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) } # the state follows the command name, which may hold spaces
+  [[ ${stat%% *} != Z ]]
+}
+
 pid_of() { # the live pid recorded in pid file $1, or nothing
   local pid
   pid=$(cat "$1" 2>/dev/null) || return 0
-  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  [[ -n $pid ]] && alive "$pid" && echo "$pid"
   return 0
 }
 
@@ -43,7 +52,7 @@ stop_pid() { # SIGTERM, then SIGKILL after 10 s
   local pid=$1
   kill "$pid" 2>/dev/null || return 0
   for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    alive "$pid" || return 0
     sleep 0.1
   done
   kill -9 "$pid" 2>/dev/null || true
@@ -54,9 +63,11 @@ require_root() {
 }
 
 refuse_foreign_libvirtd() {
-  local ours foreign
+  local ours foreign pid
   ours=$(pid_of "$state/libvirtd.pid")
   foreign=$( (pgrep -x libvirtd; pgrep -x virtqemud) | grep -vx "${ours:-none}" || true)
+  # A libvirtd just killed (kill-libvirtd) may linger as a zombie.
+  foreign=$(for pid in $foreign; do if alive "$pid"; then echo "$pid"; fi; done)
   if [[ -n $foreign ]]; then
     die "a libvirt daemon already runs outside the sandbox (pid $(echo $foreign)):" \
       "stop it first (e.g. 'systemctl stop libvirtd' or 'kill $(echo $foreign)');" \
@@ -185,7 +196,7 @@ kill_libvirtd() {
   [[ -n $pid ]] || die "libvirtd is not running"
   kill -9 "$pid"
   for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || break
+    alive "$pid" || break
     sleep 0.1
   done
   rm -f "$state/libvirtd.pid"
