@@ -439,20 +439,37 @@ PrintMotd no
 CONF
 }
 
+# Runs "$@" with no file descriptor above 2 open. A daemon keeps whatever its
+# caller had open, such as the lock of `flock LOCK sandbox.sh up`, which it
+# would then hold until `down` kills it: a `flock LOCK sandbox.sh down` would
+# wait for it forever.
+without_inherited_fds() {
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      if ((fd > 2)); then
+        eval "exec $fd>&-" 2>/dev/null || true
+      fi
+    done
+    "$@"
+  )
+}
+
 start_host_daemons() {
   local h=$1 dir
   dir=$(host_dir "$h")
   if [[ -z $(pid_of "$dir/virtlogd.pid") ]]; then
-    in_host "$h" virtlogd --daemon --config "$dir/virtlogd.conf" --pid-file "$dir/virtlogd.pid"
+    without_inherited_fds in_host "$h" virtlogd --daemon --config "$dir/virtlogd.conf" \
+      --pid-file "$dir/virtlogd.pid"
   fi
   if [[ -z $(pid_of "$dir/libvirtd.pid") ]]; then
-    in_host "$h" libvirtd --listen --daemon --config "$dir/libvirtd.conf" \
+    without_inherited_fds in_host "$h" libvirtd --listen --daemon --config "$dir/libvirtd.conf" \
       --pid-file "$dir/libvirtd.pid"
   fi
   if [[ -z $(pid_of "$dir/sshd.pid") ]]; then
     # The privilege separation folder, which Debian's service makes.
     mkdir -p /run/sshd
-    in_host "$h" /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log"
+    without_inherited_fds in_host "$h" /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log"
   fi
 }
 
