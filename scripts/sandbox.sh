@@ -162,11 +162,11 @@ CONF
   libvirtd_log_conf "$state/libvirtd.log" >"$state/libvirtd.conf"
 
   if [[ -z $(pid_of "$state/virtlogd.pid") ]]; then
-    in_netns virtlogd --daemon --config "$state/virtlogd.conf" \
+    without_inherited_fds in_netns virtlogd --daemon --config "$state/virtlogd.conf" \
       --pid-file "$state/virtlogd.pid"
   fi
   if [[ -z $(pid_of "$state/libvirtd.pid") ]]; then
-    in_netns libvirtd --daemon --config "$state/libvirtd.conf" \
+    without_inherited_fds in_netns libvirtd --daemon --config "$state/libvirtd.conf" \
       --pid-file "$state/libvirtd.pid"
   fi
   wait_for_libvirtd
