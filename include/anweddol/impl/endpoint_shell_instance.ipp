@@ -9,6 +9,7 @@
 #include <anweddol/detail/ssh/host_key_settings.hpp>
 #include <anweddol/detail/ssh/setup_command.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
+#include <anweddol/ssh_jump.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -153,6 +154,12 @@ endpoint_shell_instance::open_shell_op(endpoint_shell_options options) {
     params.password = endpoint_password_;
     detail::apply_host_key_policy(params, options.host_keys, options.known_hosts_file,
                                   options.host_key_fingerprint, options.host_key_fingerprints);
+    if (options.jump) {
+        // Through the hypervisor host: the guest's address is the jump
+        // host's to reach; known_hosts still records the guest's.
+        params.open_tunnel = detail::tunnel_through(options.jump);
+        params.jump_name = options.jump->name();
+    }
 
     auto attempt = std::make_shared<open_attempt>(executor_);
     opening_ = attempt;
