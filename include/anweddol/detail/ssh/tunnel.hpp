@@ -172,9 +172,9 @@ private:
 
     /// Whether the user closed its end altogether rather than only for
     /// writing: a socketpair end sees POLLHUP only then.
-    bool user_hung_up() const noexcept {
+    bool user_hung_up() noexcept {
         pollfd event{};
-        event.fd = const_cast<socket_type&>(local_).native_handle();
+        event.fd = local_.native_handle();
         event.events = POLLOUT;
         return ::poll(&event, 1, 0) == 1 && (event.revents & (POLLHUP | POLLERR)) != 0;
     }
