@@ -141,6 +141,9 @@ private:
                                                        std::chrono::steady_clock::time_point at);
     boost::asio::awaitable<std::optional<socket_type>> open_tunnel_here(std::string host,
                                                                         std::uint16_t port);
+    boost::asio::awaitable<std::optional<socket_type>>
+    open_channel(std::shared_ptr<detail::ssh_connection> connection, std::string host,
+                 std::uint16_t port);
     boost::asio::awaitable<std::shared_ptr<detail::ssh_connection>> logged_in();
     static boost::asio::awaitable<void> run_login(std::weak_ptr<ssh_jump> jump,
                                                   std::shared_ptr<login_attempt> attempt,

@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -141,6 +142,23 @@ std::uint16_t unused_port() {
     return probe.local_endpoint().port();
 }
 
+/// A tunnel to 127.0.0.1:`port` through `jump`, with a callback token (the
+/// test's run_coroutine needs a default-constructible result, which a
+/// socket is not); fails the test on error.
+ssh_jump::socket_type open_tunnel(ssh_jump& jump, std::uint16_t port) {
+    boost::system::error_code error = boost::asio::error::would_block;
+    std::optional<ssh_jump::socket_type> tunnel;
+    jump.async_open_tunnel("127.0.0.1", port,
+                           [&](boost::system::error_code ec, ssh_jump::socket_type socket) {
+                               error = ec;
+                               tunnel.emplace(std::move(socket));
+                           });
+    REQUIRE(run_until([&] { return error != boost::asio::error::would_block; }, 20s));
+    INFO(error.message());
+    REQUIRE(!error);
+    return std::move(*tunnel);
+}
+
 } // namespace
 
 TEST_CASE("ssh jump: shells through one jump session run commands, and megabytes cross intact",
@@ -214,20 +232,12 @@ TEST_CASE("ssh jump: shells through one jump session run commands, and megabytes
     CHECK(!jump->is_connected());
 }
 
-TEST_CASE("ssh jump: a raw tunnel carries the target's bytes, with any completion token",
+TEST_CASE("ssh jump: a raw tunnel carries the target's bytes, with a callback token",
           "[ssh_jump]") {
     ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
     other_sshd jump_host(*sshd);
     auto jump = ssh_jump::create(executor(), jump_options(jump_host, *sshd));
-    boost::system::error_code error = boost::asio::error::would_block;
-    std::optional<ssh_jump::socket_type> tunnel;
-    jump->async_open_tunnel("127.0.0.1", sshd->port(),
-                            [&](boost::system::error_code ec, ssh_jump::socket_type socket) {
-                                error = ec;
-                                tunnel.emplace(std::move(socket));
-                            });
-    REQUIRE(run_until([&] { return error != boost::asio::error::would_block; }, 20s));
-    REQUIRE(!error);
+    std::optional<ssh_jump::socket_type> tunnel(open_tunnel(*jump, sshd->port()));
     REQUIRE(tunnel->is_open());
     CHECK(jump->tunnel_count() == 1);
     // The target's banner comes through.
@@ -435,6 +445,18 @@ TEST_CASE("ssh jump: a dropped jump session fails the shells through it, and the
     CHECK(jump->login_count() == 2);
     CHECK(jump->tunnel_count() == 1);
     run(again->close_shell());
+    CHECK(run_until([&] { return jump->tunnel_count() == 0; }, 5s));
+
+    // Dropped while no tunnel reads it: the session still looks open, and
+    // the next tunnel finds out and logs in again instead of failing.
+    for (int pid : descendants(jump_host.pid()))
+        ::kill(pid, SIGKILL);
+    run_until([] { return false; }, 200ms);
+    auto tunnel = open_tunnel(*jump, sshd->port());
+    CHECK(tunnel.is_open());
+    CHECK(jump->login_count() == 3);
+    CHECK(jump->tunnel_count() == 1);
+    tunnel.close();
     CHECK(run_until([&] { return jump->tunnel_count() == 0; }, 5s));
 }
 

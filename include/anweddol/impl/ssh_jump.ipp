@@ -261,7 +261,26 @@ ssh_jump::run_login(std::weak_ptr<ssh_jump> jump, std::shared_ptr<login_attempt>
 ANWEDDOL_DECL boost::asio::awaitable<std::optional<ssh_jump::socket_type>>
 ssh_jump::open_tunnel_here(std::string host, std::uint16_t port) {
     auto self = shared_from_this();
-    auto connection = co_await logged_in();
+    for (bool retried = false;; retried = true) {
+        const unsigned logins = login_count_;
+        auto connection = co_await logged_in();
+        const bool reused = login_count_ == logins;
+        try {
+            co_return co_await open_channel(connection, host, port);
+        } catch (const boost::system::system_error& e) {
+            // A session that dropped while no tunnel read it looks open
+            // until a call finds out (a hypervisor's sshd restarted between
+            // two guests): log in again, once, as after a drop seen sooner.
+            if (retried || !reused || connection->is_open() ||
+                e.code() == boost::asio::error::operation_aborted)
+                throw;
+        }
+    }
+}
+
+ANWEDDOL_DECL boost::asio::awaitable<std::optional<ssh_jump::socket_type>>
+ssh_jump::open_channel(std::shared_ptr<detail::ssh_connection> connection, std::string host,
+                       std::uint16_t port) {
     const std::string route = host + ":" + std::to_string(port) + " via " + name();
     detail::ssh_connection::operation_guard guard(connection);
     auto channel = std::make_unique<detail::command_channel>(connection);
