@@ -9,10 +9,13 @@
 #include <anweddol/detail/config.hpp>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace anweddol {
+
+class ssh_jump;
 
 /// How open_shell() checks the container's SSH host key.
 enum class host_key_policy {
@@ -55,6 +58,17 @@ struct endpoint_shell_options {
     std::vector<std::string> host_key_fingerprints;
     /// close_shell() waits this long at most for pending output to leave.
     std::chrono::steady_clock::duration close_linger = std::chrono::seconds(1);
+    /// When set, every login with these options reaches the container
+    /// through this jump host (its hypervisor host, for a guest on a NAT
+    /// network the caller cannot route to): a tunnel of the jump's one
+    /// session per login, instead of a TCP connection. Messages name the
+    /// route ("192.168.122.5:22 via root@10.77.1.2:22"); the container's host
+    /// key is checked as above, under the container's address. A tunnel the
+    /// jump host cannot open (the container's sshd not up yet) is retried
+    /// until ready_timeout as a refused connection is; a jump login refused
+    /// for its credentials or host key fails at once. Include
+    /// <anweddol/ssh_jump.hpp>.
+    std::shared_ptr<ssh_jump> jump;
 };
 
 } // namespace anweddol

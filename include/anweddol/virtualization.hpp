@@ -18,6 +18,7 @@
 #include <anweddol/hypervisor_connection.hpp>
 #include <anweddol/provisioning.hpp>
 #include <anweddol/runtime.hpp>
+#include <anweddol/ssh_jump.hpp>
 #include <anweddol/version.hpp>
 #include <anweddol/virtualization_interface.hpp>
 

@@ -3,6 +3,8 @@
 // ECDSA, as a guest has), and a log of every authentication request
 // (LogLevel DEBUG1). Pinned to the wrong keys, a client must not reach
 // that log; pinned to the right ones, it logs in as with the first server.
+// It also serves as a jump host: it forwards TCP connections, and takes a
+// key of its own (client_key_file()) for the same user.
 #ifndef ANWEDDOL_TESTS_UNIT_OTHER_SSHD_HPP
 #define ANWEDDOL_TESTS_UNIT_OTHER_SSHD_HPP
 
@@ -47,6 +49,10 @@ public:
         // computes its side with libssh.
         ed25519_fingerprint_ = keygen_fingerprint(ed25519.string() + ".pub");
         ecdsa_fingerprint_ = keygen_fingerprint(ecdsa.string() + ".pub");
+        run({"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+             client_key_file().string()});
+        std::filesystem::copy_file(client_key_file().string() + ".pub", dir_ / "authorized_keys");
+        std::filesystem::permissions(dir_ / "authorized_keys", std::filesystem::perms(0644));
 
         port_ = free_port();
         const auto config = dir_ / "sshd_config";
@@ -58,7 +64,10 @@ public:
                               << "UsePAM no\n"
                               << "PasswordAuthentication yes\n"
                               << "KbdInteractiveAuthentication no\n"
-                              << "PubkeyAuthentication no\n"
+                              << "PubkeyAuthentication yes\n"
+                              << "AuthorizedKeysFile " << (dir_ / "authorized_keys").string()
+                              << "\n"
+                              << "AllowTcpForwarding yes\n"
                               << "PermitRootLogin no\n"
                               << "AllowUsers " << first.user() << "\n"
                               << "UseDNS no\n"
@@ -82,6 +91,10 @@ public:
     }
 
     std::uint16_t port() const noexcept { return port_; }
+    /// The listening sshd's process id (its children serve the sessions).
+    int pid() const { return server_->id(); }
+    /// An unencrypted ed25519 key that logs in as the first server's user.
+    std::filesystem::path client_key_file() const { return dir_ / "client_ed25519"; }
     /// Its host keys' fingerprints as `ssh-keygen -l` prints them.
     const std::string& ed25519_fingerprint() const noexcept { return ed25519_fingerprint_; }
     const std::string& ecdsa_fingerprint() const noexcept { return ecdsa_fingerprint_; }

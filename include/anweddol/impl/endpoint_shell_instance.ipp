@@ -6,9 +6,10 @@
 
 #include <anweddol/detail/ssh/command.hpp>
 #include <anweddol/detail/ssh/connect.hpp>
-#include <anweddol/detail/ssh/fingerprint_text.hpp>
+#include <anweddol/detail/ssh/host_key_settings.hpp>
 #include <anweddol/detail/ssh/setup_command.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
+#include <anweddol/ssh_jump.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -146,61 +147,19 @@ endpoint_shell_instance::open_shell_op(endpoint_shell_options options) {
     if (endpoint_username_.empty() || endpoint_password_.empty())
         detail::throw_error(errc::endpoint_credentials_not_set,
                             "set_endpoint_credentials() with a username and a password first");
-    if (options.host_keys == host_key_policy::known_hosts && options.known_hosts_file.empty())
-        detail::throw_error(errc::invalid_argument,
-                            "host_key_policy::known_hosts needs a known_hosts_file");
-    if (options.host_keys == host_key_policy::pinned_fingerprint &&
-        options.host_key_fingerprint.empty())
-        detail::throw_error(errc::invalid_argument,
-                            "host_key_policy::pinned_fingerprint needs a fingerprint");
-    std::vector<std::string> pinned;
-    if (options.host_keys == host_key_policy::pinned_fingerprint) {
-        // As it always was: a malformed pin is not refused, it never matches.
-        std::string expected = options.host_key_fingerprint;
-        if (expected.rfind("SHA256:", 0) != 0)
-            expected.insert(0, "SHA256:");
-        while (!expected.empty() && expected.back() == '=')
-            expected.pop_back(); // OpenSSH and libssh print it unpadded
-        pinned.push_back(std::move(expected));
-    } else if (options.host_keys == host_key_policy::pinned_fingerprints) {
-        if (options.host_key_fingerprints.empty())
-            detail::throw_error(errc::invalid_argument,
-                                "host_key_policy::pinned_fingerprints needs at least one "
-                                "fingerprint in host_key_fingerprints (an empty set would "
-                                "refuse every server)");
-        for (const auto& fingerprint : options.host_key_fingerprints) {
-            auto normalized = detail::normalize_sha256_fingerprint(fingerprint);
-            if (!normalized)
-                detail::throw_error(errc::invalid_argument,
-                                    "host_key_fingerprints holds '" + fingerprint +
-                                        "', which is no SHA-256 fingerprint: expected "
-                                        "\"SHA256:\" and 43 base64 characters, as ssh-keygen "
-                                        "-l prints it");
-            pinned.push_back(std::move(*normalized));
-        }
-    }
-
     detail::ssh_login_params params;
     params.endpoint = {address, endpoint_listen_port_};
     params.host = container_ip_;
     params.username = endpoint_username_;
     params.password = endpoint_password_;
-    switch (options.host_keys) {
-    case host_key_policy::accept_new:
-        params.host_keys = detail::host_key_check::accept_new;
-        break;
-    case host_key_policy::known_hosts:
-        params.host_keys = detail::host_key_check::known_hosts;
-        break;
-    case host_key_policy::pinned_fingerprint:
-    case host_key_policy::pinned_fingerprints:
-        params.host_keys = detail::host_key_check::fingerprint;
-        break;
-    default: // not a policy: refuse rather than accept whatever key
-        detail::throw_error(errc::invalid_argument, "unknown host_key_policy value");
+    detail::apply_host_key_policy(params, options.host_keys, options.known_hosts_file,
+                                  options.host_key_fingerprint, options.host_key_fingerprints);
+    if (options.jump) {
+        // Through the hypervisor host: the guest's address is the jump
+        // host's to reach; known_hosts still records the guest's.
+        params.open_tunnel = detail::tunnel_through(options.jump);
+        params.jump_name = options.jump->name();
     }
-    params.known_hosts_file = options.known_hosts_file;
-    params.fingerprints = std::move(pinned);
 
     auto attempt = std::make_shared<open_attempt>(executor_);
     opening_ = attempt;

@@ -18,6 +18,7 @@
 
 #include <exception>
 #include <new>
+#include <optional>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -128,6 +129,35 @@ boost::asio::awaitable<T> recording_diagnostics(boost::asio::awaitable<T> operat
     throw error_with_diagnostics(ec, std::move(found));
 }
 
+/// co_spawn hands its handler a default-constructed T on error; an I/O
+/// object (a socket) has no default constructor, so such a result travels
+/// as an optional, and an error completes with a closed one on the
+/// operation's executor.
+template <class T>
+inline constexpr bool spawned_as_optional =
+    !std::is_void_v<T> && !std::is_default_constructible_v<T>;
+
+template <class T>
+boost::asio::awaitable<std::optional<T>> as_optional(boost::asio::awaitable<T> operation) {
+    co_return co_await std::move(operation);
+}
+
+template <class T>
+auto spawnable(boost::asio::awaitable<T> operation) {
+    if constexpr (spawned_as_optional<T>)
+        return as_optional(std::move(operation));
+    else
+        return operation;
+}
+
+template <class T, class Value>
+decltype(auto) spawned_result(Value&& value, const boost::asio::any_io_executor& executor) {
+    if constexpr (spawned_as_optional<T>)
+        return value ? T(std::move(*value)) : T(executor);
+    else
+        return std::forward<Value>(value);
+}
+
 /// Starts an operation written as a coroutine, for any completion token:
 /// with the default token it is the coroutine itself (awaited on the
 /// awaiting coroutine's executor, throwing error_with_diagnostics); with
@@ -149,8 +179,8 @@ auto initiate_coroutine(boost::asio::any_io_executor executor, boost::asio::awai
                boost::asio::awaitable<T> operation, diagnostics* diag) {
                 auto slot = boost::asio::get_associated_cancellation_slot(handler);
                 auto handler_executor = boost::asio::get_associated_executor(handler, executor);
-                auto complete = [handler = std::move(handler), diag](std::exception_ptr e,
-                                                                     auto... value) mutable {
+                auto complete = [handler = std::move(handler), diag,
+                                 executor](std::exception_ptr e, auto... value) mutable {
                     boost::system::error_code ec;
                     if (e) {
                         auto error = to_error(e);
@@ -160,9 +190,9 @@ auto initiate_coroutine(boost::asio::any_io_executor executor, boost::asio::awai
                     } else if (diag) {
                         diag->clear();
                     }
-                    std::move(handler)(ec, std::move(value)...);
+                    std::move(handler)(ec, spawned_result<T>(std::move(value), executor)...);
                 };
-                boost::asio::co_spawn(executor, std::move(operation),
+                boost::asio::co_spawn(executor, spawnable(std::move(operation)),
                                       boost::asio::bind_executor(
                                           handler_executor, boost::asio::bind_cancellation_slot(
                                                                 slot, std::move(complete))));

@@ -104,7 +104,7 @@ inline void ssh_connection::arm() {
         return;
     reading_ = true;
     socket_.async_wait(
-        boost::asio::ip::tcp::socket::wait_read,
+        boost::asio::socket_base::wait_read,
         boost::asio::bind_cancellation_slot(read_cancel_.slot(),
                                             [self = shared_from_this()](boost::system::error_code) {
                                                 self->reading_ = false;
@@ -116,7 +116,7 @@ inline void ssh_connection::arm_write() {
     if (writing_ || !socket_.is_open())
         return;
     writing_ = true;
-    socket_.async_wait(boost::asio::ip::tcp::socket::wait_write,
+    socket_.async_wait(boost::asio::socket_base::wait_write,
                        [self = shared_from_this()](boost::system::error_code ec) {
                            self->writing_ = false;
                            if (!ec)

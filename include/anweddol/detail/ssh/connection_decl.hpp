@@ -11,7 +11,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <libssh/libssh.h>
@@ -28,7 +28,8 @@ namespace anweddol::detail {
 
 // The class alone; connection.hpp adds its member bodies (include that one).
 
-/// One client SSH session on one TCP connection, driven by libssh in
+/// One client SSH session on one stream connection (TCP, or one end of a
+/// socketpair whose bytes an ssh_jump relays), driven by libssh in
 /// non-blocking mode on an Asio executor. Logging in is login.hpp's job; this
 /// is the transport: waits, output flushing, closing.
 ///
@@ -62,8 +63,9 @@ public:
     ~ssh_connection() { teardown(); }
 
     const boost::asio::any_io_executor& get_executor() const noexcept { return executor_; }
-    /// The TCP connection, for login() to connect.
-    boost::asio::ip::tcp::socket& socket() noexcept { return socket_; }
+    /// The stream the session runs on, for login() to connect: generic, so
+    /// that it holds a TCP socket or the local end of a jump host's tunnel.
+    boost::asio::generic::stream_protocol::socket& socket() noexcept { return socket_; }
 
     /// The authenticated session, or nullptr.
     ssh_session session() const noexcept { return authenticated_ ? session_.get() : nullptr; }
@@ -156,11 +158,11 @@ public:
     };
 
     /// A deadline for an operation of this session: when it passes, waits
-    /// report timed_out (and a TCP connect in progress is cancelled).
+    /// report timed_out (and a connect in progress is cancelled).
     ssh_deadline make_deadline(std::chrono::steady_clock::time_point at) {
         return ssh_deadline(executor_, at, [weak = weak_from_this()] {
             if (auto self = weak.lock()) {
-                if (!self->session_) // still in the TCP connect
+                if (!self->session_) // still connecting the transport
                     self->socket_.cancel();
                 self->wake_all();
             }
@@ -198,7 +200,7 @@ private:
     }
 
     boost::asio::any_io_executor executor_;
-    boost::asio::ip::tcp::socket socket_;
+    boost::asio::generic::stream_protocol::socket socket_;
     boost::asio::steady_timer wake_; // a broadcast condition: cancel() wakes all waiters
     boost::asio::cancellation_signal read_cancel_;
     session_handle session_;

@@ -71,7 +71,8 @@ inline std::string check_host_key(ssh_session session, const ssh_login_params& p
                         (expected.size() == 1 ? "not the pinned " + expected.front()
                                               : "none of the " + std::to_string(expected.size()) +
                                                     " pinned: " + fingerprint_list(expected)) +
-                        "; the password was not sent"));
+                        (params.private_key_file.empty() ? "; the password was not sent"
+                                                         : "; the key was not offered")));
     }
     case host_key_check::known_hosts:
         switch (ssh_session_is_known_server(session)) {
