@@ -392,6 +392,10 @@ std::string_view failure_reason(const boost::system::error_code& ec) {
             return "over_capacity";
         case errc::pool_closed:
             return "pool_closed";
+        case errc::host_down:
+            return "host_down";
+        case errc::no_host_available:
+            return "no_host_available";
         }
         return "other";
     }

@@ -40,6 +40,8 @@ enum class errc : int {
     domain_crashed,     ///< The guest crashed or its kernel panicked while starting.
     over_capacity,      ///< No place for another container now; the diagnostics say which limit.
     pool_closed,        ///< The container pool was shut down or destroyed.
+    host_down,          ///< The container's hypervisor host went down; the message names it.
+    no_host_available,  ///< No hypervisor host of the pool can take the container now.
 };
 
 /// The category of `anweddol::errc`; its name is "anweddol". Its timeouts

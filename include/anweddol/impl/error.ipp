@@ -71,6 +71,12 @@ public:
                    "say which limit was reached)";
         case errc::pool_closed:
             return "the container pool is shut down: it hands out no more containers";
+        case errc::host_down:
+            return "the container's hypervisor host went down (its libvirt connection "
+                   "dropped): the diagnostics name the host";
+        case errc::no_host_available:
+            return "no hypervisor host can take the container now: the diagnostics say what "
+                   "each host lacks (down, draining, or short of memory)";
         case errc::unexpected_error:
             return "an unexpected error: its diagnostics say what was thrown";
         }
@@ -82,7 +88,8 @@ public:
     boost::system::error_condition default_error_condition(int value) const noexcept override {
         if (static_cast<errc>(value) == errc::ip_wait_timeout)
             return boost::system::errc::make_error_condition(boost::system::errc::timed_out);
-        if (static_cast<errc>(value) == errc::over_capacity)
+        if (static_cast<errc>(value) == errc::over_capacity ||
+            static_cast<errc>(value) == errc::no_host_available)
             return boost::system::errc::make_error_condition(
                 boost::system::errc::resource_unavailable_try_again);
         return {value, *this};
