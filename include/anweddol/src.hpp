@@ -25,6 +25,7 @@
 #include <anweddol/impl/endpoint_shell_instance.ipp>
 #include <anweddol/impl/error.ipp>
 #include <anweddol/impl/hypervisor_connection.ipp>
+#include <anweddol/impl/hypervisor_pool.ipp>
 #include <anweddol/impl/lease_file.ipp>
 #include <anweddol/impl/libvirt_event_hooks.ipp>
 #include <anweddol/impl/libvirt_event_loop.ipp>

@@ -16,6 +16,7 @@
 #include <anweddol/endpoint_shell_options.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_connection.hpp>
+#include <anweddol/hypervisor_pool.hpp>
 #include <anweddol/provisioning.hpp>
 #include <anweddol/runtime.hpp>
 #include <anweddol/ssh_jump.hpp>

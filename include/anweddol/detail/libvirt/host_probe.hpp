@@ -8,8 +8,10 @@
 
 #include <libvirt/libvirt.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -37,6 +39,29 @@ inline std::string host_name() {
     if (gethostname(name, sizeof name - 1) != 0)
         return "unknown-host";
     return name;
+}
+
+/// What placement needs to know of a hypervisor host.
+struct host_resources {
+    /// virNodeGetFreeMemory; std::nullopt where the driver cannot say
+    /// (test:/// described by a file).
+    std::optional<std::uint64_t> free_memory_mib;
+    unsigned cpus = 0; ///< virNodeGetInfo's active CPUs
+};
+
+inline host_resources read_host_resources(virConnectPtr connection, const std::string& uri) {
+    host_resources resources;
+    virNodeInfo info{};
+    if (virNodeGetInfo(connection, &info) < 0)
+        throw_last_libvirt_error("cannot read the CPUs of " + uri + " (virNodeGetInfo)");
+    resources.cpus = info.cpus;
+    // 0 is also its error value: only a recorded error makes it one.
+    virResetLastError();
+    const unsigned long long bytes = virNodeGetFreeMemory(connection);
+    if (bytes != 0 || virGetLastError() == nullptr)
+        resources.free_memory_mib = bytes / (1024 * 1024);
+    virResetLastError();
+    return resources;
 }
 
 /// The domain type to use where the caller chose none: kvm where the host
