@@ -6,6 +6,7 @@
 
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/config.hpp>
+#include <anweddol/detail/host_placement.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -21,6 +22,9 @@
 #include <vector>
 
 namespace anweddol {
+
+class hypervisor_pool;
+class ssh_jump;
 
 /// The steps of provision(), in order.
 enum class provisioning_phase {
@@ -63,7 +67,13 @@ struct provisioning_timings {
 };
 
 struct provisioning_options {
+    /// The libvirt host; ignored when `hypervisors` is set.
     std::string driver_uri = "qemu:///system";
+    /// Where to boot: a host of this pool, chosen at each boot (and the
+    /// container's bridge becomes that host's; its logins go through the
+    /// host's SSH jump, if it has one). nullptr: driver_uri. The pool must
+    /// outlive the provisioning.
+    hypervisor_pool* hypervisors = nullptr;
     /// How long the guest may take to get its address; std::nullopt: no limit.
     std::optional<std::chrono::steady_clock::duration> address_timeout = std::chrono::seconds(240);
     /// The domain type; empty: the container's options::domain_type.
@@ -95,6 +105,12 @@ struct provisioned_container {
     /// With pinned_fingerprints: the fingerprints read from the console.
     std::vector<std::string> host_key_fingerprints;
     provisioning_timings timings;
+    /// The name of the hypervisor_pool host it runs on; empty without a pool.
+    std::string host;
+    /// How the client reaches `ip`: through this SSH jump (its host's, in a
+    /// hypervisor_pool; set it as endpoint_shell_options::jump), or
+    /// directly when nullptr.
+    std::shared_ptr<ssh_jump> jump;
     /// Handed out by container_pool::take() from the containers it kept
     /// booted, without waiting for a boot.
     bool from_pool = false;
@@ -111,6 +127,9 @@ struct booted_container {
     /// Where the hand-over's progress events and `total` count from: the
     /// boot's start in provision(), the take's in container_pool.
     std::chrono::steady_clock::time_point began;
+    /// Its host, with a hypervisor_pool: the hand-over fails with
+    /// errc::host_down if that host goes down.
+    host_placement placement;
 };
 
 /// Boots `container`, reads its host keys from the console and logs in as

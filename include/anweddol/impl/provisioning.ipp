@@ -7,6 +7,7 @@
 #include <anweddol/detail/credentials.hpp>
 #include <anweddol/detail/ssh/console_fingerprints.hpp>
 #include <anweddol/error.hpp>
+#include <anweddol/hypervisor_pool.hpp>
 #include <anweddol/provisioning.hpp>
 
 #include <boost/asio/steady_timer.hpp>
@@ -114,6 +115,71 @@ destroy_after_failure(std::shared_ptr<container_instance> container, std::except
     co_return detail::with_guest_console(failure, container->get_console_log());
 }
 
+// The rest of the boot: the host keys the console printed, and the
+// endpoint's login.
+inline boost::asio::awaitable<void>
+log_in_as_endpoint(std::shared_ptr<container_instance> container,
+                   detail::booted_container& booted) {
+    auto& result = booted.partial;
+    result.ip = *container->get_ip();
+    if (booted.shell.host_keys == host_key_policy::accept_new) {
+        auto reading = console_host_keys(container);
+        auto pinned = co_await std::move(reading);
+        if (!pinned.empty()) {
+            booted.shell.host_keys = host_key_policy::pinned_fingerprints;
+            booted.shell.host_key_fingerprints = std::move(pinned);
+        }
+    }
+    result.host_keys = booted.shell.host_keys;
+    result.host_key_fingerprints = booted.shell.host_key_fingerprints;
+    booted.endpoint =
+        std::make_shared<endpoint_shell_instance>(container->get_executor(), result.ip);
+    booted.endpoint->set_options(booted.shell);
+    co_await booted.endpoint->open_shell();
+}
+
+// The hand-over's steps: fresh client credentials (in `result`), the setup
+// script, and the client's own login.
+inline boost::asio::awaitable<void> hand_over_steps(detail::booted_container& booted,
+                                                    provisioned_container& result,
+                                                    phase_clock& phases,
+                                                    const provisioning_options& options) {
+    using P = provisioning_phase;
+    auto container = result.container;
+    auto& endpoint = booted.endpoint;
+    // A pooled container's session may have been lost while it waited
+    // (a network hiccup, an sshd restarted): log in again.
+    if (endpoint->is_closed())
+        co_await endpoint->open_shell();
+    phases.enter(P::administering);
+    // The password lives in result (wiped by the caller on failure) and in
+    // the endpoint (wiped when it goes), nowhere else: a short one would stay
+    // in its moved-from buffer, so that is wiped too.
+    auto generated = endpoint->generate_client_ssh_credentials(options.password_length, false);
+    result.username = std::move(generated.first);
+    result.password = std::move(generated.second);
+    detail::cleanse(generated.second);
+    result.port = options.client_port;
+    endpoint->store_client_ssh_credentials(result.username, result.password, result.port);
+    co_await endpoint->administrate_container();
+    co_await endpoint->close_shell();
+
+    if (options.verify_client_login) {
+        phases.enter(P::verifying);
+        endpoint_shell_instance client(container->get_executor(), result.ip, result.username,
+                                       result.password, result.port);
+        client.set_options(booted.shell);
+        co_await client.open_shell();
+        const command_result whoami = co_await client.execute("id -un");
+        co_await client.close_shell();
+        if (whoami.exit_status != 0 || whoami.std_out != result.username + "\n")
+            detail::throw_error(errc::administration_failed,
+                                "the client logged in but is not " + result.username +
+                                    ": 'id -un' said '" + whoami.std_out + "'");
+    }
+    phases.enter(P::ready);
+}
+
 } // namespace provisioning_impl
 
 ANWEDDOL_DECL boost::asio::awaitable<detail::booted_container>
@@ -143,27 +209,27 @@ detail::boot_and_log_in(std::shared_ptr<container_instance> container,
     booted.shell = options.shell;
     // Every awaitable with captures is built outside its co_await
     // expression: GCC 12 destroys such temporaries twice.
-    auto starting = container->start_domain(std::move(start));
-    co_await std::move(starting);
+    if (options.hypervisors) {
+        auto placing = options.hypervisors->place(container->get_uuid(), container->get_memory());
+        booted.placement = co_await std::move(placing);
+        booted.partial.host = booted.placement.host_name();
+        booted.partial.jump = booted.placement.jump();
+        if (booted.partial.jump)
+            booted.shell.jump = booted.partial.jump;
+        auto starting = detail::start_on_host(container, std::move(start), booted.placement);
+        co_await std::move(starting);
+    } else {
+        auto starting = container->start_domain(std::move(start));
+        co_await std::move(starting);
+    }
 
     std::exception_ptr failure;
     try {
+        auto logging_in = provisioning_impl::log_in_as_endpoint(container, booted);
+        auto guarded = detail::unless_host_down(booted.placement, std::move(logging_in),
+                                                "while its endpoint logged in");
+        co_await std::move(guarded);
         auto& result = booted.partial;
-        result.ip = *container->get_ip();
-        if (booted.shell.host_keys == host_key_policy::accept_new) {
-            auto reading = provisioning_impl::console_host_keys(container);
-            auto pinned = co_await std::move(reading);
-            if (!pinned.empty()) {
-                booted.shell.host_keys = host_key_policy::pinned_fingerprints;
-                booted.shell.host_key_fingerprints = std::move(pinned);
-            }
-        }
-        result.host_keys = booted.shell.host_keys;
-        result.host_key_fingerprints = booted.shell.host_key_fingerprints;
-        booted.endpoint =
-            std::make_shared<endpoint_shell_instance>(container->get_executor(), result.ip);
-        booted.endpoint->set_options(booted.shell);
-        co_await booted.endpoint->open_shell();
 
         auto& t = result.timings;
         const auto logged_in = phase_clock::clock::now();
@@ -200,38 +266,10 @@ detail::hand_over(booted_container booted, const provisioning_options& options) 
 
     std::exception_ptr failure;
     try {
-        auto& endpoint = booted.endpoint;
-        // A pooled container's session may have been lost while it waited
-        // (a network hiccup, an sshd restarted): log in again.
-        if (endpoint->is_closed())
-            co_await endpoint->open_shell();
-        phases.enter(P::administering);
-        // The password lives in result (wiped below on failure) and in the
-        // endpoint (wiped when it goes), nowhere else: a short one would stay
-        // in its moved-from buffer, so that is wiped too.
-        auto generated = endpoint->generate_client_ssh_credentials(options.password_length, false);
-        result.username = std::move(generated.first);
-        result.password = std::move(generated.second);
-        detail::cleanse(generated.second);
-        result.port = options.client_port;
-        endpoint->store_client_ssh_credentials(result.username, result.password, result.port);
-        co_await endpoint->administrate_container();
-        co_await endpoint->close_shell();
-
-        if (options.verify_client_login) {
-            phases.enter(P::verifying);
-            endpoint_shell_instance client(container->get_executor(), result.ip, result.username,
-                                           result.password, result.port);
-            client.set_options(booted.shell);
-            co_await client.open_shell();
-            const command_result whoami = co_await client.execute("id -un");
-            co_await client.close_shell();
-            if (whoami.exit_status != 0 || whoami.std_out != result.username + "\n")
-                detail::throw_error(errc::administration_failed,
-                                    "the client logged in but is not " + result.username +
-                                        ": 'id -un' said '" + whoami.std_out + "'");
-        }
-        phases.enter(P::ready);
+        auto steps = provisioning_impl::hand_over_steps(booted, result, phases, options);
+        auto guarded = detail::unless_host_down(booted.placement, std::move(steps),
+                                                "while it was handed over");
+        co_await std::move(guarded);
     } catch (...) {
         failure = std::current_exception();
     }
