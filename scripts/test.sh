@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine (as root):
 # installs what is missing, builds, brings the sandbox up, runs unit and
-# integration tests with CTest inside it, and tears the sandbox down, also
-# when something fails. Extra arguments go to ctest (e.g. -L unit).
+# integration tests with CTest inside it, then the tests of many hypervisor
+# hosts in its two-host mode, and tears the sandbox down, also when
+# something fails. Extra arguments go to ctest (e.g. -L unit).
 # Then the unit tests again under sanitizers (scripts/sanitize.sh), outside
 # the sandbox, which they do not need: ANWEDDOL_SANITIZERS lists which,
 # "asan" (AddressSanitizer, LeakSanitizer and UBSan) by default, "asan tsan"
@@ -18,8 +19,13 @@ sanitizers=${ANWEDDOL_SANITIZERS:-asan}
 trap '"$repo/scripts/sandbox.sh" down' EXIT
 "$repo/scripts/sandbox.sh" up
 failed=()
-(cd "$build" && "$repo/scripts/sandbox.sh" exec ctest --output-on-failure "$@") ||
+(cd "$build" && "$repo/scripts/sandbox.sh" exec ctest --output-on-failure -LE hosts "$@") ||
   failed+=("the suite")
+"$repo/scripts/sandbox.sh" down
+# The tests of many hypervisor hosts, in the sandbox's two-host mode.
+"$repo/scripts/sandbox.sh" up --hosts 2
+(cd "$build" && "$repo/scripts/sandbox.sh" exec ctest --output-on-failure -L hosts "$@") ||
+  failed+=("the two-host tests")
 "$repo/scripts/sandbox.sh" down
 trap - EXIT
 
