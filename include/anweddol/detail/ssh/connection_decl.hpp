@@ -162,8 +162,13 @@ public:
     ssh_deadline make_deadline(std::chrono::steady_clock::time_point at) {
         return ssh_deadline(executor_, at, [weak = weak_from_this()] {
             if (auto self = weak.lock()) {
-                if (!self->session_) // still connecting the transport
-                    self->socket_.cancel();
+                if (!self->session_) { // still connecting the transport
+                    // Not open yet while a tunnel opens (the tunnel keeps
+                    // its own deadline): cancel() would throw from this
+                    // timer's handler, out of the io_context's run().
+                    boost::system::error_code ignored;
+                    self->socket_.cancel(ignored);
+                }
                 self->wake_all();
             }
         });
