@@ -79,6 +79,7 @@ struct hypervisor_host_status {
     std::uint64_t booting_memory_mib = 0;
     std::size_t boots_in_flight = 0;     ///< placed, start not finished
     std::size_t containers = 0;          ///< placed, domain not known to be gone
+    std::size_t lost_containers = 0;     ///< lost while it was down, destroyed once back
     std::size_t cpu_heavy_limit = 0;     ///< its boot admission's limit
     std::uint64_t placements = 0;        ///< every container ever placed there
     std::uint64_t times_down = 0;        ///< how often its connection dropped
@@ -93,6 +94,7 @@ enum class hypervisor_pool_event_type {
     placed,            ///< a container was placed on `host`
     container_lost,    ///< a container's host went down while it ran or booted
     orphans_destroyed, ///< a host came back, and the domains of its lost containers were destroyed
+    orphans_left,      ///< shutdown() found a host still down: its lost domains stay there
 };
 
 /// A short name of the event type, such as "host_down".
@@ -147,8 +149,9 @@ public:
     hypervisor_pool(boost::asio::any_io_executor executor, hypervisor_pool_options options);
     hypervisor_pool(const hypervisor_pool&) = delete;
     hypervisor_pool& operator=(const hypervisor_pool&) = delete;
-    /// Stops placing and reconnecting; containers still placed are their
-    /// owners' (they destroy their domains as usual).
+    /// Stops placing, and shuts down in the background as shutdown() does,
+    /// without its events; containers still placed are their owners' (they
+    /// destroy their domains as usual).
     ~hypervisor_pool();
 
     const boost::asio::any_io_executor& get_executor() const noexcept { return executor_; }
@@ -165,8 +168,8 @@ public:
     /// cancelled, and then the host takes containers again as before.
     template <class CompletionToken = default_completion_token>
     auto remove_host(std::string name, CompletionToken&& token = {}) {
-        return detail::initiate_coroutine(executor_, remove_host_here(std::move(name)), nullptr,
-                                          std::forward<CompletionToken>(token));
+        return detail::initiate_coroutine(executor_, remove_host_here(state_, std::move(name)),
+                                          nullptr, std::forward<CompletionToken>(token));
     }
 
     /// Every host, in the order they were added.
@@ -186,29 +189,38 @@ public:
     auto start_container(std::shared_ptr<container_instance> container, start_options opts = {},
                          CompletionToken&& token = {}) {
         return detail::initiate_coroutine(executor_,
-                                          start_here(std::move(container), std::move(opts)),
+                                          start_here(state_, std::move(container), std::move(opts)),
                                           nullptr, std::forward<CompletionToken>(token));
     }
 
-    /// Used by start_container() and provision(): a host with room for
-    /// `memory_mib`, counted as booting there until the placement is
-    /// released. Errors: errc::no_host_available.
-    boost::asio::awaitable<detail::host_placement> place(std::string uuid, unsigned memory_mib);
+    /// Used by start_container() and provision(): a host with room for a
+    /// container `uuid` of `memory_mib`, counted as booting there until
+    /// the placement ends its boot. Errors: errc::no_host_available;
+    /// errc::invalid_argument for a UUID already placed.
+    boost::asio::awaitable<detail::host_placement> place(std::string uuid, unsigned memory_mib) {
+        return detail::place_on_host(state_, std::move(uuid), memory_mib);
+    }
 
-    /// async: stops placing, closes every host's connection and jump;
-    /// completes with `(error_code)`. Placements under way fail with
-    /// errc::no_host_available.
+    /// async: stops placing; destroys the domains of containers lost on
+    /// hosts that are back by now (those still down are reported with an
+    /// orphans_left event); closes every host's connection and jump.
+    /// Completes with `(error_code)`. Boots under way fail with
+    /// errc::host_down; placements, with errc::no_host_available.
     template <class CompletionToken = default_completion_token>
     auto shutdown(CompletionToken&& token = {}) {
-        return detail::initiate_coroutine(executor_, shutdown_here(), nullptr,
+        return detail::initiate_coroutine(executor_, shutdown_here(state_), nullptr,
                                           std::forward<CompletionToken>(token));
     }
 
 private:
-    boost::asio::awaitable<void> remove_host_here(std::string name);
-    boost::asio::awaitable<std::string> start_here(std::shared_ptr<container_instance> container,
-                                                   start_options opts);
-    boost::asio::awaitable<void> shutdown_here();
+    // Static, with the state as a parameter: a coroutine that starts after
+    // the pool is gone still has what it works on.
+    using state_ptr = std::shared_ptr<detail::hypervisor_pool_state>;
+    static boost::asio::awaitable<void> remove_host_here(state_ptr state, std::string name);
+    static boost::asio::awaitable<std::string>
+    start_here(state_ptr state, std::shared_ptr<container_instance> container, start_options opts);
+    static boost::asio::awaitable<void> shutdown_here(state_ptr state);
+    static hypervisor_host_status status_of(const detail::hypervisor_host& host);
 
     boost::asio::any_io_executor executor_;
     std::shared_ptr<detail::hypervisor_pool_state> state_;

@@ -8,6 +8,7 @@
 #include "scratch_directory.hpp"
 #include "test_context.hpp"
 
+#include <anweddol/detail/domain_identity.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_pool.hpp>
 
@@ -176,7 +177,11 @@ TEST_CASE("hypervisor pool: bad hosts are refused with a message that says what 
     CHECK_THAT(no_uri_message, Catch::Contains("'a' has no libvirt URI"));
     auto [twice, twice_message] = attempt([](auto& o) { o.hosts.push_back(o.hosts[0]); });
     CHECK(twice == errc::invalid_argument);
-    CHECK_THAT(twice_message, Catch::Contains("two hypervisor hosts are named 'a'"));
+    CHECK_THAT(twice_message, Catch::Contains("already has a host named 'a'"));
+    auto [same_uri, same_uri_message] =
+        attempt([&](auto& o) { o.hosts.push_back(host("b", uri)); });
+    CHECK(same_uri == errc::invalid_argument);
+    CHECK_THAT(same_uri_message, Catch::Contains("hosts 'a' and 'b' have the same URI"));
     CHECK(attempt([](auto& o) { o.hosts[0].nat_interface_name = "br 0"; }).first ==
           errc::invalid_argument);
     CHECK(attempt([](auto& o) { o.reconnect_interval = 0s; }).first == errc::invalid_argument);
@@ -223,6 +228,17 @@ TEST_CASE("hypervisor pool: containers go to the host with the fewest boots in f
         CHECK(p.pool->host_of(c->get_uuid()).has_value());
     REQUIRE(run_until([&] { return anweddol::test::domain_uuids(uri1).size() == 2; }));
     CHECK(anweddol::test::domain_uuids(uri2).size() == 2);
+
+    // A container is placed once: the same UUID again is refused, and
+    // changes nothing.
+    auto twin = std::make_shared<container_instance>(test_context().get_executor(), s.iso.string(),
+                                                     containers[0]->get_uuid(), 512, 1);
+    start_outcome twin_outcome;
+    start_in_background(*p.pool, twin, 1500ms, twin_outcome);
+    REQUIRE(run_until([&] { return twin_outcome.done; }));
+    CHECK(twin_outcome.error == errc::invalid_argument);
+    CHECK(p.pool->get_host("h1")->boots_in_flight + p.pool->get_host("h2")->boots_in_flight == 4);
+    CHECK(p.pool->host_of(containers[0]->get_uuid()).has_value());
 
     // No address comes: every start fails, destroys its domain, and the
     // hosts forget the containers.
@@ -394,4 +410,26 @@ TEST_CASE("hypervisor pool: a host without room for the container is not chosen,
     CHECK_THAT(message, Catch::Contains("'tiny' (test:///default) has 3 MiB of room"));
     CHECK(anweddol::test::domain_uuids("test:///default") == before);
     CHECK(p.pool->get_host("tiny")->containers == 0);
+}
+
+TEST_CASE("hypervisor pool: a placement dropped before its start (a cancelled provisioning) "
+          "leaves nothing counted on its host") {
+    scratch s;
+    const std::string uri = make_test_host(s, "h1");
+    test_pool p({host("h1", uri)});
+    REQUIRE(run_until([&] { return p.all_up(); }));
+    const bool placed =
+        anweddol::test::run_coroutine([](hypervisor_pool& pool) -> boost::asio::awaitable<bool> {
+            auto placement = co_await pool.place(anweddol::detail::random_uuid(), 512);
+            const auto during = *pool.get_host("h1");
+            co_return bool(placement) && during.boots_in_flight == 1 &&
+                during.booting_memory_mib == 512 && during.containers == 1;
+            // dropped here, as when the provisioning is cancelled before its start
+        }(*p.pool));
+    CHECK(placed);
+    const auto after = *p.pool->get_host("h1");
+    CHECK(after.boots_in_flight == 0);
+    CHECK(after.booting_memory_mib == 0);
+    CHECK(after.containers == 0);
+    CHECK(after.placements == 1);
 }

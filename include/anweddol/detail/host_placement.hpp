@@ -39,7 +39,7 @@ public:
                    std::shared_ptr<hypervisor_host> host, std::string uuid, unsigned memory_mib);
     host_placement(host_placement&& other) noexcept;
     host_placement& operator=(host_placement&& other) noexcept;
-    ~host_placement() { end_boot(); }
+    ~host_placement() { release(); }
 
     /// Whether the container was placed (through a hypervisor_pool).
     explicit operator bool() const noexcept { return host_ != nullptr; }
@@ -53,17 +53,21 @@ public:
     /// Whether the host went down since the placement.
     bool host_went_down() const noexcept;
     /// The errc::host_down error for this container, naming the host and
-    /// why its connection dropped; `detail` says what it interrupted.
-    std::exception_ptr host_down_error(const std::string& detail) const;
+    /// why its connection dropped; `when` says what it interrupted
+    /// ("during its start").
+    std::exception_ptr host_down_error(const std::string& when) const;
     /// async: completes (without error) once the host went down after the
     /// placement; operation_aborted when cancelled. For racing work against.
     boost::asio::awaitable<void> wait_until_down() const;
     /// The start is over, whatever its outcome: the container no longer
-    /// counts among the host's boots in flight. It stays the host's until
-    /// its domain is gone.
+    /// counts among the host's boots in flight.
     void end_boot() noexcept;
-    /// The start failed and left no domain: the host forgets the container.
-    void forget_container() noexcept;
+    /// The start left a domain: the container stays the host's until its
+    /// domain stops (or the host goes down).
+    void keep_container();
+    /// Ends the boot, and unless keep_container() was called, takes the
+    /// container off the host: it has no domain there.
+    void release() noexcept;
 
 private:
     std::shared_ptr<hypervisor_pool_state> pool_;
@@ -72,7 +76,13 @@ private:
     unsigned memory_mib_ = 0;
     std::uint64_t down_count_ = 0; // the host's, at placement
     bool booting_ = false;
+    bool kept_ = false;
 };
+
+/// The host for a container `uuid` of `memory_mib` in a hypervisor_pool,
+/// counted as booting there.
+boost::asio::awaitable<host_placement> place_on_host(std::shared_ptr<hypervisor_pool_state> state,
+                                                     std::string uuid, unsigned memory_mib);
 
 /// async: `work`'s result, unless `placement`'s host goes down first: then
 /// `work` is cancelled, and this fails with errc::host_down. A failure of
@@ -91,13 +101,14 @@ boost::asio::awaitable<T> unless_host_down(const host_placement& placement,
     auto waiting = group.async_wait(experimental::wait_for_one(), boost::asio::use_awaitable);
     if constexpr (std::is_void_v<T>) {
         auto [order, work_failure, down_failure] = co_await std::move(waiting);
-        if ((order[0] == 1 && !down_failure) || (work_failure && placement.host_went_down()))
+        // A success in the same turn as the host going down is lost as well.
+        if ((order[0] == 1 && !down_failure) || placement.host_went_down())
             std::rethrow_exception(placement.host_down_error(what));
         if (work_failure)
             std::rethrow_exception(work_failure);
     } else {
         auto [order, work_failure, value, down_failure] = co_await std::move(waiting);
-        if ((order[0] == 1 && !down_failure) || (work_failure && placement.host_went_down()))
+        if ((order[0] == 1 && !down_failure) || placement.host_went_down())
             std::rethrow_exception(placement.host_down_error(what));
         if (work_failure)
             std::rethrow_exception(work_failure);

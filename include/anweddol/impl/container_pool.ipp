@@ -274,7 +274,10 @@ struct container_pool_state : std::enable_shared_from_this<container_pool_state>
     // The ready containers whose domain stopped on its own go.
     void drop_lost() {
         for (auto it = ready.begin(); it != ready.end();) {
-            if (it->booted.partial.container->is_domain_running()) {
+            // A container on a hypervisor_pool host that went down still
+            // looks running, but can no longer be handed over.
+            if (it->booted.partial.container->is_domain_running() &&
+                !it->booted.placement.host_went_down()) {
                 ++it;
                 continue;
             }

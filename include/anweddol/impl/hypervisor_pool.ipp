@@ -53,6 +53,8 @@ ANWEDDOL_DECL std::string_view to_string(hypervisor_pool_event_type type) noexce
         return "container_lost";
     case hypervisor_pool_event_type::orphans_destroyed:
         return "orphans_destroyed";
+    case hypervisor_pool_event_type::orphans_left:
+        return "orphans_left";
     }
     return "unknown";
 }
@@ -77,8 +79,8 @@ struct hypervisor_host {
 
     bool reachable = false; // the connection is open, and the orphans are gone
     bool ever_reached = false;
-    bool draining = false;
-    bool removed = false; // by remove_host() or the pool's end: its loop ends
+    std::size_t removals = 0; // remove_host() calls waiting: it drains while any does
+    bool removed = false;     // by remove_host() or the pool's end: its loop ends
     std::string last_error;
     std::uint64_t free_memory_mib = 0;
     bool memory_known = false; // the driver reports its free memory
@@ -101,14 +103,18 @@ struct hypervisor_host {
     boost::asio::steady_timer retry;   // the connection loop: went down, or removed
 
     hypervisor_host_state state() const {
-        if (draining)
+        if (removals > 0)
             return hypervisor_host_state::draining;
         if (reachable)
             return hypervisor_host_state::up;
         return ever_reached || !last_error.empty() ? hypervisor_host_state::down
                                                    : hypervisor_host_state::connecting;
     }
-    bool takes_containers() const { return reachable && !draining && !removed; }
+    bool takes_containers() const { return reachable && removals == 0 && !removed; }
+    /// Whether `uuid` is this host's, running or lost.
+    bool holds(const std::string& uuid) const {
+        return containers.contains(uuid) || orphans.contains(uuid);
+    }
     std::string describe() const { return "'" + options.name + "' (" + options.uri + ")"; }
 };
 
@@ -134,7 +140,8 @@ struct hypervisor_pool_state : std::enable_shared_from_this<hypervisor_pool_stat
         return nullptr;
     }
 
-    void add(hypervisor_host_options host_options);
+    std::shared_ptr<hypervisor_host> make_host(hypervisor_host_options host_options) const;
+    void start(std::shared_ptr<hypervisor_host> host);
     void watch_container(const std::shared_ptr<hypervisor_host>& host, const std::string& uuid);
     void forget_container(const std::shared_ptr<hypervisor_host>& host, const std::string& uuid);
     void mark_down(const std::shared_ptr<hypervisor_host>& host, std::string why);
@@ -153,9 +160,62 @@ inline void validate_host(const hypervisor_host_options& host) {
     check_interface_name(host.nat_interface_name); // as a container's bridge
 }
 
+// What destroying a host's orphans came to.
+struct orphans_outcome {
+    std::vector<std::string> gone;             ///< destroyed, or already gone
+    std::size_t destroyed = 0;                 ///< of those, destroyed by this call
+    std::map<std::string, std::string> failed; ///< uuid -> libvirt's message
+};
+
+// Destroys each domain on its own: one that cannot be destroyed neither
+// stops the others nor keeps its host out of service.
+inline orphans_outcome destroy_orphans_blocking(virConnectPtr connection,
+                                                const std::vector<std::string>& uuids) {
+    orphans_outcome outcome;
+    for (const auto& uuid : uuids) {
+        try {
+            outcome.destroyed += destroy_domain_blocking(connection, uuid, nullptr) ? 1 : 0;
+            outcome.gone.push_back(uuid);
+        } catch (const boost::system::system_error& e) {
+            outcome.failed[uuid] = e.what();
+        }
+    }
+    return outcome;
+}
+
+// Destroys the host's orphans through its (re)opened connection, and says so.
+inline boost::asio::awaitable<void>
+destroy_orphans(std::shared_ptr<hypervisor_pool_state> pool, std::shared_ptr<hypervisor_host> host,
+                std::shared_ptr<hypervisor_connection> connection) {
+    if (host->orphans.empty())
+        co_return;
+    std::vector<std::string> uuids(host->orphans.begin(), host->orphans.end());
+    auto destroying =
+        connection->call([uuids](virConnectPtr c) { return destroy_orphans_blocking(c, uuids); });
+    const orphans_outcome outcome = co_await std::move(destroying);
+    for (const auto& uuid : outcome.gone)
+        host->orphans.erase(uuid);
+    host->orphans_destroyed += outcome.destroyed;
+    std::string message = "destroyed " + std::to_string(outcome.destroyed) +
+                          " domain(s) of the containers lost while " + host->describe() +
+                          " was down";
+    for (const auto& [uuid, why] : outcome.failed)
+        message += "; could not destroy " + uuid +
+                   " (tried again when the host next "
+                   "comes back): " +
+                   why;
+    pool->emit({hypervisor_pool_event_type::orphans_destroyed,
+                host->options.name,
+                {},
+                message,
+                outcome.destroyed});
+    host->changed.cancel(); // a removal may be waiting for them
+}
+
 // Opens (or reopens) the host's connection, destroys the domains of its
 // lost containers, and marks it up; then waits until it goes down, and
-// tries again every reconnect_interval. Ends once the host is removed.
+// tries again every reconnect_interval. Ends once the host is removed
+// (stop() drops the host's connection: each step holds its own).
 inline boost::asio::awaitable<void> keep_connected(std::shared_ptr<hypervisor_pool_state> pool,
                                                    std::shared_ptr<hypervisor_host> host) {
     while (!host->removed) {
@@ -163,7 +223,10 @@ inline boost::asio::awaitable<void> keep_connected(std::shared_ptr<hypervisor_po
             try {
                 if (!host->connection) {
                     auto opening = hypervisor_connection::open(host->options.uri);
-                    host->connection = co_await std::move(opening);
+                    auto opened = co_await std::move(opening);
+                    if (host->removed)
+                        break;
+                    host->connection = std::move(opened);
                     std::weak_ptr<hypervisor_pool_state> weak_pool = pool;
                     std::weak_ptr<hypervisor_host> weak_host = host;
                     host->close_watch =
@@ -175,27 +238,17 @@ inline boost::asio::awaitable<void> keep_connected(std::shared_ptr<hypervisor_po
                                              "libvirt closed its connection to " + h->options.uri);
                         });
                 }
-                auto reading = host->connection->call([uri = host->options.uri](virConnectPtr c) {
+                const auto connection = host->connection;
+                auto reading = connection->call([uri = host->options.uri](virConnectPtr c) {
                     return read_host_resources(c, uri);
                 });
                 const host_resources resources = co_await std::move(reading);
-                if (!host->orphans.empty()) {
-                    std::vector<std::string> uuids(host->orphans.begin(), host->orphans.end());
-                    auto destroying = host->connection->call([uuids](virConnectPtr c) {
-                        for (const auto& uuid : uuids)
-                            destroy_domain_blocking(c, uuid, nullptr);
-                    });
-                    co_await std::move(destroying);
-                    host->orphans_destroyed += uuids.size();
-                    for (const auto& uuid : uuids)
-                        host->orphans.erase(uuid);
-                    pool->emit({hypervisor_pool_event_type::orphans_destroyed,
-                                host->options.name,
-                                {},
-                                "destroyed the domains of the containers lost while " +
-                                    host->describe() + " was down",
-                                uuids.size()});
-                }
+                if (host->removed)
+                    break;
+                // Before it takes new containers: once the daemon restarted,
+                // nothing else would destroy them.
+                auto cleaning = destroy_orphans(pool, host, connection);
+                co_await std::move(cleaning);
                 if (host->removed)
                     break;
                 host->free_memory_mib = resources.free_memory_mib.value_or(0);
@@ -233,8 +286,10 @@ inline boost::asio::awaitable<void> keep_connected(std::shared_ptr<hypervisor_po
             break;
         // Up: sleep until it goes down (mark_down cancels the timer). Down:
         // try again after the interval.
-        host->retry.expires_at(host->reachable ? clock::time_point::max()
-                                               : clock::now() + pool->options.reconnect_interval);
+        if (host->reachable)
+            host->retry.expires_at(clock::time_point::max());
+        else
+            host->retry.expires_after(pool->options.reconnect_interval);
         boost::system::error_code ignored;
         auto sleeping = host->retry.async_wait(
             boost::asio::redirect_error(boost::asio::use_awaitable, ignored));
@@ -242,20 +297,33 @@ inline boost::asio::awaitable<void> keep_connected(std::shared_ptr<hypervisor_po
     }
 }
 
-ANWEDDOL_DECL void hypervisor_pool_state::add(hypervisor_host_options host_options) {
+// A host checked against the pool's others, with its jump, not started.
+ANWEDDOL_DECL std::shared_ptr<hypervisor_host>
+hypervisor_pool_state::make_host(hypervisor_host_options host_options) const {
     validate_host(host_options);
-    if (find(host_options.name))
-        throw_error(errc::invalid_argument, "the hypervisor pool already has a host named '" +
-                                                host_options.name +
-                                                "': give each a name of its own");
+    for (const auto& other : hosts) {
+        if (other->options.name == host_options.name)
+            throw_error(errc::invalid_argument, "the hypervisor pool already has a host named '" +
+                                                    host_options.name +
+                                                    "': give each a name of its own");
+        if (other->options.uri == host_options.uri)
+            throw_error(errc::invalid_argument,
+                        "hosts '" + other->options.name + "' and '" + host_options.name +
+                            "' have the same URI " + host_options.uri +
+                            ": one libvirtd is one host (its free memory would count twice)");
+    }
     auto host = std::make_shared<hypervisor_host>(executor, std::move(host_options));
     if (host->options.jump)
-        host->jump = ssh_jump::create(executor, *host->options.jump);
+        host->jump = ssh_jump::create(executor, *host->options.jump); // checks its options
     // Until its CPUs are known, one CPU-heavy boot at a time.
     host->admission.set_cpu_heavy_limit(
         std::max<std::size_t>(1, host->options.max_cpu_heavy_boots));
+    return host;
+}
+
+ANWEDDOL_DECL void hypervisor_pool_state::start(std::shared_ptr<hypervisor_host> host) {
     hosts.push_back(host);
-    boost::asio::co_spawn(executor, keep_connected(shared_from_this(), host),
+    boost::asio::co_spawn(executor, keep_connected(shared_from_this(), std::move(host)),
                           boost::asio::detached);
 }
 
@@ -273,18 +341,22 @@ hypervisor_pool_state::watch_container(const std::shared_ptr<hypervisor_host>& h
                 return;
             auto pool = weak_pool.lock();
             auto h = weak_host.lock();
-            // Not from inside the subscription's own handler.
             if (pool && h)
-                boost::asio::post(pool->executor,
-                                  [pool, h, uuid] { pool->forget_container(h, uuid); });
+                pool->forget_container(h, uuid);
         });
 }
 
 ANWEDDOL_DECL void
 hypervisor_pool_state::forget_container(const std::shared_ptr<hypervisor_host>& host,
                                         const std::string& uuid) {
-    if (host->containers.erase(uuid) > 0)
-        host->changed.cancel();
+    auto entry = host->containers.find(uuid);
+    if (entry == host->containers.end())
+        return;
+    // This may run inside the subscription's own handler: the subscription
+    // goes once that has returned.
+    boost::asio::post(executor, [watch = std::move(entry->second)] {});
+    host->containers.erase(entry);
+    host->changed.cancel();
 }
 
 ANWEDDOL_DECL void hypervisor_pool_state::mark_down(const std::shared_ptr<hypervisor_host>& host,
@@ -299,22 +371,19 @@ ANWEDDOL_DECL void hypervisor_pool_state::mark_down(const std::shared_ptr<hyperv
     // forgets its autodestroy when the daemon restarts. Destroyed when the
     // host is back.
     auto lost = std::exchange(host->containers, {});
-    for (auto& [uuid, watch] : lost) {
-        host->orphans.insert(uuid);
-        emit({hypervisor_pool_event_type::container_lost, host->options.name, uuid,
-              "container " + uuid + " is lost: its host " + host->describe() + " went down (" +
-                  host->last_error +
-                  "); its domain is destroyed once the "
-                  "host is back",
-              0});
-    }
-    emit({hypervisor_pool_event_type::host_down,
-          host->options.name,
-          {},
-          host->describe() + " went down: " + host->last_error,
-          0});
+    for (const auto& entry : lost)
+        host->orphans.insert(entry.first);
     host->changed.cancel();
     host->retry.cancel();
+    // Reported once the pool is in its new state: a hook may call it back.
+    const std::string name = host->options.name;
+    const std::string message = host->describe() + " went down: " + host->last_error;
+    for (const auto& entry : lost)
+        emit({hypervisor_pool_event_type::container_lost, name, entry.first,
+              "container " + entry.first + " is lost: " + message +
+                  "; its domain is destroyed once the host is back",
+              0});
+    emit({hypervisor_pool_event_type::host_down, name, {}, message, 0});
 }
 
 ANWEDDOL_DECL void hypervisor_pool_state::stop(const std::shared_ptr<hypervisor_host>& host) {
@@ -323,6 +392,8 @@ ANWEDDOL_DECL void hypervisor_pool_state::stop(const std::shared_ptr<hypervisor_
     host->containers.clear();
     host->close_watch.reset();
     host->connection.reset();
+    if (host->jump)
+        host->jump->async_close(boost::asio::detached);
     host->retry.cancel();
     host->changed.cancel();
 }
@@ -350,20 +421,31 @@ ANWEDDOL_DECL detail::host_placement::host_placement(host_placement&& other) noe
     , uuid_(std::move(other.uuid_))
     , memory_mib_(other.memory_mib_)
     , down_count_(other.down_count_)
-    , booting_(std::exchange(other.booting_, false)) {}
+    , booting_(std::exchange(other.booting_, false))
+    , kept_(std::exchange(other.kept_, false)) {}
 
 ANWEDDOL_DECL detail::host_placement&
 detail::host_placement::operator=(host_placement&& other) noexcept {
     if (this != &other) {
-        end_boot();
+        release();
         pool_ = std::move(other.pool_);
         host_ = std::move(other.host_);
         uuid_ = std::move(other.uuid_);
         memory_mib_ = other.memory_mib_;
         down_count_ = other.down_count_;
         booting_ = std::exchange(other.booting_, false);
+        kept_ = std::exchange(other.kept_, false);
     }
     return *this;
+}
+
+ANWEDDOL_DECL void detail::host_placement::release() noexcept {
+    end_boot();
+    // A placement that never got its domain (a start that failed, or never
+    // began: cancelled right after the placement) leaves nothing to watch.
+    if (host_ && !kept_ && !host_went_down())
+        pool_->forget_container(host_, uuid_);
+    kept_ = true;
 }
 
 ANWEDDOL_DECL const std::string& detail::host_placement::host_name() const {
@@ -387,11 +469,15 @@ ANWEDDOL_DECL bool detail::host_placement::host_went_down() const noexcept {
 }
 
 ANWEDDOL_DECL std::exception_ptr
-detail::host_placement::host_down_error(const std::string& detail) const {
-    const std::string why = host_->last_error.empty() ? "its connection closed" : host_->last_error;
-    return std::make_exception_ptr(error_with_diagnostics(
-        errc::host_down, diagnostics("hypervisor host " + host_->describe() + " went down " +
-                                     detail + " of container " + uuid_ + ": " + why)));
+detail::host_placement::host_down_error(const std::string& when) const {
+    std::string message = "container " + uuid_ + ": ";
+    if (host_->down_count != down_count_)
+        message += "its hypervisor host " + host_->describe() + " went down " + when + " (" +
+                   (host_->last_error.empty() ? "its connection closed" : host_->last_error) + ")";
+    else
+        message += "its hypervisor host " + host_->describe() +
+                   " was removed from the pool, or the pool shut down, " + when;
+    return std::make_exception_ptr(error_with_diagnostics(errc::host_down, diagnostics(message)));
 }
 
 ANWEDDOL_DECL boost::asio::awaitable<void> detail::host_placement::wait_until_down() const {
@@ -419,96 +505,45 @@ ANWEDDOL_DECL void detail::host_placement::end_boot() noexcept {
     host_->booting_memory_mib -= memory_mib_;
 }
 
-ANWEDDOL_DECL void detail::host_placement::forget_container() noexcept {
-    if (host_ && !host_went_down())
-        pool_->forget_container(host_, uuid_);
+ANWEDDOL_DECL void detail::host_placement::keep_container() {
+    if (!host_ || host_went_down())
+        return; // lost already: an orphan, destroyed once the host is back
+    // A KVM guest that paused was destroyed and booted again with the same
+    // UUID: the first domain's STOPPED event took the container off.
+    if (!host_->containers.contains(uuid_))
+        pool_->watch_container(host_, uuid_);
+    kept_ = true;
 }
 
-// --- hypervisor_pool --------------------------------------------------------
+// --- placement ----------------------------------------------------------------
 
-ANWEDDOL_DECL hypervisor_pool::hypervisor_pool(boost::asio::any_io_executor executor,
-                                               hypervisor_pool_options options)
-    : executor_(std::move(executor)) {
-    if (options.reconnect_interval <= std::chrono::steady_clock::duration::zero())
-        detail::throw_error(errc::invalid_argument,
-                            "hypervisor_pool_options::reconnect_interval must be positive");
-    std::set<std::string> names;
-    for (const auto& host : options.hosts) {
-        detail::validate_host(host);
-        if (!names.insert(host.name).second)
-            detail::throw_error(errc::invalid_argument, "two hypervisor hosts are named '" +
-                                                            host.name +
-                                                            "': give each a name of its own");
-        if (host.jump)
-            ssh_jump::create(executor_, *host.jump); // validates, connects nothing
-    }
-    state_ = std::make_shared<detail::hypervisor_pool_state>(executor_, options);
-    for (auto& host : options.hosts)
-        state_->add(std::move(host));
-}
-
-ANWEDDOL_DECL hypervisor_pool::~hypervisor_pool() {
-    state_->closed = true;
-    for (const auto& host : state_->hosts)
-        state_->stop(host);
-}
-
-ANWEDDOL_DECL void hypervisor_pool::add_host(hypervisor_host_options host) {
-    if (state_->closed)
-        detail::throw_error(errc::invalid_argument, "the hypervisor pool is shut down");
-    state_->add(std::move(host));
-}
-
-ANWEDDOL_DECL std::vector<hypervisor_host_status> hypervisor_pool::get_hosts() const {
-    std::vector<hypervisor_host_status> all;
-    for (const auto& host : state_->hosts)
-        all.push_back(*get_host(host->options.name));
-    return all;
-}
-
-ANWEDDOL_DECL std::optional<hypervisor_host_status>
-hypervisor_pool::get_host(std::string_view name) const {
-    const auto host = state_->find(name);
-    if (!host)
-        return std::nullopt;
-    return hypervisor_host_status{
-        .name = host->options.name,
-        .uri = host->options.uri,
-        .state = host->state(),
-        .last_error = host->last_error,
-        .free_memory_mib = host->free_memory_mib,
-        .booting_memory_mib = host->booting_memory_mib,
-        .boots_in_flight = host->boots_in_flight,
-        .containers = host->containers.size(),
-        .cpu_heavy_limit = host->admission.limit_for("qemu"),
-        .placements = host->placements,
-        .times_down = host->times_down,
-        .orphans_destroyed = host->orphans_destroyed,
-    };
-}
-
-ANWEDDOL_DECL std::optional<std::string> hypervisor_pool::host_of(std::string_view uuid) const {
-    for (const auto& host : state_->hosts)
-        if (host->containers.contains(std::string(uuid)))
-            return host->options.name;
-    return std::nullopt;
-}
-
+// The host for a container of `memory_mib`, counted as booting there.
 ANWEDDOL_DECL boost::asio::awaitable<detail::host_placement>
-hypervisor_pool::place(std::string uuid, unsigned memory_mib) {
-    auto state = state_;
+detail::place_on_host(std::shared_ptr<hypervisor_pool_state> state, std::string uuid,
+                      unsigned memory_mib) {
     if (state->closed)
-        detail::throw_error(errc::no_host_available, "the hypervisor pool is shut down");
+        throw_error(errc::no_host_available,
+                    "the hypervisor pool is shut down: it places no more containers");
+    for (const auto& host : state->hosts)
+        if (host->holds(uuid))
+            throw_error(errc::invalid_argument,
+                        "container " + uuid + " is already placed on hypervisor host " +
+                            host->describe() +
+                            (host->orphans.contains(uuid)
+                                 ? ", which is down: its domain is destroyed once it is back"
+                                 : ": stop it first, or give each container a UUID of its own"));
     // Free memory as the hosts say it now: what booted since the last
     // placement has taken its share.
-    std::vector<std::shared_ptr<detail::hypervisor_host>> candidates;
+    std::vector<std::shared_ptr<hypervisor_host>> candidates;
     for (const auto& host : state->hosts)
         if (host->takes_containers())
             candidates.push_back(host);
     for (const auto& host : candidates) {
-        auto reading = host->connection->call([uri = host->options.uri](virConnectPtr c) {
-            return detail::read_host_resources(c, uri);
-        });
+        const auto connection = host->connection;
+        if (!host->takes_containers() || !connection)
+            continue; // went down, or was removed, while an earlier host answered
+        auto reading = connection->call(
+            [uri = host->options.uri](virConnectPtr c) { return read_host_resources(c, uri); });
         try {
             const auto free = (co_await std::move(reading)).free_memory_mib;
             host->free_memory_mib = free.value_or(0);
@@ -516,17 +551,24 @@ hypervisor_pool::place(std::string uuid, unsigned memory_mib) {
         } catch (const boost::system::system_error& e) {
             if (e.code() == boost::asio::error::operation_aborted)
                 throw;
-            state->mark_down(host, e.what()); // its close event may still be on its way
+            // A dropped connection whose close event is still on its way is
+            // a host down; any other failure only leaves it out this time.
+            if (!connection->is_open())
+                state->mark_down(host, e.what());
+            else
+                host->memory_known = false;
         }
     }
-    const auto room = [&](const detail::hypervisor_host& host) -> std::int64_t {
+    const auto room = [&](const hypervisor_host& host) -> std::int64_t {
         if (!host.options.check_memory)
             return std::numeric_limits<std::int64_t>::max();
+        if (!host.memory_known)
+            return 0;
         return static_cast<std::int64_t>(host.free_memory_mib) -
                static_cast<std::int64_t>(host.booting_memory_mib) -
                static_cast<std::int64_t>(host.options.reserved_memory_mib);
     };
-    std::shared_ptr<detail::hypervisor_host> chosen;
+    std::shared_ptr<hypervisor_host> chosen;
     for (const auto& host : candidates) {
         if (!host->takes_containers() || room(*host) < static_cast<std::int64_t>(memory_mib))
             continue;
@@ -538,7 +580,7 @@ hypervisor_pool::place(std::string uuid, unsigned memory_mib) {
         std::string why =
             "no hypervisor host can take a container of " + std::to_string(memory_mib) + " MiB:";
         if (state->hosts.empty())
-            why += " the pool has no hosts";
+            why += " the pool has no hosts;";
         for (const auto& host : state->hosts) {
             why += " " + host->describe() + " ";
             switch (host->state()) {
@@ -553,7 +595,7 @@ hypervisor_pool::place(std::string uuid, unsigned memory_mib) {
                 break;
             case hypervisor_host_state::up:
                 if (!host->memory_known) {
-                    why += "does not report its free memory (hypervisor_host_options::"
+                    why += "did not report its free memory (hypervisor_host_options::"
                            "check_memory = false places there by boots in flight alone);";
                     break;
                 }
@@ -565,9 +607,9 @@ hypervisor_pool::place(std::string uuid, unsigned memory_mib) {
             }
         }
         why.pop_back();
-        detail::throw_error(errc::no_host_available, why);
+        throw_error(errc::no_host_available, why);
     }
-    detail::host_placement placement(state, chosen, uuid, memory_mib);
+    host_placement placement(state, chosen, uuid, memory_mib);
     state->watch_container(chosen, uuid);
     ++chosen->placements;
     state->emit({hypervisor_pool_event_type::placed, chosen->options.name, uuid,
@@ -587,7 +629,7 @@ detail::start_on_host(std::shared_ptr<container_instance> container, start_optio
     container->set_nat_interface_name(placement.nat_interface_name());
     opts.driver_uri = placement.uri();
     auto starting = container->start_domain(std::move(opts), boost::asio::use_awaitable);
-    auto guarded = unless_host_down(placement, std::move(starting), "during the start");
+    auto guarded = unless_host_down(placement, std::move(starting), "during its start");
     std::exception_ptr failure;
     try {
         co_await std::move(guarded);
@@ -597,37 +639,117 @@ detail::start_on_host(std::shared_ptr<container_instance> container, start_optio
     // The host's admission is the pool's: the container does not keep it.
     container->set_options(before);
     placement.end_boot();
-    if (failure) {
-        if (!container->is_domain_running())
-            placement.forget_container(); // no domain: nothing to wait for
+    if (container->is_domain_running())
+        placement.keep_container(); // its STOPPED event takes it off the host
+    else
+        placement.release(); // no domain: nothing to wait for
+    if (failure)
         std::rethrow_exception(failure);
+}
+
+// --- hypervisor_pool --------------------------------------------------------
+
+ANWEDDOL_DECL hypervisor_pool::hypervisor_pool(boost::asio::any_io_executor executor,
+                                               hypervisor_pool_options options)
+    : executor_(std::move(executor)) {
+    if (options.reconnect_interval <= std::chrono::steady_clock::duration::zero())
+        detail::throw_error(errc::invalid_argument,
+                            "hypervisor_pool_options::reconnect_interval must be positive");
+    auto hosts = std::move(options.hosts);
+    state_ = std::make_shared<detail::hypervisor_pool_state>(executor_, std::move(options));
+    // Every host is checked before any connects.
+    std::vector<std::shared_ptr<detail::hypervisor_host>> made;
+    for (auto& host : hosts) {
+        made.push_back(state_->make_host(std::move(host)));
+        state_->hosts.push_back(made.back()); // so that the next is checked against it
     }
+    state_->hosts.clear();
+    for (auto& host : made)
+        state_->start(std::move(host));
+}
+
+ANWEDDOL_DECL hypervisor_pool::~hypervisor_pool() {
+    // Lost domains still wait for their hosts: the last try happens in the
+    // background, and reports nothing.
+    auto ending = shutdown_here(state_);
+    state_->closed = true;
+    boost::asio::co_spawn(executor_, std::move(ending), boost::asio::detached);
+}
+
+ANWEDDOL_DECL void hypervisor_pool::add_host(hypervisor_host_options host) {
+    if (state_->closed)
+        detail::throw_error(errc::invalid_argument,
+                            "the hypervisor pool is shut down: it takes no more hosts");
+    state_->start(state_->make_host(std::move(host)));
+}
+
+ANWEDDOL_DECL std::vector<hypervisor_host_status> hypervisor_pool::get_hosts() const {
+    std::vector<hypervisor_host_status> all;
+    for (const auto& host : state_->hosts)
+        all.push_back(status_of(*host));
+    return all;
+}
+
+ANWEDDOL_DECL std::optional<hypervisor_host_status>
+hypervisor_pool::get_host(std::string_view name) const {
+    const auto host = state_->find(name);
+    if (!host)
+        return std::nullopt;
+    return status_of(*host);
+}
+
+ANWEDDOL_DECL hypervisor_host_status
+hypervisor_pool::status_of(const detail::hypervisor_host& host) {
+    return hypervisor_host_status{
+        .name = host.options.name,
+        .uri = host.options.uri,
+        .state = host.state(),
+        .last_error = host.last_error,
+        .free_memory_mib = host.free_memory_mib,
+        .booting_memory_mib = host.booting_memory_mib,
+        .boots_in_flight = host.boots_in_flight,
+        .containers = host.containers.size(),
+        .lost_containers = host.orphans.size(),
+        .cpu_heavy_limit = host.admission.limit_for("qemu"),
+        .placements = host.placements,
+        .times_down = host.times_down,
+        .orphans_destroyed = host.orphans_destroyed,
+    };
+}
+
+ANWEDDOL_DECL std::optional<std::string> hypervisor_pool::host_of(std::string_view uuid) const {
+    for (const auto& host : state_->hosts)
+        if (host->containers.contains(std::string(uuid)))
+            return host->options.name;
+    return std::nullopt;
 }
 
 ANWEDDOL_DECL boost::asio::awaitable<std::string>
-hypervisor_pool::start_here(std::shared_ptr<container_instance> container, start_options opts) {
+hypervisor_pool::start_here(std::shared_ptr<detail::hypervisor_pool_state> state,
+                            std::shared_ptr<container_instance> container, start_options opts) {
     if (!container)
         detail::throw_error(errc::invalid_argument,
                             "hypervisor_pool::start_container() needs a container, not nullptr");
     if (container->is_domain_running())
         detail::throw_error(errc::domain_already_running,
                             "container " + container->get_uuid() + " is already running");
-    auto placing = place(container->get_uuid(), container->get_memory());
+    auto placing = detail::place_on_host(state, container->get_uuid(), container->get_memory());
     auto placement = co_await std::move(placing);
     auto starting = detail::start_on_host(container, std::move(opts), placement);
     co_await std::move(starting);
     co_return placement.host_name();
 }
 
-ANWEDDOL_DECL boost::asio::awaitable<void> hypervisor_pool::remove_host_here(std::string name) {
-    auto state = state_;
+ANWEDDOL_DECL boost::asio::awaitable<void>
+hypervisor_pool::remove_host_here(std::shared_ptr<detail::hypervisor_pool_state> state,
+                                  std::string name) {
     auto host = state->find(name);
     if (!host)
         detail::throw_error(errc::invalid_argument,
                             "the hypervisor pool has no host named '" + name + "'");
-    host->draining = true;
+    ++host->removals;
     try {
-        while (!host->containers.empty() || !host->orphans.empty()) {
+        while ((!host->containers.empty() || !host->orphans.empty()) && !host->removed) {
             boost::system::error_code ec;
             auto waiting = host->changed.async_wait(
                 boost::asio::redirect_error(boost::asio::use_awaitable, ec));
@@ -638,8 +760,16 @@ ANWEDDOL_DECL boost::asio::awaitable<void> hypervisor_pool::remove_host_here(std
                                     "removing hypervisor host '" + name + "' was cancelled");
         }
     } catch (...) {
-        host->draining = false; // cancelled: it takes containers again
+        --host->removals; // cancelled: unless another removal waits, it takes containers again
         throw;
+    }
+    --host->removals;
+    if (host->removed) { // the pool shut down meanwhile, or another removal finished first
+        if (state->closed)
+            detail::throw_error(errc::no_host_available,
+                                "the hypervisor pool shut down while host '" + name +
+                                    "' drained: shutdown() took it out of service");
+        co_return;
     }
     state->stop(host);
     std::erase(state->hosts, host);
@@ -650,12 +780,40 @@ ANWEDDOL_DECL boost::asio::awaitable<void> hypervisor_pool::remove_host_here(std
                  0});
 }
 
-ANWEDDOL_DECL boost::asio::awaitable<void> hypervisor_pool::shutdown_here() {
-    auto state = state_;
-    for (const auto& host : state->hosts)
+ANWEDDOL_DECL boost::asio::awaitable<void>
+hypervisor_pool::shutdown_here(std::shared_ptr<detail::hypervisor_pool_state> state) {
+    // Hosts that are down may have lost containers: one last try at their
+    // domains (a host that answers now takes its connection back).
+    const auto hosts = state->hosts;
+    for (const auto& host : hosts) {
+        const auto connection = host->connection;
+        if (host->orphans.empty() || !connection || host->removed)
+            continue;
+        try {
+            auto cleaning = detail::destroy_orphans(state, host, connection);
+            co_await std::move(cleaning);
+        } catch (const boost::system::system_error& e) {
+            if (e.code() == boost::asio::error::operation_aborted)
+                throw;
+        }
+        if (!host->orphans.empty()) {
+            std::string uuids;
+            for (const auto& uuid : host->orphans)
+                uuids += " " + uuid;
+            state->emit({hypervisor_pool_event_type::orphans_left,
+                         host->options.name,
+                         {},
+                         "hypervisor host " + host->describe() +
+                             " is still down: the domains of its lost containers are left "
+                             "running there (destroy them, or sweep_containers() their "
+                             "owner):" +
+                             uuids,
+                         host->orphans.size()});
+        }
+    }
+    for (const auto& host : hosts)
         state->stop(host);
     state->closed = true;
-    co_return;
 }
 
 } // namespace anweddol

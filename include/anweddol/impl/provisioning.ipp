@@ -210,6 +210,9 @@ detail::boot_and_log_in(std::shared_ptr<container_instance> container,
     // Every awaitable with captures is built outside its co_await
     // expression: GCC 12 destroys such temporaries twice.
     if (options.hypervisors) {
+        if (container->is_domain_running()) // placed nowhere: it runs where it is
+            detail::throw_error(errc::domain_already_running,
+                                "container " + container->get_uuid() + " is already running");
         auto placing = options.hypervisors->place(container->get_uuid(), container->get_memory());
         booted.placement = co_await std::move(placing);
         booted.partial.host = booted.placement.host_name();

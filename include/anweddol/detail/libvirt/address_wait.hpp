@@ -102,8 +102,16 @@ lease_from_libvirt(std::function<boost::asio::awaitable<std::optional<std::strin
     std::chrono::milliseconds next = std::min(first_libvirt_poll, interval);
     for (;;) {
         auto asking = ask();
-        if (auto ip = co_await std::move(asking))
-            co_return address_outcome{std::move(*ip), {}, {}};
+        try {
+            if (auto ip = co_await std::move(asking))
+                co_return address_outcome{std::move(*ip), {}, {}};
+        } catch (const boost::system::system_error& e) {
+            // A reopen refused while libvirtd restarts: ask again later.
+            // (Thrown out of this branch, it would leave a remote start
+            // nothing to learn its address from until the deadline.)
+            if (is_cancellation(e))
+                throw;
+        }
         pause.expires_after(next);
         co_await pause.async_wait(boost::asio::use_awaitable);
         next = std::min(next * 2, interval);
