@@ -87,8 +87,10 @@ fewest boots in flight among those with room for it):
   --jump-user USER    the account on the jump hosts (default root)
   --jump-key FILE     its unencrypted OpenSSH private key (required with
                       --jump)
-  --known-hosts FILE  the jump hosts' keys, checked against this
-                      known_hosts file (required with --jump)
+  --known-hosts FILE  the jump hosts' keys, in OpenSSH's known_hosts format
+                      (required with --jump): a key that differs from its
+                      entry is refused; a host not in it is added on first
+                      contact
 The table and the JSON then say each container's host (and jump); a
 container behind a jump gets the ssh -J command that reaches it, and a last
 line counts the containers per host.
@@ -348,8 +350,9 @@ public:
                     std::chrono::steady_clock::duration elapsed) {
         if (!terminal_)
             out_ << "[" << fixed(seconds(elapsed), 1) << " s] host " << e.host << ": "
-                 << anweddol::to_string(e.type) << (e.uuid.empty() ? "" : " " + e.uuid)
-                 << (e.message.empty() ? "" : ": " + e.message) << "\n"
+                 << anweddol::to_string(e.type)
+                 << (e.message.empty() ? e.uuid.empty() ? "" : " " + e.uuid : ": " + e.message)
+                 << "\n"
                  << std::flush;
     }
 
@@ -505,8 +508,8 @@ void print_host_summary(const std::vector<std::unique_ptr<slot>>& slots,
         line += std::string(i ? ";" : "") + " " + h.name + " " + std::to_string(ready) +
                 (ready == 1 ? " container" : " containers") +
                 (failed ? " (" + std::to_string(failed) + " failed)" : "") + ", " +
-                std::to_string(h.placements) + " boots placed, " +
-                std::string(anweddol::to_string(h.state));
+                std::to_string(h.placements) + (h.placements == 1 ? " boot" : " boots") +
+                " placed, " + std::string(anweddol::to_string(h.state));
     }
     std::printf("%s\n", line.c_str());
 }
@@ -642,8 +645,8 @@ int main(int argc, char** argv) try {
         if (std::none_of(hosts.begin(), hosts.end(), [](const auto& h) {
                 return h.state == anweddol::hypervisor_host_state::up;
             })) {
-            std::cerr << "anweddol-provision: none of the " << hosts.size()
-                      << (hosts.size() == 1 ? " host is up" : " hosts is up");
+            std::cerr << "anweddol-provision: no host is up (" << hosts.size()
+                      << " given), nothing was provisioned";
             if (s.json) // the lines above were not printed
                 for (const auto& h : hosts)
                     std::cerr << "\n  " << host_line(h);
