@@ -2,11 +2,14 @@
 // client credentials, checks that they work, and prints a table with the
 // time each phase took. Destroys them when it exits, unless --keep; Ctrl-C
 // destroys every one of them before it exits, and libvirt destroys them if
-// it is killed (autodestroy), except with --keep.
+// it is killed (autodestroy), except with --keep. With --host, places them
+// across many libvirt hosts through a hypervisor_pool.
 #include <anweddol/container_pool.hpp>
 #include <anweddol/detail/credentials.hpp>
+#include <anweddol/hypervisor_pool.hpp>
 #include <anweddol/provisioning.hpp>
 #include <anweddol/runtime.hpp>
+#include <anweddol/ssh_jump.hpp>
 #include <anweddol/virtualization_interface.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -14,6 +17,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/array.hpp>
@@ -21,9 +25,11 @@
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -55,7 +61,8 @@ client credentials it hands out, and prints them with per-phase timings.
   --uri URI           libvirt driver URI (default qemu:///system)
   --domain-type TYPE  kvm or qemu (default: kvm where the host has it)
   --max-boots N       boots at the same time: a number, "auto" (the CPU
-                      count for software emulation) or "unbounded"
+                      count for software emulation) or "unbounded"; with
+                      --host, a number or "auto" per host
   --client-port PORT  where the client's SSH server listens (default 2222)
   --json              print JSON instead of a table
   --keep              leave the containers running at exit (and when killed:
@@ -64,7 +71,38 @@ client credentials it hands out, and prints them with per-phase timings.
                       host's name), for finding kept ones again
   --show-passwords    print the passwords instead of masking them
   --help              this text
+
+Many hosts (a hypervisor_pool places each container on the host with the
+fewest boots in flight among those with room for it):
+  --host NAME=URI     a libvirt host, such as h1=qemu+tls://h1.example/system;
+                      repeat it for each host. Not with --uri. Works with
+                      --pool too. Before provisioning, waits up to 30 s for
+                      every host to connect, prints each one's state (not
+                      with --json), and stops if none is up
+  --jump NAME=ADDRESS[:PORT]
+                      reach the guests of host NAME (given with --host)
+                      over SSH through ADDRESS (an IP address, port 22 by
+                      default): for hosts whose NAT network is not routable
+                      from here. Repeat it for each such host
+  --jump-user USER    the account on the jump hosts (default root)
+  --jump-key FILE     its unencrypted OpenSSH private key (required with
+                      --jump)
+  --known-hosts FILE  the jump hosts' keys, in OpenSSH's known_hosts format
+                      (required with --jump): a key that differs from its
+                      entry is refused; a host not in it is added on first
+                      contact
+The table and the JSON then say each container's host (and jump); a
+container behind a jump gets the ssh -J command that reaches it, and a last
+line counts the containers per host.
 )";
+
+// One --host, with its --jump if any.
+struct host_setting {
+    std::string name;
+    std::string uri;
+    std::optional<std::string> jump_address;
+    std::uint16_t jump_port = 22;
+};
 
 struct settings {
     std::string iso;
@@ -80,6 +118,10 @@ struct settings {
     bool keep = false;
     bool show_passwords = false;
     std::string owner;
+    std::vector<host_setting> hosts; // --host, in order
+    std::string jump_user = "root";
+    std::string jump_key;
+    std::string known_hosts;
 };
 
 [[noreturn]] void bad_usage(const std::string& why) {
@@ -99,8 +141,59 @@ unsigned number(const std::string& option, const std::string& value, unsigned lo
               std::to_string(high) + ", not '" + value + "'");
 }
 
+// NAME=VALUE, for --host and --jump.
+std::pair<std::string, std::string> name_value(const std::string& option, const std::string& arg,
+                                               const std::string& form) {
+    const auto equals = arg.find('=');
+    if (equals == std::string::npos || equals == 0 || equals + 1 == arg.size())
+        bad_usage(option + " needs " + form + ", not '" + arg + "'");
+    std::string name = arg.substr(0, equals);
+    for (const char c : name)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.')
+            bad_usage(option + ": the host name '" + name +
+                      "' may hold only letters, digits, '-', '_' and '.'");
+    return {std::move(name), arg.substr(equals + 1)};
+}
+
+// ADDRESS[:PORT] of --jump: an IPv4 address, an IPv6 one (in brackets when
+// a port follows), then an optional port.
+void parse_jump(const std::string& name, const std::string& value, host_setting& host) {
+    std::string address = value;
+    std::string port;
+    if (value.starts_with('[')) {
+        const auto close = value.find(']');
+        if (close == std::string::npos || (close + 1 < value.size() && value[close + 1] != ':') ||
+            close + 2 == value.size())
+            bad_usage("--jump " + name + "=" + value +
+                      ": write an IPv6 address as [ADDRESS] or "
+                      "[ADDRESS]:PORT");
+        address = value.substr(1, close - 1);
+        port = close + 1 < value.size() ? value.substr(close + 2) : "";
+    } else if (std::count(value.begin(), value.end(), ':') == 1) {
+        address = value.substr(0, value.find(':'));
+        port = value.substr(value.find(':') + 1);
+    }
+    boost::system::error_code invalid;
+    boost::asio::ip::make_address(address, invalid);
+    if (invalid)
+        bad_usage("--jump " + name + "=" + value + ": '" + address +
+                  "' is no IP address (the jump host is given by its address, not by name)");
+    host.jump_address = address;
+    if (!port.empty())
+        host.jump_port = static_cast<std::uint16_t>(
+            number("--jump " + name + "=" + value + ": the port", port, 1, 65535));
+}
+
+void require_readable(const std::string& option, const std::string& path) {
+    if (!std::ifstream(path))
+        bad_usage(option + " " + path + ": cannot read this file");
+}
+
 settings parse(int argc, char** argv) {
     settings s;
+    bool uri_given = false;
+    bool jump_user_given = false;
+    std::vector<std::pair<std::string, std::string>> jumps; // --jump NAME, ADDRESS[:PORT]
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         if (arg == "--help") {
@@ -125,7 +218,30 @@ settings parse(int argc, char** argv) {
         else if (arg == "--vcpus")
             s.vcpus = number(arg, value, 1, 256);
         else if (arg == "--uri")
-            s.uri = value;
+            s.uri = value, uri_given = true;
+        else if (arg == "--host") {
+            auto [name, uri] = name_value(arg, value, "NAME=URI, such as h1=qemu+tls://h1/system");
+            if (uri.find(':') == std::string::npos)
+                bad_usage("--host " + value + ": '" + uri +
+                          "' is no libvirt URI (such as qemu+tls://h1/system)");
+            for (const auto& host : s.hosts)
+                if (host.name == name)
+                    bad_usage("--host " + value + ": a host named '" + name +
+                              "' was given already; give each host a name of its own");
+            host_setting host;
+            host.name = std::move(name);
+            host.uri = std::move(uri);
+            s.hosts.push_back(std::move(host));
+        } else if (arg == "--jump")
+            jumps.push_back(name_value(arg, value, "NAME=ADDRESS[:PORT], such as h1=10.0.0.5"));
+        else if (arg == "--jump-user") {
+            if (value.empty())
+                bad_usage("--jump-user needs a user name");
+            s.jump_user = value, jump_user_given = true;
+        } else if (arg == "--jump-key")
+            s.jump_key = value;
+        else if (arg == "--known-hosts")
+            s.known_hosts = value;
         else if (arg == "--domain-type")
             s.domain_type = value;
         else if (arg == "--max-boots")
@@ -141,6 +257,39 @@ settings parse(int argc, char** argv) {
     }
     if (s.iso.empty())
         bad_usage("--iso is required");
+    if (!s.hosts.empty() && uri_given)
+        bad_usage("--uri and --host contradict each other: give one libvirt host with --uri, "
+                  "or every host with --host");
+    if (!s.hosts.empty() && s.max_boots == "unbounded")
+        bad_usage("--max-boots unbounded is for one host: with --host, give a number per host "
+                  "or auto (each host's CPU count)");
+    for (const auto& [name, value] : jumps) {
+        const auto host = std::find_if(s.hosts.begin(), s.hosts.end(),
+                                       [&name](const auto& h) { return h.name == name; });
+        if (host == s.hosts.end())
+            bad_usage("--jump " + name + "=" + value + ": no host named '" + name +
+                      "' was given with --host");
+        if (host->jump_address)
+            bad_usage("--jump " + name + "=" + value + ": host '" + name +
+                      "' has a jump already; give one per host");
+        parse_jump(name, value, *host);
+    }
+    if (jumps.empty()) {
+        for (const auto& [given, option] : {std::pair{jump_user_given, "--jump-user"},
+                                            {!s.jump_key.empty(), "--jump-key"},
+                                            {!s.known_hosts.empty(), "--known-hosts"}})
+            if (given)
+                bad_usage(std::string(option) + " is for jump hosts: give --jump NAME=ADDRESS too");
+    } else {
+        if (s.jump_key.empty())
+            bad_usage(
+                "--jump needs --jump-key FILE: the private key that logs in to the jump hosts");
+        if (s.known_hosts.empty())
+            bad_usage("--jump needs --known-hosts FILE: the known_hosts file that checks the jump "
+                      "hosts' keys");
+        require_readable("--jump-key", s.jump_key);
+        require_readable("--known-hosts", s.known_hosts);
+    }
     return s;
 }
 
@@ -158,6 +307,7 @@ struct slot {
     anweddol::diagnostics diagnostics; ///< libvirt's or libssh's own words on a failure
     bool done = false;
     bool waiting = false; ///< a take not started yet: the pool is warming up
+    std::string host;     ///< with --host: where it was placed, once known
     asio::cancellation_signal cancel;
 
     // Its UUID; a take from a pool has none until a container is handed to it.
@@ -192,6 +342,16 @@ public:
         if (!terminal_)
             out_ << "[" << fixed(seconds(elapsed), 1) << " s] pool: " << e.uuid << " "
                  << anweddol::to_string(e.type) << (e.message.empty() ? "" : ": " + e.message)
+                 << "\n"
+                 << std::flush;
+    }
+
+    void host_event(const anweddol::hypervisor_pool_event& e,
+                    std::chrono::steady_clock::duration elapsed) {
+        if (!terminal_)
+            out_ << "[" << fixed(seconds(elapsed), 1) << " s] host " << e.host << ": "
+                 << anweddol::to_string(e.type)
+                 << (e.message.empty() ? e.uuid.empty() ? "" : " " + e.uuid : ": " + e.message)
                  << "\n"
                  << std::flush;
     }
@@ -268,34 +428,101 @@ void print_console(const slot& failed, std::size_t index, std::ostream& out) {
     out << std::flush;
 }
 
+// The ssh -J argument that reaches a container through its host's jump.
+std::string jump_argument(const anweddol::ssh_jump& jump) {
+    const auto& o = jump.get_options();
+    if (o.port == 22)
+        return o.username + "@" + o.host;
+    return jump.name(); // user@host:port, an IPv6 host in brackets
+}
+
 void print_table(const std::vector<std::unique_ptr<slot>>& slots, const settings& s) {
-    std::printf("\n%-36s  %-15s  %5s  %-10s  %-12s  %7s %8s %8s %7s %7s %7s\n", "uuid", "ip",
-                "port", "username", "password", "define", "boot->ip", "ip->ssh", "admin", "verify",
-                "total");
+    // With --host, a host column after the uuid.
+    int host_width = 0;
+    if (!s.hosts.empty()) {
+        host_width = 4;
+        for (const auto& h : s.hosts)
+            host_width = std::max(host_width, static_cast<int>(h.name.size()));
+    }
+    const auto host_cell = [host_width](std::string host) {
+        if (!host_width)
+            return std::string();
+        if (host.empty())
+            host = "-";
+        host.resize(static_cast<std::size_t>(host_width) + 2, ' ');
+        return host;
+    };
+    std::printf("\n%-36s  %s%-15s  %5s  %-10s  %-12s  %7s %8s %8s %7s %7s %7s\n", "uuid",
+                host_cell(host_width ? "host" : "").c_str(), "ip", "port", "username", "password",
+                "define", "boot->ip", "ip->ssh", "admin", "verify", "total");
     for (std::size_t i = 0; i < slots.size(); ++i) {
         const auto& slot = slots[i];
         if (!slot->result) {
-            std::printf("%-36s  failed: %s\n", slot->name(i).c_str(), slot->error.c_str());
+            std::printf("%-36s  %sfailed: %s\n", slot->name(i).c_str(),
+                        host_cell(slot->host).c_str(), slot->error.c_str());
             continue;
         }
         const auto& r = *slot->result;
         const auto& t = r.timings;
         const std::string password = s.show_passwords ? r.password : std::string(12, '*');
-        std::printf("%-36s  %-15s  %5u  %-10s  %-12s  %6.1fs %7.1fs %7.1fs %6.1fs %6.1fs %6.1fs\n",
-                    slot->name(i).c_str(), r.ip.c_str(), r.port, r.username.c_str(),
-                    password.c_str(), seconds(t.define), seconds(t.boot_to_ip),
-                    seconds(t.ip_to_ssh), seconds(t.administration), seconds(t.verification),
-                    seconds(t.total));
+        std::printf(
+            "%-36s  %s%-15s  %5u  %-10s  %-12s  %6.1fs %7.1fs %7.1fs %6.1fs %6.1fs %6.1fs\n",
+            slot->name(i).c_str(), host_cell(r.host).c_str(), r.ip.c_str(), r.port,
+            r.username.c_str(), password.c_str(), seconds(t.define), seconds(t.boot_to_ip),
+            seconds(t.ip_to_ssh), seconds(t.administration), seconds(t.verification),
+            seconds(t.total));
+    }
+    // Behind a jump, the guest's address means nothing from the client's
+    // side: say how to get there.
+    bool header = false;
+    for (const auto& slot : slots) {
+        if (!slot->result || !slot->result->jump)
+            continue;
+        if (!header)
+            std::printf("\nbehind their host's SSH jump, reach them with:\n");
+        header = true;
+        const auto& r = *slot->result;
+        std::printf("  ssh -J %s -p %u %s@%s\n", jump_argument(*r.jump).c_str(), r.port,
+                    r.username.c_str(), r.ip.c_str());
     }
 }
 
-void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings& s,
-                double makespan) {
+// Each host's state when provisioning began or ends.
+std::string host_line(const anweddol::hypervisor_host_status& h) {
+    return "host " + h.name + " (" + h.uri + "): " + std::string(anweddol::to_string(h.state)) +
+           (h.last_error.empty() ? "" : ": " + h.last_error);
+}
+
+// The one-line summary: containers handed out per host.
+void print_host_summary(const std::vector<std::unique_ptr<slot>>& slots,
+                        const anweddol::hypervisor_pool& hypervisors) {
+    std::string line = "per host:";
+    const auto hosts = hypervisors.get_hosts();
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+        const auto& h = hosts[i];
+        std::size_t ready = 0;
+        std::size_t failed = 0;
+        for (const auto& slot : slots)
+            if (slot->host == h.name)
+                ++(slot->result ? ready : failed);
+        line += std::string(i ? ";" : "") + " " + h.name + " " + std::to_string(ready) +
+                (ready == 1 ? " container" : " containers") +
+                (failed ? " (" + std::to_string(failed) + " failed)" : "") + ", " +
+                std::to_string(h.placements) + (h.placements == 1 ? " boot" : " boots") +
+                " placed, " + std::string(anweddol::to_string(h.state));
+    }
+    std::printf("%s\n", line.c_str());
+}
+
+void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings& s, double makespan,
+                const anweddol::hypervisor_pool* hypervisors) {
     boost::json::array containers;
     for (std::size_t i = 0; i < slots.size(); ++i) {
         const auto& slot = slots[i];
         boost::json::object entry;
         entry["uuid"] = slot->name(i);
+        if (hypervisors && !slot->host.empty())
+            entry["host"] = slot->host;
         if (slot->result) {
             const auto& r = *slot->result;
             entry["ip"] = r.ip;
@@ -303,6 +530,8 @@ void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings&
             entry["username"] = r.username;
             entry["password"] = s.show_passwords ? r.password : std::string(12, '*');
             entry["host_keys"] = host_key_check(r);
+            if (r.jump)
+                entry["jump"] = r.jump->name();
             if (s.pool)
                 entry["from_pool"] = r.from_pool;
             entry["timings"] = {{"queued", seconds(r.timings.queued)},
@@ -320,6 +549,23 @@ void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings&
     }
     boost::json::object report{
         {"containers", std::move(containers)}, {"makespan", makespan}, {"kept", s.keep}};
+    if (hypervisors) {
+        boost::json::array hosts;
+        for (const auto& h : hypervisors->get_hosts()) {
+            std::size_t ready = 0;
+            for (const auto& slot : slots)
+                ready += slot->result && slot->host == h.name;
+            boost::json::object host{{"name", h.name},
+                                     {"uri", h.uri},
+                                     {"state", anweddol::to_string(h.state)},
+                                     {"containers", ready},
+                                     {"placements", h.placements}};
+            if (!h.last_error.empty())
+                host["last_error"] = h.last_error;
+            hosts.push_back(std::move(host));
+        }
+        report["hosts"] = std::move(hosts);
+    }
     std::cout << boost::json::serialize(report) << "\n";
 }
 
@@ -338,6 +584,76 @@ int main(int argc, char** argv) try {
     const bool terminal = !s.json && ::isatty(STDOUT_FILENO);
     std::ostream& out = s.json ? std::cerr : std::cout;
     progress_display display(terminal, out);
+    auto began = std::chrono::steady_clock::now();
+
+    // With --host: the hosts, and where each container was placed (for
+    // those that fail, which have no provisioned_container to say it).
+    // Declared before the containers and the pool, which must not outlive it.
+    std::optional<anweddol::hypervisor_pool> hypervisors;
+    std::map<std::string, std::string> placed_on; // uuid -> host
+    if (!s.hosts.empty()) {
+        anweddol::hypervisor_pool_options options;
+        for (const auto& h : s.hosts) {
+            anweddol::hypervisor_host_options host;
+            host.name = h.name;
+            host.uri = h.uri;
+            if (s.max_boots != "auto")
+                host.max_cpu_heavy_boots = std::stoul(s.max_boots);
+            if (h.jump_address) {
+                anweddol::ssh_jump_options jump;
+                jump.host = *h.jump_address;
+                jump.port = h.jump_port;
+                jump.username = s.jump_user;
+                jump.private_key_file = s.jump_key;
+                jump.host_keys = anweddol::host_key_policy::known_hosts;
+                jump.known_hosts_file = s.known_hosts;
+                host.jump = std::move(jump);
+            }
+            options.hosts.push_back(std::move(host));
+        }
+        options.on_event = [&](const anweddol::hypervisor_pool_event& e) {
+            if (e.type == anweddol::hypervisor_pool_event_type::placed)
+                placed_on[e.uuid] = e.host;
+            display.host_event(e, std::chrono::steady_clock::now() - began);
+        };
+        try {
+            hypervisors.emplace(context.get_executor(), std::move(options));
+        } catch (const anweddol::error_with_diagnostics& e) {
+            // A key file that is no OpenSSH private key, and the like.
+            if (e.code() != anweddol::errc::invalid_argument)
+                throw;
+            bad_usage(e.get_diagnostics().full_message());
+        }
+
+        // Every host up or down (not still connecting), for up to 30 s.
+        const auto deadline = std::chrono::steady_clock::now() + 30s;
+        const auto connecting = [&] {
+            const auto hosts = hypervisors->get_hosts();
+            return std::any_of(hosts.begin(), hosts.end(), [](const auto& h) {
+                return h.state == anweddol::hypervisor_host_state::connecting;
+            });
+        };
+        while (connecting() && std::chrono::steady_clock::now() < deadline) {
+            context.run_for(100ms);
+            if (context.stopped())
+                context.restart();
+        }
+        const auto hosts = hypervisors->get_hosts();
+        if (!s.json)
+            for (const auto& h : hosts)
+                std::cerr << host_line(h) << "\n";
+        if (std::none_of(hosts.begin(), hosts.end(), [](const auto& h) {
+                return h.state == anweddol::hypervisor_host_state::up;
+            })) {
+            std::cerr << "anweddol-provision: no host is up (" << hosts.size()
+                      << " given), nothing was provisioned";
+            if (s.json) // the lines above were not printed
+                for (const auto& h : hosts)
+                    std::cerr << "\n  " << host_line(h);
+            std::cerr << "\n";
+            return 1;
+        }
+    }
 
     // Every container's own options. Kept containers must outlive this
     // process: not tied to its connection. All others die with it, even on
@@ -347,9 +663,10 @@ int main(int argc, char** argv) try {
     if (!s.owner.empty())
         container_options.owner = s.owner;
     const auto provisioning_for =
-        [&s](std::function<void(const anweddol::provisioning_event&)> on_progress) {
+        [&s, &hypervisors](std::function<void(const anweddol::provisioning_event&)> on_progress) {
             anweddol::provisioning_options options;
             options.driver_uri = s.uri;
+            options.hypervisors = hypervisors ? &*hypervisors : nullptr;
             options.domain_type = s.domain_type; // empty: kvm where the host has it
             options.client_port = s.client_port;
             options.on_progress = std::move(on_progress);
@@ -368,7 +685,7 @@ int main(int argc, char** argv) try {
         slots.back()->container = container;
     }
 
-    auto began = std::chrono::steady_clock::now();
+    began = std::chrono::steady_clock::now();
     std::optional<anweddol::container_pool> pool;
     std::optional<double> warm_up; // seconds the pool took to fill
     if (s.pool) {
@@ -392,6 +709,13 @@ int main(int argc, char** argv) try {
     asio::steady_timer ticker(context);
     asio::signal_set signals(context, SIGINT, SIGTERM);
 
+    // With --host, once nothing needs them: closes the hosts' connections
+    // and jumps, whose reconnection timers would keep the io_context busy.
+    const auto shutdown_hosts = [&] {
+        if (hypervisors)
+            hypervisors->shutdown(asio::detached);
+    };
+
     // Once every provisioning ended: report, then destroy what runs unless
     // asked to keep it (never after Ctrl-C), and the pool's spare ones. The
     // io_context then runs out of work by itself: the last container gone
@@ -404,7 +728,7 @@ int main(int argc, char** argv) try {
         const auto administered = static_cast<std::size_t>(
             std::count_if(slots.begin(), slots.end(), [](const auto& x) { return x->result; }));
         if (s.json) {
-            print_json(slots, s, makespan);
+            print_json(slots, s, makespan, hypervisors ? &*hypervisors : nullptr);
         } else {
             print_table(slots, s);
             std::printf("\n%zu of %zu administered in %.1f s (makespan%s)%s\n", administered,
@@ -429,20 +753,34 @@ int main(int argc, char** argv) try {
                                 slot->container->get_domain_type_choice().c_str());
                     break;
                 }
+            if (hypervisors)
+                print_host_summary(slots, *hypervisors);
         }
         for (std::size_t i = 0; i < slots.size(); ++i)
             if (!slots[i]->result)
                 print_console(*slots[i], i, out);
+        // The hosts' connections go last: the destroys need them.
+        auto pending = std::make_shared<std::size_t>(1);
+        const auto release = [&, pending] {
+            if (--*pending == 0)
+                shutdown_hosts();
+        };
         for (auto& slot : slots) {
             if (!slot->container)
                 continue;
             if (s.keep && !interrupted)
                 slot->container->set_domain_descriptor(nullptr); // left running, forgotten
-            else if (slot->container->is_domain_running())
-                asio::co_spawn(context, slot->container->stop_domain(true), asio::detached);
+            else if (slot->container->is_domain_running()) {
+                ++*pending;
+                asio::co_spawn(context, slot->container->stop_domain(true),
+                               [release](std::exception_ptr) { release(); });
+            }
         }
-        if (pool)
-            pool->shutdown(asio::detached);
+        if (pool) {
+            ++*pending;
+            pool->shutdown([release](boost::system::error_code) { release(); });
+        }
+        release();
     };
 
     // What ends one provisioning or take.
@@ -458,7 +796,13 @@ int main(int argc, char** argv) try {
                     out << "container " << i + 1 << " failed: " << done.error << "\n";
             } else {
                 done.container = result.container;
+                done.host = result.host;
                 done.result = std::move(result);
+            }
+            if (done.host.empty() && done.container) {
+                const auto placed = placed_on.find(done.container->get_uuid());
+                if (placed != placed_on.end())
+                    done.host = placed->second;
             }
             if (++finished == slots.size())
                 finish();
@@ -503,7 +847,7 @@ int main(int argc, char** argv) try {
         if (pool && !warm_up) {
             // Nothing taken yet: the pool's own containers are all there is.
             ticker.cancel();
-            pool->shutdown(asio::detached);
+            pool->shutdown([&](boost::system::error_code) { shutdown_hosts(); });
             return;
         }
         for (auto& slot : slots)
