@@ -314,6 +314,34 @@ TEST_CASE("hypervisor pool: a started container counts on its host until its dom
     REQUIRE(p.pool->get_hosts().size() == 1);
     CHECK(p.pool->get_host("h2")->containers == 2);
 
+    // A host added at run time takes containers once it is up (the test
+    // driver reports no memory: placement goes by boots in flight alone).
+    const std::string uri3 = make_test_host(s, "h3");
+    p.pool->add_host(host("h3", uri3));
+    REQUIRE(run_until([&] { return p.all_up(); }));
+    auto fourth = test_container(s);
+    const std::string placed_on_new = anweddol::test::run_coroutine(
+        [](hypervisor_pool& pool,
+           std::shared_ptr<container_instance> c) -> boost::asio::awaitable<std::string> {
+            co_return co_await pool.start_container(c, no_wait());
+        }(*p.pool, fourth));
+    CHECK(placed_on_new == "h2"); // a tie goes to the host added first...
+    stop(fourth);
+    // ...while a boot in flight on h2 sends the next one to h3.
+    start_outcome slow_outcome;
+    start_in_background(*p.pool, test_container(s), 1500ms, slow_outcome);
+    REQUIRE(run_until([&] { return p.pool->get_host("h2")->boots_in_flight == 1; }));
+    auto fifth = test_container(s);
+    const std::string placed_beside = anweddol::test::run_coroutine(
+        [](hypervisor_pool& pool,
+           std::shared_ptr<container_instance> c) -> boost::asio::awaitable<std::string> {
+            co_return co_await pool.start_container(c, no_wait());
+        }(*p.pool, fifth));
+    CHECK(placed_beside == "h3");
+    stop(fifth);
+    REQUIRE(run_until([&] { return slow_outcome.done; }, 10s));
+    CHECK(anweddol::test::domain_uuids(uri3).empty());
+
     // Stopping the rest empties h2 too; nothing runs anywhere.
     for (auto& c : {second, third})
         stop(c);
