@@ -24,7 +24,7 @@ failed=()
 "$repo/scripts/sandbox.sh" down
 # The tests of many hypervisor hosts, in the sandbox's two-host mode.
 "$repo/scripts/sandbox.sh" up --hosts 2
-(cd "$build" && "$repo/scripts/sandbox.sh" exec ctest --output-on-failure -L hosts "$@") ||
+(cd "$build" && "$repo/scripts/sandbox.sh" exec ctest --output-on-failure --no-tests=error -L hosts "$@") ||
   failed+=("the two-host tests")
 "$repo/scripts/sandbox.sh" down
 trap - EXIT

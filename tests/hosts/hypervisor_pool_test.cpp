@@ -138,7 +138,7 @@ void sandbox(const std::string& arguments) {
 
 } // namespace
 
-TEST_CASE("two hosts: containers are spread over both and reached through their jumps; a host "
+TEST_CASE("two hosts: containers are spread over both and reached through their jumps, a host "
           "whose libvirtd dies fails its containers cleanly, is avoided, is used again once "
           "back, and no domain is left on either") {
     pool_under_test t;

@@ -555,7 +555,7 @@ TEST_CASE("admission: boots wait their turn in order, and a raised limit lets mo
     CHECK(admission.limit_for("kvm") == std::numeric_limits<std::size_t>::max());
 }
 
-TEST_CASE("admission: the default holds a qemu boot's place only while it is CPU-heavy; "
+TEST_CASE("admission: the default holds a qemu boot's place only while it is CPU-heavy, "
           "set_limit holds it until the address") {
     anweddol::boot_admission admission;
     // The default: software emulation limited to the CPU count while
