@@ -669,11 +669,20 @@ ANWEDDOL_DECL hypervisor_pool::hypervisor_pool(boost::asio::any_io_executor exec
 }
 
 ANWEDDOL_DECL hypervisor_pool::~hypervisor_pool() {
-    // Lost domains still wait for their hosts: the last try happens in the
-    // background, and reports nothing.
-    auto ending = shutdown_here(state_);
     state_->closed = true;
-    boost::asio::co_spawn(executor_, std::move(ending), boost::asio::detached);
+    // Hosts without lost domains let go of their connections and jumps now;
+    // the others make their last try in the background, reporting nothing.
+    bool orphans = false;
+    for (const auto& host : state_->hosts) {
+        if (host->orphans.empty())
+            state_->stop(host);
+        else
+            orphans = true;
+    }
+    if (orphans) {
+        auto ending = shutdown_here(state_);
+        boost::asio::co_spawn(executor_, std::move(ending), boost::asio::detached);
+    }
 }
 
 ANWEDDOL_DECL void hypervisor_pool::add_host(hypervisor_host_options host) {
