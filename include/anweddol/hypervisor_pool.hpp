@@ -112,6 +112,10 @@ struct hypervisor_pool_options {
     std::vector<hypervisor_host_options> hosts;
     /// How often a host that is down is tried again.
     std::chrono::steady_clock::duration reconnect_interval = std::chrono::seconds(1);
+    /// Placement asks every host for its free memory at once; a host that
+    /// has not answered after this long sits that placement out (a hung
+    /// libvirtd stalls no placement until keepalive drops it).
+    std::chrono::steady_clock::duration read_timeout = std::chrono::seconds(5);
     /// Called on the pool's executor for every event, until the pool is
     /// shut down or destroyed; must not throw.
     std::function<void(const hypervisor_pool_event&)> on_event;
@@ -145,7 +149,8 @@ public:
     /// boost::system::system_error with errc::invalid_argument, saying
     /// what to fix, for a host without a name or URI, two hosts with one
     /// name, a malformed bridge name, invalid jump options, or a
-    /// reconnect_interval that is not positive; nothing is connected then.
+    /// reconnect_interval or read_timeout that is not positive; nothing is
+    /// connected then.
     hypervisor_pool(boost::asio::any_io_executor executor, hypervisor_pool_options options);
     hypervisor_pool(const hypervisor_pool&) = delete;
     hypervisor_pool& operator=(const hypervisor_pool&) = delete;

@@ -185,6 +185,7 @@ TEST_CASE("hypervisor pool: bad hosts are refused with a message that says what 
     CHECK(attempt([](auto& o) { o.hosts[0].nat_interface_name = "br 0"; }).first ==
           errc::invalid_argument);
     CHECK(attempt([](auto& o) { o.reconnect_interval = 0s; }).first == errc::invalid_argument);
+    CHECK(attempt([](auto& o) { o.read_timeout = 0s; }).first == errc::invalid_argument);
 
     test_pool p({host("a", uri)});
     CHECK(error_of([&] { p.pool->add_host(host("a", uri)); }).first == errc::invalid_argument);

@@ -517,6 +517,34 @@ ANWEDDOL_DECL void detail::host_placement::keep_container() {
 
 // --- placement ----------------------------------------------------------------
 
+namespace detail {
+
+// What placement hears back from the hosts it asks at once.
+struct memory_reads {
+    struct answer {
+        bool arrived = false;
+        std::optional<std::uint64_t> free_memory_mib;
+        std::exception_ptr failure;
+    };
+    memory_reads(const boost::asio::any_io_executor& executor, std::size_t hosts)
+        : all_in(executor, clock::time_point::max())
+        , answers(hosts)
+        , pending(hosts) {}
+    boost::asio::steady_timer all_in; // cancelled by the last answer
+    std::vector<answer> answers;
+    std::size_t pending;
+};
+
+// One host's free memory; the connection is held for as long as the call
+// runs, even if the host is removed meanwhile.
+inline boost::asio::awaitable<std::optional<std::uint64_t>>
+read_free_memory(std::shared_ptr<hypervisor_connection> connection, std::string uri) {
+    auto reading = connection->call([uri](virConnectPtr c) { return read_host_resources(c, uri); });
+    co_return (co_await std::move(reading)).free_memory_mib;
+}
+
+} // namespace detail
+
 // The host for a container of `memory_mib`, counted as booting there.
 ANWEDDOL_DECL boost::asio::awaitable<detail::host_placement>
 detail::place_on_host(std::shared_ptr<hypervisor_pool_state> state, std::string uuid,
@@ -532,31 +560,64 @@ detail::place_on_host(std::shared_ptr<hypervisor_pool_state> state, std::string 
                             (host->orphans.contains(uuid)
                                  ? ", which is down: its domain is destroyed once it is back"
                                  : ": stop it first, or give each container a UUID of its own"));
-    // Free memory as the hosts say it now: what booted since the last
-    // placement has taken its share.
+    // Free memory as the hosts say it now (what booted since the last
+    // placement has taken its share), asked of every host at once: a host
+    // that does not answer within read_timeout sits this placement out.
     std::vector<std::shared_ptr<hypervisor_host>> candidates;
     for (const auto& host : state->hosts)
         if (host->takes_containers())
             candidates.push_back(host);
-    for (const auto& host : candidates) {
-        const auto connection = host->connection;
-        if (!host->takes_containers() || !connection)
-            continue; // went down, or was removed, while an earlier host answered
-        auto reading = connection->call(
-            [uri = host->options.uri](virConnectPtr c) { return read_host_resources(c, uri); });
+    auto reads = std::make_shared<memory_reads>(state->executor, candidates.size());
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+        auto reading = read_free_memory(candidates[i]->connection, candidates[i]->options.uri);
+        boost::asio::co_spawn(
+            state->executor, std::move(reading),
+            [reads, i](std::exception_ptr failure, std::optional<std::uint64_t> free) {
+                reads->answers[i] = {true, free, failure};
+                if (--reads->pending == 0)
+                    reads->all_in.cancel();
+            });
+    }
+    if (reads->pending > 0) {
+        reads->all_in.expires_after(state->options.read_timeout);
+        boost::system::error_code ignored;
+        auto waiting = reads->all_in.async_wait(
+            boost::asio::redirect_error(boost::asio::use_awaitable, ignored));
+        co_await std::move(waiting);
+        if ((co_await boost::asio::this_coro::cancellation_state).cancelled() !=
+            boost::asio::cancellation_type::none)
+            throw_error(boost::asio::error::operation_aborted, "the placement was cancelled");
+    }
+    std::map<const hypervisor_host*, std::string> sat_out; // why, for the error message
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+        const auto& host = candidates[i];
+        const auto& answer = reads->answers[i];
+        if (!answer.arrived) {
+            sat_out[host.get()] =
+                "did not say its free memory within " +
+                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   state->options.read_timeout)
+                                   .count()) +
+                " ms;";
+            continue;
+        }
+        if (!answer.failure) {
+            host->free_memory_mib = answer.free_memory_mib.value_or(0);
+            host->memory_known = answer.free_memory_mib.has_value();
+            continue;
+        }
         try {
-            const auto free = (co_await std::move(reading)).free_memory_mib;
-            host->free_memory_mib = free.value_or(0);
-            host->memory_known = free.has_value();
+            std::rethrow_exception(answer.failure);
         } catch (const boost::system::system_error& e) {
-            if (e.code() == boost::asio::error::operation_aborted)
-                throw;
             // A dropped connection whose close event is still on its way is
             // a host down; any other failure only leaves it out this time.
-            if (!connection->is_open())
+            if (host->connection && !host->connection->is_open())
                 state->mark_down(host, e.what());
             else
-                host->memory_known = false;
+                sat_out[host.get()] =
+                    "could not say its free memory (" + std::string(e.what()) + ");";
+        } catch (...) {
+            sat_out[host.get()] = "could not say its free memory;";
         }
     }
     const auto room = [&](const hypervisor_host& host) -> std::int64_t {
@@ -570,7 +631,8 @@ detail::place_on_host(std::shared_ptr<hypervisor_pool_state> state, std::string 
     };
     std::shared_ptr<hypervisor_host> chosen;
     for (const auto& host : candidates) {
-        if (!host->takes_containers() || room(*host) < static_cast<std::int64_t>(memory_mib))
+        if (!host->takes_containers() || sat_out.contains(host.get()) ||
+            room(*host) < static_cast<std::int64_t>(memory_mib))
             continue;
         if (!chosen || host->boots_in_flight < chosen->boots_in_flight ||
             (host->boots_in_flight == chosen->boots_in_flight && room(*host) > room(*chosen)))
@@ -594,6 +656,10 @@ detail::place_on_host(std::shared_ptr<hypervisor_pool_state> state, std::string 
                 why += "is being removed;";
                 break;
             case hypervisor_host_state::up:
+                if (const auto why_out = sat_out.find(host.get()); why_out != sat_out.end()) {
+                    why += why_out->second;
+                    break;
+                }
                 if (!host->memory_known) {
                     why += "did not report its free memory (hypervisor_host_options::"
                            "check_memory = false places there by boots in flight alone);";
@@ -655,6 +721,9 @@ ANWEDDOL_DECL hypervisor_pool::hypervisor_pool(boost::asio::any_io_executor exec
     if (options.reconnect_interval <= std::chrono::steady_clock::duration::zero())
         detail::throw_error(errc::invalid_argument,
                             "hypervisor_pool_options::reconnect_interval must be positive");
+    if (options.read_timeout <= std::chrono::steady_clock::duration::zero())
+        detail::throw_error(errc::invalid_argument,
+                            "hypervisor_pool_options::read_timeout must be positive");
     auto hosts = std::move(options.hosts);
     state_ = std::make_shared<detail::hypervisor_pool_state>(executor_, std::move(options));
     // Every host is checked before any connects.
