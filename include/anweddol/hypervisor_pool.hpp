@@ -105,7 +105,7 @@ struct hypervisor_pool_event {
     std::string host;
     std::string uuid; ///< placed, container_lost
     std::string message;
-    std::size_t count = 0; ///< orphans_destroyed: how many
+    std::size_t count = 0; ///< orphans_destroyed, orphans_left: how many domains
 };
 
 struct hypervisor_pool_options {
@@ -148,29 +148,33 @@ public:
     /// Starts connecting to every host in the background. Throws
     /// boost::system::system_error with errc::invalid_argument, saying
     /// what to fix, for a host without a name or URI, two hosts with one
-    /// name, a malformed bridge name, invalid jump options, or a
+    /// name or one URI, a malformed bridge name, invalid jump options, or a
     /// reconnect_interval or read_timeout that is not positive; nothing is
     /// connected then.
     hypervisor_pool(boost::asio::any_io_executor executor, hypervisor_pool_options options);
     hypervisor_pool(const hypervisor_pool&) = delete;
     hypervisor_pool& operator=(const hypervisor_pool&) = delete;
-    /// Stops placing, and shuts down in the background as shutdown() does,
-    /// without its events; containers still placed are their owners' (they
-    /// destroy their domains as usual).
+    /// Stops placing, and lets go of every host's connection and jump at
+    /// once, except for hosts that still hold lost domains: those make
+    /// shutdown()'s last try in the background, without events. Containers
+    /// still placed are their owners' (they destroy their domains as usual).
     ~hypervisor_pool();
 
     const boost::asio::any_io_executor& get_executor() const noexcept { return executor_; }
 
     /// Adds a host, and starts connecting to it. Errors as the constructor's,
-    /// and errc::invalid_argument for a name already in the pool.
+    /// and errc::invalid_argument for a name or URI already in the pool, or
+    /// a pool that was shut down.
     void add_host(hypervisor_host_options host);
 
     /// async: stops placing containers on host `name` (it is draining), waits
     /// until every container placed there has stopped (or was lost and
     /// destroyed when the host came back), then forgets the host and closes
     /// its connection and jump. Completes with `(error_code)`. Errors:
-    /// errc::invalid_argument for an unknown name; operation_aborted when
-    /// cancelled, and then the host takes containers again as before.
+    /// errc::invalid_argument for an unknown name; errc::no_host_available
+    /// when the pool shuts down meanwhile; operation_aborted when cancelled,
+    /// and then the host takes containers again (unless another removal
+    /// still waits).
     template <class CompletionToken = default_completion_token>
     auto remove_host(std::string name, CompletionToken&& token = {}) {
         return detail::initiate_coroutine(executor_, remove_host_here(state_, std::move(name)),
