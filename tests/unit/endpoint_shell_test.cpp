@@ -48,8 +48,10 @@ using anweddol::endpoint_shell_instance;
 using anweddol::endpoint_shell_options;
 using anweddol::errc;
 using anweddol::host_key_policy;
+using anweddol::test::failure_of;
 using anweddol::test::local_sshd;
 using anweddol::test::other_sshd;
+using anweddol::test::run;
 using anweddol::test::run_coroutine;
 using boost::asio::awaitable;
 using boost::asio::use_awaitable;
@@ -75,34 +77,6 @@ anweddol::detail::ssh_login_params login_params_for(const local_sshd& sshd) {
     p.username = sshd.user();
     p.password.assign(std::string_view(sshd.password()));
     return p;
-}
-
-/// The error `work()` fails with; fails the test if it succeeds.
-template <class Work>
-boost::system::system_error failure_of(Work work,
-                                       std::chrono::milliseconds limit = std::chrono::seconds(60)) {
-    try {
-        run_coroutine(
-            [](Work w) -> awaitable<bool> {
-                co_await w();
-                co_return true;
-            }(std::move(work)),
-            limit);
-    } catch (const boost::system::system_error& e) {
-        return e;
-    }
-    FAIL("no error");
-    throw;
-}
-
-/// Runs `operation` on the test context; fails the test after `limit`.
-void run(awaitable<void> operation, std::chrono::milliseconds limit = std::chrono::seconds(60)) {
-    run_coroutine(
-        [](awaitable<void> op) -> awaitable<bool> {
-            co_await std::move(op);
-            co_return true;
-        }(std::move(operation)),
-        limit);
 }
 
 /// Makes the test context create its reactor (epoll, eventfd, timerfd), which

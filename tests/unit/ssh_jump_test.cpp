@@ -36,8 +36,10 @@ using anweddol::errc;
 using anweddol::host_key_policy;
 using anweddol::ssh_jump;
 using anweddol::ssh_jump_options;
+using anweddol::test::failure_of;
 using anweddol::test::local_sshd;
 using anweddol::test::other_sshd;
+using anweddol::test::run;
 using anweddol::test::run_coroutine;
 using anweddol::test::run_until;
 using boost::asio::awaitable;
@@ -74,33 +76,6 @@ std::unique_ptr<endpoint_shell_instance> shell_via(std::shared_ptr<ssh_jump> jum
     options.jump = std::move(jump);
     shell->set_options(std::move(options));
     return shell;
-}
-
-/// The error `work()` fails with; fails the test if it succeeds.
-template <class Work>
-boost::system::system_error failure_of(Work work,
-                                       std::chrono::milliseconds limit = std::chrono::seconds(60)) {
-    try {
-        run_coroutine(
-            [](Work w) -> awaitable<bool> {
-                co_await w();
-                co_return true;
-            }(std::move(work)),
-            limit);
-    } catch (const boost::system::system_error& e) {
-        return e;
-    }
-    FAIL("no error");
-    throw;
-}
-
-void run(awaitable<void> operation, std::chrono::milliseconds limit = std::chrono::seconds(60)) {
-    run_coroutine(
-        [](awaitable<void> op) -> awaitable<bool> {
-            co_await std::move(op);
-            co_return true;
-        }(std::move(operation)),
-        limit);
 }
 
 std::size_t open_descriptors() {

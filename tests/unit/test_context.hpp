@@ -9,6 +9,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -63,6 +64,35 @@ T run_coroutine(boost::asio::awaitable<T> coroutine,
     if (error)
         std::rethrow_exception(error);
     return std::move(*result);
+}
+
+/// Runs `operation` on the test context; fails the test after `limit`.
+inline void run(boost::asio::awaitable<void> operation,
+                std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+    run_coroutine(
+        [](boost::asio::awaitable<void> op) -> boost::asio::awaitable<bool> {
+            co_await std::move(op);
+            co_return true;
+        }(std::move(operation)),
+        limit);
+}
+
+/// The error `work()` fails with; fails the test if it succeeds.
+template <class Work>
+boost::system::system_error failure_of(Work work,
+                                       std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+    try {
+        run_coroutine(
+            [](Work w) -> boost::asio::awaitable<bool> {
+                co_await w();
+                co_return true;
+            }(std::move(work)),
+            limit);
+    } catch (const boost::system::system_error& e) {
+        return e;
+    }
+    FAIL("no error");
+    throw;
 }
 
 } // namespace anweddol::test
