@@ -85,6 +85,28 @@ stop_pid() { # SIGTERM, then SIGKILL after 10 s
   kill -9 "$pid" 2>/dev/null || true
 }
 
+# Stops the daemons named $2... whose pid files are in folder $1.
+stop_daemons() {
+  local dir=$1 name pid
+  shift
+  for name in "$@"; do
+    pid=$(pid_of "$dir/$name.pid")
+    [[ -n $pid ]] && stop_pid "$pid"
+    rm -f "$dir/$name.pid"
+  done
+}
+
+# Deletes network namespace $1, stopping whatever still runs in it first
+# (a QEMU or dnsmasq that outlived its daemon).
+delete_netns() {
+  local pid
+  netns_exists "$1" || return 0
+  for pid in $(ip netns pids "$1"); do
+    stop_pid "$pid"
+  done
+  ip netns delete "$1"
+}
+
 require_root() {
   [[ $(id -u) -eq 0 ]] || die "must run as root: it creates a network namespace and starts libvirtd"
 }
@@ -194,20 +216,8 @@ down_single() {
     done
     virsh_quiet net-destroy default >/dev/null 2>&1 || true
   fi
-  local name pid
-  for name in libvirtd virtlogd; do
-    pid=$(pid_of "$state/$name.pid")
-    [[ -n $pid ]] && stop_pid "$pid"
-    rm -f "$state/$name.pid"
-  done
-  if netns_exists "$netns"; then
-    # Whatever still runs in the namespace (a QEMU or dnsmasq that outlived
-    # its daemon) goes with it.
-    for pid in $(ip netns pids "$netns"); do
-      stop_pid "$pid"
-    done
-    ip netns delete "$netns"
-  fi
+  stop_daemons "$state" libvirtd virtlogd
+  delete_netns "$netns"
   # Every guest is gone, and none of them gave its lease back (a destroyed
   # guest sends no DHCPRELEASE): without this, libvirt's lease helper
   # replays them all to the next dnsmasq, and a few hundred boots within
@@ -564,7 +574,7 @@ mount_ns_pids() {
 }
 
 down_host() {
-  local h=$1 dir ns=$ns_dir/$1 hns name pid domain
+  local h=$1 dir ns=$ns_dir/$1 hns pid domain
   dir=$(host_dir "$h")
   hns=$(host_netns "$h")
   if [[ -n $(pid_of "$dir/libvirtd.pid") ]] && is_mounted "$ns" && netns_exists "$hns"; then
@@ -574,19 +584,8 @@ down_host() {
     done
     host_virsh "$h" net-destroy default >/dev/null 2>&1 || true
   fi
-  for name in libvirtd virtlogd sshd; do
-    pid=$(pid_of "$dir/$name.pid")
-    [[ -n $pid ]] && stop_pid "$pid"
-    rm -f "$dir/$name.pid"
-  done
-  # Whatever still runs there (a QEMU or dnsmasq that outlived its daemon)
-  # goes with the namespaces.
-  if netns_exists "$hns"; then
-    for pid in $(ip netns pids "$hns"); do
-      stop_pid "$pid"
-    done
-    ip netns delete "$hns"
-  fi
+  stop_daemons "$dir" libvirtd virtlogd sshd
+  delete_netns "$hns"
   if is_mounted "$ns"; then
     for pid in $(mount_ns_pids "$ns"); do
       stop_pid "$pid"
