@@ -15,6 +15,8 @@
 // address known), where the containers were placed, and how busy the
 // machine's CPUs were; then the ratios. Writes every container's timings
 // to --csv.
+#include "../../tests/hosts/two_hosts.hpp"
+
 #include <anweddol/hypervisor_pool.hpp>
 #include <anweddol/provisioning.hpp>
 
@@ -88,46 +90,6 @@ settings parse(int argc, char** argv) {
     if (s.count == 0 || s.runs == 0)
         usage("--count and --runs must be at least 1");
     return s;
-}
-
-std::string environment(const char* name) {
-    const char* value = std::getenv(name);
-    if (!value || !*value) {
-        std::cerr << "hosts_benchmark: " << name
-                  << " is not set: run it with scripts/sandbox.sh exec after "
-                     "scripts/sandbox.sh up --hosts 2 (see benchmarks/hosts/run.sh)\n";
-        std::exit(2);
-    }
-    return value;
-}
-
-std::map<std::string, std::string> pairs(const std::string& text) {
-    std::map<std::string, std::string> found;
-    std::istringstream words(text);
-    for (std::string word; words >> word;)
-        if (const auto eq = word.find('='); eq != std::string::npos)
-            found[word.substr(0, eq)] = word.substr(eq + 1);
-    return found;
-}
-
-// The sandbox's hosts, each reached through its jump.
-std::vector<anweddol::hypervisor_host_options> sandbox_hosts() {
-    const auto uris = pairs(environment("ANWEDDOL_SANDBOX_HOSTS"));
-    const auto jumps = pairs(environment("ANWEDDOL_SANDBOX_JUMP_ADDRESSES"));
-    std::vector<anweddol::hypervisor_host_options> hosts;
-    for (const auto& [name, uri] : uris) {
-        anweddol::hypervisor_host_options host;
-        host.name = name;
-        host.uri = uri;
-        anweddol::ssh_jump_options jump;
-        jump.host = jumps.at(name);
-        jump.username = environment("ANWEDDOL_SANDBOX_JUMP_USER");
-        jump.private_key_file = environment("ANWEDDOL_SANDBOX_JUMP_KEY");
-        jump.known_hosts_file = environment("ANWEDDOL_SANDBOX_KNOWN_HOSTS");
-        host.jump = jump;
-        hosts.push_back(std::move(host));
-    }
-    return hosts;
 }
 
 // The machine's CPU time, busy and total, in clock ticks (/proc/stat).
@@ -273,7 +235,13 @@ void report(const std::string& config, const std::vector<run_result>& runs) {
 
 int main(int argc, char** argv) {
     const settings s = parse(argc, argv);
-    const auto all = sandbox_hosts();
+    std::vector<anweddol::hypervisor_host_options> all;
+    try {
+        all = anweddol::test::sandbox_hosts();
+    } catch (const std::exception& e) {
+        std::cerr << "hosts_benchmark: " << e.what() << " (see benchmarks/hosts/run.sh)\n";
+        return 2;
+    }
     if (all.size() < 2) {
         std::cerr << "hosts_benchmark: the sandbox describes fewer than two hosts\n";
         return 2;

@@ -1,15 +1,15 @@
 // The two-host sandbox as scripts/sandbox.sh exec describes it in the
-// environment: each host's libvirt URI and SSH jump.
+// environment: each host's libvirt URI and SSH jump. For the two-host tests
+// and benchmarks/hosts alike.
 #ifndef ANWEDDOL_TESTS_HOSTS_TWO_HOSTS_HPP
 #define ANWEDDOL_TESTS_HOSTS_TWO_HOSTS_HPP
 
 #include <anweddol/hypervisor_pool.hpp>
 
-#include <catch2/catch.hpp>
-
 #include <cstdlib>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -18,7 +18,9 @@ namespace anweddol::test {
 inline std::string environment(const char* name) {
     const char* value = std::getenv(name);
     if (!value || !*value)
-        FAIL(name << " is not set: run inside scripts/sandbox.sh up --hosts 2");
+        throw std::runtime_error(std::string(name) +
+                                 " is not set: run with scripts/sandbox.sh exec after "
+                                 "scripts/sandbox.sh up --hosts 2");
     return value;
 }
 
