@@ -5,7 +5,7 @@
 #define ANWEDDOL_DETAIL_LIBVIRT_EVENT_ROUTER_HPP
 
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
 
 #include <atomic>
 #include <functional>
@@ -33,8 +33,16 @@ namespace detail {
 /// reaches the subscribers of its own domain (and the few that asked for
 /// every domain), never every subscriber of the connection, so the cost of
 /// an event does not grow with the number of containers. Handlers are held
-/// once and called on their executor (inline when that is where the event
-/// arrives); nothing is copied per subscriber. Thread-safe.
+/// once and posted to their executor; nothing is copied per subscriber.
+/// Thread-safe.
+///
+/// Posted, never run inline, and posted under the lock: libvirt may report
+/// a connection's events from more than one thread (test:///'s one event
+/// timer per process fires on whichever io_context re-armed it), and a call
+/// run inline on one thread would overtake one queued earlier from another.
+/// Posting in publish order keeps a subscriber's events in libvirt's order,
+/// and once remove() returned nothing more is posted to that subscriber's
+/// executor (whose io_context may then go away).
 class domain_event_router {
 public:
     struct subscriber {
@@ -76,42 +84,33 @@ public:
     }
 
     void publish(domain_lifecycle_event event) {
-        std::vector<subscriber_ptr> targets;
-        {
-            std::lock_guard lock(mutex_);
-            auto [first, last] = by_uuid_.equal_range(event.uuid);
-            for (auto it = first; it != last; ++it)
-                targets.push_back(it->second);
-            targets.insert(targets.end(), every_domain_.begin(), every_domain_.end());
-        }
-        if (targets.empty())
+        std::lock_guard lock(mutex_);
+        auto [first, last] = by_uuid_.equal_range(event.uuid);
+        if (first == last && every_domain_.empty())
             return;
         auto shared = std::make_shared<const domain_lifecycle_event>(std::move(event));
-        for (auto& target : targets) {
-            auto executor = target->executor;
-            boost::asio::dispatch(executor, [target = std::move(target), shared] {
-                if (target->active.load())
-                    target->on_event(*shared);
-            });
-        }
+        for (auto it = first; it != last; ++it)
+            deliver(it->second, [shared](const subscriber& s) { s.on_event(*shared); });
+        for (const auto& target : every_domain_)
+            deliver(target, [shared](const subscriber& s) { s.on_event(*shared); });
     }
 
     void publish_close(int reason) {
-        std::vector<subscriber_ptr> targets;
-        {
-            std::lock_guard lock(mutex_);
-            targets = close_watchers_;
-        }
-        for (auto& target : targets) {
-            auto executor = target->executor;
-            boost::asio::dispatch(executor, [target = std::move(target), reason] {
-                if (target->active.load())
-                    target->on_close(reason);
-            });
-        }
+        std::lock_guard lock(mutex_);
+        for (const auto& target : close_watchers_)
+            deliver(target, [reason](const subscriber& s) { s.on_close(reason); });
     }
 
 private:
+    // Under mutex_. A subscription dropped after the post still drops the call.
+    template <class Call>
+    static void deliver(const subscriber_ptr& target, Call call) {
+        boost::asio::post(target->executor, [target, call = std::move(call)] {
+            if (target->active.load())
+                call(*target);
+        });
+    }
+
     mutable std::mutex mutex_;
     std::unordered_multimap<std::string, subscriber_ptr> by_uuid_;
     std::vector<subscriber_ptr> every_domain_;
