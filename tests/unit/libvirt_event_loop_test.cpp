@@ -1,8 +1,11 @@
 #include "test_context.hpp"
 
+#include <anweddol/detail/libvirt/event_hooks.hpp>
 #include <anweddol/detail/libvirt/event_loop.hpp>
+#include <anweddol/detail/libvirt/event_router.hpp>
 #include <anweddol/runtime.hpp>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
@@ -13,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <fcntl.h>
+#include <future>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -223,4 +227,114 @@ TEST_CASE("event loop: watches added from other threads run on the loop's thread
     remover.join();
     run_until([] { return false; }, 10ms);
     CHECK(anweddol::runtime::of(loop_context().get_executor()).event_loop().handle_count() == 0);
+}
+
+namespace {
+
+// A timeout whose first call blocks until the test lets it go.
+struct blocking_timeout_probe {
+    std::promise<void> entered;
+    std::promise<void> go;
+    std::shared_future<void> going = go.get_future().share();
+    std::atomic<int> calls{0};
+    std::atomic<bool> in_callback{false};
+    std::atomic<bool> freed{false};
+    std::atomic<bool> freed_during_callback{false};
+};
+
+void blocking_timeout(int, void* opaque) {
+    auto& probe = *static_cast<blocking_timeout_probe*>(opaque);
+    if (probe.calls++ != 0)
+        return;
+    probe.in_callback = true;
+    probe.entered.set_value();
+    probe.going.wait();
+    probe.in_callback = false;
+}
+
+void blocking_timeout_free(void* opaque) {
+    auto& probe = *static_cast<blocking_timeout_probe*>(opaque);
+    probe.freed_during_callback = probe.in_callback.load();
+    probe.freed = true;
+}
+
+} // namespace
+
+// libvirt's test driver has one event timer per process, which follows the
+// io_context that re-arms it: its callback may still run on the loop it
+// left while the loop it went to removes it.
+TEST_CASE("event loop: a timeout moved to another loop and removed there is freed only once its "
+          "running callback returned") {
+    anweddol::detail::libvirt_event_hooks::install();
+    boost::asio::io_context first_context;
+    boost::asio::io_context second_context;
+    auto& first = anweddol::runtime::of(first_context.get_executor()).event_loop();
+    auto& second = anweddol::runtime::of(second_context.get_executor()).event_loop();
+    auto keep_first_running = boost::asio::make_work_guard(first_context);
+    std::thread first_thread([&] { first_context.run(); });
+
+    blocking_timeout_probe probe;
+    int timer = -1;
+    {
+        const libvirt_event_loop::scope on_first(&first);
+        timer = virEventAddTimeout(1, blocking_timeout, &probe, blocking_timeout_free);
+    }
+    REQUIRE(timer > 0);
+    auto entered = probe.entered.get_future();
+    REQUIRE(entered.wait_for(10s) == std::future_status::ready);
+
+    std::thread second_thread;
+    {
+        const libvirt_event_loop::scope on_second(&second);
+        virEventUpdateTimeout(timer, 60'000); // moves it to the second loop
+        CHECK(second.timeout_count() == 1);
+        CHECK(first.timeout_count() == 0);
+        CHECK(virEventRemoveTimeout(timer) == 0);
+    }
+    second_thread = std::thread([&] { second_context.run(); }); // runs the deferred free
+    std::this_thread::sleep_for(200ms);
+    CHECK_FALSE(probe.freed.load()); // the first loop still runs the callback
+
+    probe.go.set_value();
+    second_thread.join();
+    CHECK(probe.freed.load());
+    CHECK_FALSE(probe.freed_during_callback.load());
+    CHECK(probe.calls == 1); // never again on the loop it left
+
+    keep_first_running.reset();
+    first_thread.join();
+}
+
+TEST_CASE("event router: a subscriber gets a domain's events in the order they were published, "
+          "from whichever thread") {
+    using anweddol::detail::domain_event_router;
+    boost::asio::io_context context;
+    domain_event_router router;
+    std::vector<int> seen;
+    auto subscriber = std::make_shared<domain_event_router::subscriber>();
+    subscriber->uuid = "u";
+    subscriber->executor = context.get_executor();
+    subscriber->on_event = [&](const anweddol::domain_lifecycle_event& e) {
+        seen.push_back(e.event);
+    };
+    router.add(subscriber);
+    boost::asio::post(context, [&] {
+        // The first from a thread of no io_context, the second from the
+        // subscriber's own: the second must not overtake the first.
+        std::thread([&] { router.publish({"u", "", VIR_DOMAIN_EVENT_STARTED, 0}); }).join();
+        router.publish({"u", "", VIR_DOMAIN_EVENT_STOPPED, 0});
+        router.publish({"other", "", VIR_DOMAIN_EVENT_STARTED, 0});
+    });
+    context.run();
+    CHECK(seen == std::vector<int>{VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STOPPED});
+
+    // Once removed, nothing more reaches it, not even what was on its way.
+    seen.clear();
+    router.publish({"u", "", VIR_DOMAIN_EVENT_SUSPENDED, 0});
+    router.remove(subscriber);
+    router.publish({"u", "", VIR_DOMAIN_EVENT_RESUMED, 0});
+    context.restart();
+    context.run();
+    CHECK(seen.empty());
+    CHECK(router.size() == 0);
 }

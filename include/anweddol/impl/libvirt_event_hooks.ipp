@@ -48,7 +48,10 @@ inline bool move_timeout(routing& r, int id, libvirt_event_loop* from, libvirt_e
     auto spec = from->take_timeout(id);
     if (!spec)
         return false;
-    if (to->add_timeout(id, spec->period_ms, spec->callback, spec->opaque, spec->free_opaque) < 0) {
+    if (to->add_timeout(id, spec->period_ms, spec->registration) < 0) {
+        // Nowhere to go (`to` detached meanwhile): libvirt's later calls for
+        // `id` find nothing. The opaque is not freed here, under the table's
+        // lock: its free may be libvirt's last unref, which removes timeouts.
         r.owners.erase(id);
         return false;
     }
@@ -166,7 +169,9 @@ ANWEDDOL_DECL int libvirt_event_hooks::add_timeout(int period_ms, virEventTimeou
     if (!loop)
         return -1;
     const int id = r.next_id++;
-    if (loop->add_timeout(id, period_ms, callback, opaque, free_opaque) < 0)
+    auto registration =
+        std::make_shared<libvirt_event_loop::timeout_registration>(callback, opaque, free_opaque);
+    if (loop->add_timeout(id, period_ms, std::move(registration)) < 0)
         return -1;
     r.owners.emplace(id, loop);
     return id;

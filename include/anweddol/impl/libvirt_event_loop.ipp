@@ -39,18 +39,14 @@ struct libvirt_event_loop::handle_watch {
 
 struct libvirt_event_loop::timeout_watch {
     timeout_watch(const boost::asio::any_io_executor& executor, int id, int period_ms,
-                  virEventTimeoutCallback callback, void* opaque, virFreeCallback free_opaque)
+                  std::shared_ptr<timeout_registration> registration)
         : id(id)
         , period_ms(period_ms)
-        , callback(callback)
-        , opaque(opaque)
-        , free_opaque(free_opaque)
+        , registration(std::move(registration))
         , timer(executor) {}
     int id;
     int period_ms;
-    virEventTimeoutCallback callback;
-    void* opaque;
-    virFreeCallback free_opaque;
+    const std::shared_ptr<timeout_registration> registration;
     boost::asio::steady_timer timer; // touched on the strand only
     unsigned generation = 0;         // bumped by every update: stale expiries are ignored
     bool removed = false;
@@ -101,6 +97,21 @@ struct deferred_free {
             free(opaque);
     }
     void operator()() noexcept { std::exchange(free, nullptr)(opaque); }
+};
+
+// The same for a timeout's registration, which frees its opaque only once
+// no loop runs its callback.
+struct deferred_release {
+    std::shared_ptr<libvirt_event_loop::timeout_registration> registration;
+    explicit deferred_release(std::shared_ptr<libvirt_event_loop::timeout_registration> r) noexcept
+        : registration(std::move(r)) {}
+    deferred_release(deferred_release&&) noexcept = default;
+    deferred_release& operator=(deferred_release&&) = delete;
+    ~deferred_release() {
+        if (registration)
+            registration->release();
+    }
+    void operator()() noexcept { std::exchange(registration, nullptr)->release(); }
 };
 
 } // namespace event_loop_impl

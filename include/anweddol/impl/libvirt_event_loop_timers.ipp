@@ -19,16 +19,21 @@
 
 namespace anweddol::detail {
 
-ANWEDDOL_DECL int libvirt_event_loop::add_timeout(int id, int period_ms,
-                                                  virEventTimeoutCallback callback, void* opaque,
-                                                  virFreeCallback free_opaque) {
+ANWEDDOL_DECL void libvirt_event_loop::timeout_registration::release() noexcept {
+    std::lock_guard lock(calling);
+    if (!std::exchange(released, true) && free_opaque)
+        free_opaque(opaque);
+}
+
+ANWEDDOL_DECL int
+libvirt_event_loop::add_timeout(int id, int period_ms,
+                                std::shared_ptr<timeout_registration> registration) {
     std::shared_ptr<timeout_watch> timeout;
     {
         std::lock_guard lock(mutex_);
         if (detached_)
             return -1;
-        timeout =
-            std::make_shared<timeout_watch>(strand_, id, period_ms, callback, opaque, free_opaque);
+        timeout = std::make_shared<timeout_watch>(strand_, id, period_ms, std::move(registration));
         timeouts_.emplace(id, timeout);
         boost::asio::post(strand_, [this, timeout] { schedule(timeout); });
     }
@@ -59,7 +64,7 @@ ANWEDDOL_DECL int libvirt_event_loop::remove_timeout(int id) {
         timeout = found->second;
         timeout->removed = true;
         timeouts_.erase(found);
-        free_later(timeout->free_opaque, timeout->opaque);
+        release_later(timeout->registration);
         if (!detached_)
             boost::asio::post(strand_, [timeout] { timeout->timer.cancel(); });
     }
@@ -80,8 +85,15 @@ libvirt_event_loop::take_timeout(int id) {
         if (!detached_)
             boost::asio::post(strand_, [timeout] { timeout->timer.cancel(); });
     }
-    return timeout_spec{timeout->period_ms, timeout->callback, timeout->opaque,
-                        timeout->free_opaque};
+    return timeout_spec{timeout->period_ms, timeout->registration};
+}
+
+ANWEDDOL_DECL void
+libvirt_event_loop::release_later(std::shared_ptr<timeout_registration> registration) {
+    // As free_later: from a clean stack, and not at all once the io_context
+    // is gone (process exit).
+    if (!detached_)
+        boost::asio::post(strand_, event_loop_impl::deferred_release(std::move(registration)));
 }
 
 ANWEDDOL_DECL bool libvirt_event_loop::detached() const {
@@ -119,13 +131,17 @@ ANWEDDOL_DECL void libvirt_event_loop::schedule(const std::shared_ptr<timeout_wa
 ANWEDDOL_DECL void libvirt_event_loop::fire(const std::shared_ptr<timeout_watch>& timeout,
                                             unsigned generation) {
     {
-        std::lock_guard lock(mutex_);
-        if (timeout->removed || timeout->generation != generation)
-            return; // removed or updated meanwhile: the update scheduled anew
-    }
-    {
+        // Held across the check and the call: a loop the timeout moved to
+        // cannot free its opaque in between (see timeout_registration).
+        timeout_registration& registration = *timeout->registration;
+        std::lock_guard calling(registration.calling);
+        {
+            std::lock_guard lock(mutex_);
+            if (timeout->removed || timeout->generation != generation || registration.released)
+                return; // removed or updated meanwhile: the update scheduled anew
+        }
         const scope on_this_loop(this);
-        timeout->callback(timeout->id, timeout->opaque);
+        registration.callback(timeout->id, registration.opaque);
     }
     bool unchanged;
     {

@@ -66,17 +66,34 @@ public:
                    virFreeCallback free_opaque);
     void update_handle(int id, int events);
     int remove_handle(int id);
-    int add_timeout(int id, int period_ms, virEventTimeoutCallback callback, void* opaque,
-                    virFreeCallback free_opaque);
+    struct timeout_registration;
+    int add_timeout(int id, int period_ms, std::shared_ptr<timeout_registration> registration);
     void update_timeout(int id, int period_ms);
     int remove_timeout(int id);
 
-    /// A timeout as libvirt registered it, to move it to another loop.
+    /// A timeout as libvirt registered it. Shared by the loops it moves
+    /// between (see event_hooks.hpp): its callback may still run on the
+    /// loop it left while the loop it moved to removes it, so the callback
+    /// and the free of its opaque take turns, whichever loops run them.
+    struct timeout_registration {
+        timeout_registration(virEventTimeoutCallback c, void* o, virFreeCallback f) noexcept
+            : callback(c)
+            , opaque(o)
+            , free_opaque(f) {}
+        const virEventTimeoutCallback callback;
+        void* const opaque;
+        const virFreeCallback free_opaque;
+        std::mutex calling;    // held while the callback runs, and while the opaque is freed
+        bool released = false; // under `calling`: the callback must not run any more
+
+        /// Frees the opaque once no callback runs; the first call only.
+        void release() noexcept;
+    };
+
+    /// A timeout taken out of a loop, to move it to another.
     struct timeout_spec {
         int period_ms;
-        virEventTimeoutCallback callback;
-        void* opaque;
-        virFreeCallback free_opaque;
+        std::shared_ptr<timeout_registration> registration;
     };
     /// Takes timeout `id` out of this loop without freeing its opaque, so
     /// that another loop can serve it (see event_hooks.hpp).
@@ -98,6 +115,7 @@ private:
     void schedule(const std::shared_ptr<timeout_watch>& timeout);
     void fire(const std::shared_ptr<timeout_watch>& timeout, unsigned generation);
     void free_later(virFreeCallback free_opaque, void* opaque);
+    void release_later(std::shared_ptr<timeout_registration> registration);
 
     boost::asio::strand<boost::asio::any_io_executor> strand_;
     // Guards the tables, every entry's fields and every I/O object: libvirt
