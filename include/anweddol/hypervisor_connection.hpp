@@ -117,7 +117,7 @@ public:
 
     /// Whether the connection is open: false once libvirt reported it closed
     /// (libvirtd restarted or keepalive timed out) until the next call reopens it.
-    bool is_open() const noexcept { return open_.load(); }
+    bool is_open() const noexcept { return callbacks_->open.load(); }
     const std::string& uri() const noexcept { return uri_; }
     std::size_t max_calls_in_flight() const noexcept { return lane_count_; }
     /// The most calls that ever ran at once on the lanes.
@@ -134,7 +134,7 @@ public:
     /// How often the connection was opened (1 + reopens).
     unsigned open_count() const noexcept { return open_count_.load(); }
     /// How many subscriptions are live (events and close).
-    std::size_t subscriber_count() const { return router_.size(); }
+    std::size_t subscriber_count() const { return callbacks_->router.size(); }
 
     /// Unsubscribes when destroyed or reset; a call already on its way to
     /// the handler is dropped.
@@ -155,11 +155,11 @@ public:
 
     private:
         friend class hypervisor_connection;
-        subscription(std::weak_ptr<hypervisor_connection> owner,
+        subscription(std::weak_ptr<detail::domain_event_router> owner,
                      detail::domain_event_router::subscriber_ptr subscriber)
             : owner_(std::move(owner))
             , subscriber_(std::move(subscriber)) {}
-        std::weak_ptr<hypervisor_connection> owner_;
+        std::weak_ptr<detail::domain_event_router> owner_;
         detail::domain_event_router::subscriber_ptr subscriber_;
     };
 
@@ -245,7 +245,7 @@ private:
     static int on_lifecycle(virConnectPtr, virDomainPtr domain, int event, int detail,
                             void* opaque);
     static void on_closed(virConnectPtr, int reason, void* opaque);
-    static void free_weak_self(void* opaque);
+    static void free_callback_opaque(void* opaque);
 
     anweddol::runtime& runtime_;
     const std::string key_; // in the runtime's registry
@@ -256,8 +256,16 @@ private:
     // while calls queue.
     std::shared_ptr<boost::asio::thread_pool> lanes_;
     detail::async_semaphore reopen_lock_{1};
-    detail::domain_event_router router_;
-    std::atomic<bool> open_{false};
+    // What libvirt's callbacks reach, held apart from the connection: they
+    // run on whichever thread libvirt reports from (for test:///, a worker
+    // of another io_context), and a reference to the connection taken there
+    // could be its last one, closing it on a thread of a foreign runtime.
+    struct callback_target {
+        detail::domain_event_router router;
+        std::atomic<bool> open{false};
+    };
+    using callback_opaque = std::weak_ptr<callback_target>;
+    const std::shared_ptr<callback_target> callbacks_ = std::make_shared<callback_target>();
     std::atomic<bool> events_wanted_;
     std::atomic<std::size_t> in_flight_{0};
     std::atomic<std::size_t> backlog_{0}; // calls queued for the lanes
@@ -268,7 +276,7 @@ private:
     detail::connect_handle connection_;
     int lifecycle_callback_ = -1;
     // What the close callback gets; null when none is registered.
-    std::unique_ptr<std::weak_ptr<hypervisor_connection>> close_opaque_;
+    std::unique_ptr<callback_opaque> close_opaque_;
 };
 
 } // namespace anweddol

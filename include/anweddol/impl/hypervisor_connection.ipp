@@ -174,7 +174,7 @@ ANWEDDOL_DECL void hypervisor_connection::reopen_blocking() {
     // without close callbacks (test:///, every local one) accept the
     // registration and drop it, so libvirt would never free it. It is freed
     // once unregistered, when the callback can no longer run.
-    auto close_opaque = std::make_unique<std::weak_ptr<hypervisor_connection>>(weak_from_this());
+    auto close_opaque = std::make_unique<callback_opaque>(callbacks_);
     if (virConnectRegisterCloseCallback(fresh.get(), &on_closed, close_opaque.get(), nullptr) < 0) {
         virResetLastError();
         close_opaque.reset();
@@ -191,14 +191,14 @@ ANWEDDOL_DECL void hypervisor_connection::reopen_blocking() {
 
     detail::connect_handle old;
     int old_lifecycle;
-    std::unique_ptr<std::weak_ptr<hypervisor_connection>> old_close;
+    std::unique_ptr<callback_opaque> old_close;
     {
         std::lock_guard lock(mutex_);
         old = std::exchange(connection_, std::move(fresh));
         old_lifecycle = std::exchange(lifecycle_callback_, lifecycle);
         old_close = std::exchange(close_opaque_, std::move(close_opaque));
     }
-    open_ = true;
+    callbacks_->open = true;
     ++open_count_;
     if (old) { // dropped: its RPCs fail at once, but free libvirt's side of the callbacks
         if (old_lifecycle >= 0)

@@ -23,10 +23,10 @@ namespace anweddol {
 ANWEDDOL_DECL int hypervisor_connection::register_lifecycle(virConnectPtr connection) {
     // libvirt frees the opaque when the callback is deregistered; when the
     // registration fails, it is still ours.
-    auto opaque = std::make_unique<std::weak_ptr<hypervisor_connection>>(weak_from_this());
+    auto opaque = std::make_unique<callback_opaque>(callbacks_);
     const int id = virConnectDomainEventRegisterAny(
         connection, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-        VIR_DOMAIN_EVENT_CALLBACK(&on_lifecycle), opaque.get(), &free_weak_self);
+        VIR_DOMAIN_EVENT_CALLBACK(&on_lifecycle), opaque.get(), &free_callback_opaque);
     if (id < 0)
         detail::throw_last_libvirt_error("cannot subscribe to domain events on " + uri_);
     opaque.release();
@@ -45,25 +45,25 @@ ANWEDDOL_DECL void hypervisor_connection::register_lifecycle_blocking(virConnect
 
 ANWEDDOL_DECL int hypervisor_connection::on_lifecycle(virConnectPtr, virDomainPtr domain, int event,
                                                       int detail, void* opaque) {
-    auto self = static_cast<std::weak_ptr<hypervisor_connection>*>(opaque)->lock();
-    if (!self)
+    auto target = static_cast<callback_opaque*>(opaque)->lock();
+    if (!target)
         return 0;
     char uuid[VIR_UUID_STRING_BUFLEN] = {};
     virDomainGetUUIDString(domain, uuid); // local: no RPC on the loop's thread
     const char* name = virDomainGetName(domain);
-    self->router_.publish({uuid, name ? name : "", event, detail});
+    target->router.publish({uuid, name ? name : "", event, detail});
     return 0;
 }
 
 ANWEDDOL_DECL void hypervisor_connection::on_closed(virConnectPtr, int reason, void* opaque) {
-    if (auto self = static_cast<std::weak_ptr<hypervisor_connection>*>(opaque)->lock()) {
-        self->open_ = false;
-        self->router_.publish_close(reason);
+    if (auto target = static_cast<callback_opaque*>(opaque)->lock()) {
+        target->open = false;
+        target->router.publish_close(reason);
     }
 }
 
-ANWEDDOL_DECL void hypervisor_connection::free_weak_self(void* opaque) {
-    delete static_cast<std::weak_ptr<hypervisor_connection>*>(opaque);
+ANWEDDOL_DECL void hypervisor_connection::free_callback_opaque(void* opaque) {
+    delete static_cast<callback_opaque*>(opaque);
 }
 
 ANWEDDOL_DECL void hypervisor_connection::subscription::reset() noexcept {
@@ -71,15 +71,17 @@ ANWEDDOL_DECL void hypervisor_connection::subscription::reset() noexcept {
         return;
     subscriber_->active = false;
     if (auto owner = owner_.lock())
-        owner->router_.remove(subscriber_);
+        owner->remove(subscriber_);
     owner_.reset();
     subscriber_.reset();
 }
 
 ANWEDDOL_DECL hypervisor_connection::subscription
 hypervisor_connection::add(std::shared_ptr<detail::domain_event_router::subscriber> s) {
-    router_.add(s);
-    return {weak_from_this(), std::move(s)};
+    callbacks_->router.add(s);
+    // Aliasing: the subscription keeps the router apart from the connection.
+    return {std::shared_ptr<detail::domain_event_router>(callbacks_, &callbacks_->router),
+            std::move(s)};
 }
 
 ANWEDDOL_DECL hypervisor_connection::subscription
