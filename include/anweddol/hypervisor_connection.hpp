@@ -228,7 +228,7 @@ private:
             return work(connection.get());
         };
         auto running = detail::async_run_blocking_on(
-            lanes_->get_executor(), &runtime_.completions(), &backlog_, std::move(on_lane),
+            lanes_->get_executor(), &runtime_.completions(), backlog_, std::move(on_lane),
             boost::asio::as_tuple(boost::asio::use_awaitable));
         auto [ec, diag, value] = co_await std::move(running);
         if (ec)
@@ -268,7 +268,10 @@ private:
     const std::shared_ptr<callback_target> callbacks_ = std::make_shared<callback_target>();
     std::atomic<bool> events_wanted_;
     std::atomic<std::size_t> in_flight_{0};
-    std::atomic<std::size_t> backlog_{0}; // calls queued for the lanes
+    // Calls queued for the lanes; shared with the calls, which read it after
+    // their handler may have dropped this connection.
+    const std::shared_ptr<std::atomic<std::size_t>> backlog_ =
+        std::make_shared<std::atomic<std::size_t>>(0);
     std::atomic<std::size_t> peak_in_flight_{0};
     std::atomic<unsigned> open_count_{0};
 

@@ -42,12 +42,13 @@ struct blocking_operation : std::enable_shared_from_this<blocking_operation<Work
     using result = blocking_result_t<std::invoke_result_t<Work&>>;
     using handler_executor = boost::asio::associated_executor_t<Handler>;
 
-    blocking_operation(Work w, Handler h, completion_batcher* b, std::atomic<std::size_t>* q)
+    blocking_operation(Work w, Handler h, completion_batcher* b,
+                       std::shared_ptr<std::atomic<std::size_t>> q)
         : work(std::in_place, std::move(w))
         , handler(std::move(h))
         , work_guard(boost::asio::make_work_guard(boost::asio::get_associated_executor(handler)))
         , batcher(b)
-        , backlog(q) {
+        , backlog(std::move(q)) {
         if (backlog)
             ++*backlog;
     }
@@ -133,7 +134,11 @@ struct blocking_operation : std::enable_shared_from_this<blocking_operation<Work
     Handler handler;
     boost::asio::executor_work_guard<handler_executor> work_guard;
     completion_batcher* batcher;
-    std::atomic<std::size_t>* backlog; // calls queued for the pool, or null
+    // Calls queued for the pool, or null. Shared: once complete() handed the
+    // handler over, its owner (a connection) may be gone before this
+    // operation reads the count (even within `work.reset()`, when the work
+    // held the connection's last reference).
+    std::shared_ptr<std::atomic<std::size_t>> backlog;
     std::atomic<int> state{queued};
 };
 
@@ -148,16 +153,17 @@ struct blocking_operation : std::enable_shared_from_this<blocking_operation<Work
 /// operation_aborted and the work never runs; once started, it runs to its end.
 template <class Executor, class Work, class CompletionToken>
 auto async_run_blocking_on(Executor pool, completion_batcher* batcher,
-                           std::atomic<std::size_t>* backlog, Work work, CompletionToken&& token) {
+                           std::shared_ptr<std::atomic<std::size_t>> backlog, Work work,
+                           CompletionToken&& token) {
     using result = blocking_result_t<std::invoke_result_t<Work&>>;
     return boost::asio::async_initiate<CompletionToken,
                                        void(boost::system::error_code, diagnostics, result)>(
         [](auto handler, Executor pool, completion_batcher* batcher,
-           std::atomic<std::size_t>* backlog, Work work) {
+           std::shared_ptr<std::atomic<std::size_t>> backlog, Work work) {
             using operation = blocking_operation<Work, decltype(handler)>;
             auto slot = boost::asio::get_associated_cancellation_slot(handler);
-            auto op =
-                std::make_shared<operation>(std::move(work), std::move(handler), batcher, backlog);
+            auto op = std::make_shared<operation>(std::move(work), std::move(handler), batcher,
+                                                  std::move(backlog));
             if (slot.is_connected())
                 slot.assign([weak = std::weak_ptr<operation>(op)](boost::asio::cancellation_type) {
                     auto cancelled = weak.lock();
@@ -173,7 +179,7 @@ auto async_run_blocking_on(Executor pool, completion_batcher* batcher,
                 });
             boost::asio::post(pool, [op = std::move(op)] { op->run(); });
         },
-        token, std::move(pool), batcher, backlog, std::move(work));
+        token, std::move(pool), batcher, std::move(backlog), std::move(work));
 }
 
 /// async, in a coroutine: the result of `work()` run on `pool`, or its error
