@@ -6,13 +6,17 @@
 # something fails. Extra arguments go to ctest (e.g. -L unit).
 # Then the unit tests again under sanitizers (scripts/sanitize.sh), outside
 # the sandbox, which they do not need: ANWEDDOL_SANITIZERS lists which,
-# "asan" (AddressSanitizer, LeakSanitizer and UBSan) by default, "asan tsan"
-# to add ThreadSanitizer, "none" for neither. Any failure fails the whole.
+# "asan tsan" by default: AddressSanitizer, LeakSanitizer and UBSan on every
+# unit test, then ThreadSanitizer on the tests of the runtime's threads
+# (libvirt's event loop and its routing, connections, several io_contexts;
+# ANWEDDOL_TSAN_TESTS, a ctest regex, "." for all); "none" for neither.
+# Any failure fails the whole.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${ANWEDDOL_BUILD_DIR:-$repo/build}
-sanitizers=${ANWEDDOL_SANITIZERS:-asan}
+sanitizers=${ANWEDDOL_SANITIZERS:-asan tsan}
+tsan_tests=${ANWEDDOL_TSAN_TESTS:-event loop|event router|connection|runtime}
 [[ $sanitizers == none ]] && sanitizers=
 
 "$repo/scripts/prepare.sh"
@@ -31,7 +35,9 @@ trap - EXIT
 
 for kind in $sanitizers; do
   start=$SECONDS
-  "$repo/scripts/sanitize.sh" "$kind" "$@" || failed+=("unit tests under $kind")
+  selection=()
+  [[ $kind == tsan ]] && selection=(-R "$tsan_tests")
+  "$repo/scripts/sanitize.sh" "$kind" "${selection[@]}" "$@" || failed+=("unit tests under $kind")
   echo "== unit tests under $kind: $((SECONDS - start)) s, build included"
 done
 
