@@ -9,6 +9,7 @@
 #include <anweddol/boot_admission.hpp>
 #include <anweddol/detail/async/completion_batcher.hpp>
 #include <anweddol/detail/libvirt/event_loop.hpp>
+#include <anweddol/detail/sigpipe.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/execution_context.hpp>
@@ -100,6 +101,7 @@ public:
                 // out of memory: block rather than lose the work
             }
         }
+        const detail::sigpipe_suppressed no_sigpipe; // libvirt may write to a dead libvirtd
         work();
     }
 

@@ -15,7 +15,10 @@
 
 #include <libvirt/virterror.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <string>
 #include <thread>
 #include <vector>
@@ -95,6 +98,24 @@ TEST_CASE("connection: an unknown domain's error carries VIR_ERR_NO_DOMAIN and l
           boost::system::error_code(VIR_ERR_NO_DOMAIN, anweddol::libvirt_category()));
     CHECK(std::string(error.what()).find("no-such-domain") != std::string::npos);
     CHECK(std::string(error.what()).find("looking up no-such-domain: ") != std::string::npos);
+}
+
+// libvirt writes its RPCs on the lanes: once libvirtd is gone, with write(),
+// which raises SIGPIPE. The lanes keep it blocked; without that this test
+// dies of it.
+TEST_CASE("connection: a call's write to a dead peer on a lane fails with EPIPE, not SIGPIPE") {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    ::close(fds[0]);
+    const int write_errno = run_coroutine([&]() -> awaitable<int> {
+        auto connection = co_await hypervisor_connection::open(test_uri);
+        co_return co_await connection->call([&](virConnectPtr) {
+            const char c = 'x';
+            return ::write(fds[1], &c, 1) < 0 ? errno : 0;
+        });
+    }());
+    ::close(fds[1]);
+    CHECK(write_errno == EPIPE);
 }
 
 TEST_CASE("connection: 10,000 concurrent calls stay within the in-flight cap, off the io thread") {

@@ -3,6 +3,7 @@
 #include <anweddol/detail/libvirt/event_hooks.hpp>
 #include <anweddol/detail/libvirt/event_loop.hpp>
 #include <anweddol/detail/libvirt/event_router.hpp>
+#include <anweddol/detail/sigpipe.hpp>
 #include <anweddol/runtime.hpp>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -14,7 +15,9 @@
 #include <libvirt/libvirt.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <fcntl.h>
 #include <future>
 #include <thread>
@@ -337,4 +340,94 @@ TEST_CASE("event router: a subscriber gets a domain's events in the order they w
     context.run();
     CHECK(seen.empty());
     CHECK(router.size() == 0);
+}
+
+namespace {
+
+// A pipe whose reader is gone, as libvirt's socket once libvirtd died: a
+// write to it raises SIGPIPE, which ends the process unless blocked.
+struct broken_pipe {
+    int fds[2];
+    broken_pipe() {
+        REQUIRE(::pipe(fds) == 0);
+        ::close(fds[0]);
+    }
+    ~broken_pipe() { ::close(fds[1]); }
+    // errno of a write, 0 if it worked.
+    int write_errno() const {
+        const char c = 'x';
+        return ::write(fds[1], &c, 1) < 0 ? errno : 0;
+    }
+};
+
+bool sigpipe_blocked_here() {
+    sigset_t mask;
+    pthread_sigmask(SIG_BLOCK, nullptr, &mask);
+    return sigismember(&mask, SIGPIPE) == 1;
+}
+
+bool sigpipe_pending() {
+    sigset_t set;
+    sigpending(&set);
+    return sigismember(&set, SIGPIPE) == 1;
+}
+
+struct sigpipe_probe {
+    const broken_pipe* pipe = nullptr;
+    std::atomic<int> write_errno{-1};
+    std::atomic<int> calls{0};
+};
+
+void write_to_broken_pipe_handle(int watch, int, int, void* opaque) {
+    auto& probe = *static_cast<sigpipe_probe*>(opaque);
+    if (probe.calls++ == 0)
+        probe.write_errno = probe.pipe->write_errno();
+    virEventUpdateHandle(watch, 0);
+}
+
+void write_to_broken_pipe_timeout(int timer, void* opaque) {
+    auto& probe = *static_cast<sigpipe_probe*>(opaque);
+    if (probe.calls++ == 0)
+        probe.write_errno = probe.pipe->write_errno();
+    virEventUpdateTimeout(timer, -1);
+}
+
+} // namespace
+
+// libvirt writes to its sockets with write(): once libvirtd is gone, that
+// raises SIGPIPE. Without these guards each of these tests dies of it.
+TEST_CASE("sigpipe: a write to a broken pipe inside the guard fails with EPIPE, and the signal "
+          "is neither delivered nor left pending") {
+    const broken_pipe pipe;
+    const bool blocked_before = sigpipe_blocked_here();
+    {
+        const anweddol::detail::sigpipe_suppressed guard;
+        CHECK(pipe.write_errno() == EPIPE);
+        CHECK(sigpipe_pending()); // raised, held back by the block
+    }
+    CHECK_FALSE(sigpipe_pending());
+    CHECK(sigpipe_blocked_here() == blocked_before);
+}
+
+TEST_CASE("sigpipe: libvirt's fd and timeout callbacks on the io_context write to a dead peer "
+          "without killing the process") {
+    loop_context();
+    const broken_pipe dead_peer;
+    pipe_pair readable;
+    readable.put();
+    sigpipe_probe on_fd;
+    on_fd.pipe = &dead_peer;
+    const int watch = virEventAddHandle(readable.fds[0], VIR_EVENT_HANDLE_READABLE,
+                                        write_to_broken_pipe_handle, &on_fd, nullptr);
+    REQUIRE(watch > 0);
+    sigpipe_probe on_timer;
+    on_timer.pipe = &dead_peer;
+    const int timer = virEventAddTimeout(1, write_to_broken_pipe_timeout, &on_timer, nullptr);
+    REQUIRE(timer > 0);
+    REQUIRE(run_until([&] { return on_fd.calls > 0 && on_timer.calls > 0; }));
+    CHECK(on_fd.write_errno == EPIPE);
+    CHECK(on_timer.write_errno == EPIPE);
+    CHECK_FALSE(sigpipe_pending());
+    CHECK(virEventRemoveHandle(watch) == 0);
+    CHECK(virEventRemoveTimeout(timer) == 0);
 }

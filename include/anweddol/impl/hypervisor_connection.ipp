@@ -6,6 +6,7 @@
 
 #include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/detail/libvirt/event_hooks.hpp>
+#include <anweddol/detail/sigpipe.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -43,7 +44,8 @@ hypervisor_connection::hypervisor_connection(anweddol::runtime& rt, std::string 
     , options_(opts)
     , lane_count_(opts.max_calls_in_flight ? opts.max_calls_in_flight
                                            : connection_impl::automatic_lanes(uri_))
-    , lanes_(std::make_shared<boost::asio::thread_pool>(lane_count_))
+    , lanes_(detail::with_sigpipe_blocked_threads(
+          [this] { return std::make_shared<boost::asio::thread_pool>(lane_count_); }))
     , events_wanted_(opts.lifecycle_events) {}
 
 ANWEDDOL_DECL hypervisor_connection::~hypervisor_connection() {

@@ -6,6 +6,7 @@
 
 #include <anweddol/detail/libvirt/event_hooks.hpp>
 #include <anweddol/detail/libvirt/event_loop.hpp>
+#include <anweddol/detail/sigpipe.hpp>
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
@@ -216,7 +217,8 @@ ANWEDDOL_DECL void libvirt_event_loop::on_ready(const std::shared_ptr<fd_entry>&
                 calls.push_back({id, events, watch.callback, watch.opaque});
         }
     }
-    const scope on_this_loop(this); // what the callbacks register lands here
+    const scope on_this_loop(this);      // what the callbacks register lands here
+    const sigpipe_suppressed no_sigpipe; // libvirt writes to sockets whose peer may be gone
     for (const due& call : calls) {
         {
             // An earlier callback may have removed or disabled this watch.

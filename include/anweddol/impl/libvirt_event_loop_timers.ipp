@@ -5,6 +5,7 @@
 #define ANWEDDOL_IMPL_LIBVIRT_EVENT_LOOP_TIMERS_IPP
 
 #include <anweddol/detail/libvirt/event_loop.hpp>
+#include <anweddol/detail/sigpipe.hpp>
 
 #include <boost/asio/post.hpp>
 
@@ -141,6 +142,7 @@ ANWEDDOL_DECL void libvirt_event_loop::fire(const std::shared_ptr<timeout_watch>
                 return; // removed or updated meanwhile: the update scheduled anew
         }
         const scope on_this_loop(this);
+        const sigpipe_suppressed no_sigpipe; // a keepalive written to a dead libvirtd
         registration.callback(timeout->id, registration.opaque);
     }
     bool unchanged;

@@ -83,7 +83,9 @@ ANWEDDOL_DECL void runtime::record_kvm_runs(const std::string& uri, bool runs) {
 ANWEDDOL_DECL boost::asio::thread_pool::executor_type runtime::workers() {
     std::lock_guard lock(workers_mutex_);
     if (!workers_)
-        workers_ = std::make_unique<boost::asio::thread_pool>(runtime_impl::worker_threads);
+        workers_ = detail::with_sigpipe_blocked_threads([] {
+            return std::make_unique<boost::asio::thread_pool>(runtime_impl::worker_threads);
+        });
     return workers_->get_executor();
 }
 
