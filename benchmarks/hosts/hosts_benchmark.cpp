@@ -16,6 +16,7 @@
 // machine's CPUs were; then the ratios. Writes every container's timings
 // to --csv.
 #include "../../tests/hosts/two_hosts.hpp"
+#include "../common/statistics.hpp"
 
 #include <anweddol/hypervisor_pool.hpp>
 #include <anweddol/provisioning.hpp>
@@ -39,6 +40,8 @@
 
 namespace asio = boost::asio;
 using clock_type = std::chrono::steady_clock;
+using anweddol::bench::percentile;
+using anweddol::bench::seconds;
 using namespace std::chrono_literals;
 
 namespace {
@@ -108,18 +111,6 @@ cpu_ticks read_cpu() {
             t.busy += value;
     }
     return t;
-}
-
-double seconds(clock_type::duration d) {
-    return std::chrono::duration<double>(d).count();
-}
-
-double percentile(std::vector<double> values, double p) {
-    if (values.empty())
-        return 0;
-    std::sort(values.begin(), values.end());
-    const auto at = static_cast<std::size_t>(p * static_cast<double>(values.size() - 1) + 0.5);
-    return values[std::min(at, values.size() - 1)];
 }
 
 struct container_row {

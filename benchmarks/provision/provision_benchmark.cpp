@@ -30,6 +30,8 @@
 // a boot costs alone (from the sequential runs) / cores. Writes every
 // container's timings to --csv and the makespans to --summary-csv (for
 // benchmarks/provision/plot.gp).
+#include "../common/statistics.hpp"
+
 #include <anweddol/provisioning.hpp>
 
 #include <libvirt/libvirt.h>
@@ -56,6 +58,8 @@
 
 namespace asio = boost::asio;
 using clock_type = std::chrono::steady_clock;
+using anweddol::bench::percentile;
+using anweddol::bench::seconds;
 
 namespace {
 
@@ -117,20 +121,6 @@ std::size_t memory_limit(unsigned memory_mib) {
             meminfo >> unit; // "kB"
     }
     return std::max<std::size_t>(1, kib / 1024 / (memory_mib + 256));
-}
-
-double seconds(clock_type::duration d) {
-    return std::chrono::duration<double>(d).count();
-}
-
-double percentile(std::vector<double> values, double p) {
-    if (values.empty())
-        return 0;
-    std::sort(values.begin(), values.end());
-    const double rank = p * static_cast<double>(values.size() - 1);
-    const auto low = static_cast<std::size_t>(rank);
-    const auto high = std::min(low + 1, values.size() - 1);
-    return values[low] + (values[high] - values[low]) * (rank - static_cast<double>(low));
 }
 
 struct run_result {
