@@ -137,6 +137,16 @@ anweddol::start_options no_wait() {
     return opts;
 }
 
+// Starts a container through the pool, on the test context, without waiting
+// for an address; returns the name of the host it went to.
+std::string start_on(hypervisor_pool& pool, std::shared_ptr<container_instance> c) {
+    return anweddol::test::run_coroutine(
+        [](hypervisor_pool& pool,
+           std::shared_ptr<container_instance> c) -> boost::asio::awaitable<std::string> {
+            co_return co_await pool.start_container(c, no_wait());
+        }(pool, std::move(c)));
+}
+
 // Stops a container, on the test context.
 void stop(std::shared_ptr<container_instance> c) {
     anweddol::test::run_coroutine(
@@ -275,11 +285,7 @@ TEST_CASE("hypervisor pool: a started container counts on its host until its dom
     REQUIRE(run_until([&] { return p.all_up(); }));
 
     auto first = test_container(s);
-    const std::string first_host = anweddol::test::run_coroutine(
-        [](hypervisor_pool& pool,
-           std::shared_ptr<container_instance> c) -> boost::asio::awaitable<std::string> {
-            co_return co_await pool.start_container(c, no_wait());
-        }(*p.pool, first));
+    const std::string first_host = start_on(*p.pool, first);
     CHECK(first_host == "h1");
     CHECK(p.pool->get_host("h1")->containers == 1);
     CHECK(p.pool->get_host("h1")->boots_in_flight == 0);
@@ -299,11 +305,7 @@ TEST_CASE("hypervisor pool: a started container counts on its host until its dom
     auto second = test_container(s);
     auto third = test_container(s);
     for (auto& c : {second, third}) {
-        const std::string placed_on = anweddol::test::run_coroutine(
-            [](hypervisor_pool& pool,
-               std::shared_ptr<container_instance> c) -> boost::asio::awaitable<std::string> {
-                co_return co_await pool.start_container(c, no_wait());
-            }(*p.pool, c));
+        const std::string placed_on = start_on(*p.pool, c);
         CHECK(placed_on == "h2");
     }
 
@@ -321,11 +323,7 @@ TEST_CASE("hypervisor pool: a started container counts on its host until its dom
     p.pool->add_host(host("h3", uri3));
     REQUIRE(run_until([&] { return p.all_up(); }));
     auto fourth = test_container(s);
-    const std::string placed_on_new = anweddol::test::run_coroutine(
-        [](hypervisor_pool& pool,
-           std::shared_ptr<container_instance> c) -> boost::asio::awaitable<std::string> {
-            co_return co_await pool.start_container(c, no_wait());
-        }(*p.pool, fourth));
+    const std::string placed_on_new = start_on(*p.pool, fourth);
     CHECK(placed_on_new == "h2"); // a tie goes to the host added first...
     stop(fourth);
     // ...while a boot in flight on h2 sends the next one to h3.
@@ -333,11 +331,7 @@ TEST_CASE("hypervisor pool: a started container counts on its host until its dom
     start_in_background(*p.pool, test_container(s), 1500ms, slow_outcome);
     REQUIRE(run_until([&] { return p.pool->get_host("h2")->boots_in_flight == 1; }));
     auto fifth = test_container(s);
-    const std::string placed_beside = anweddol::test::run_coroutine(
-        [](hypervisor_pool& pool,
-           std::shared_ptr<container_instance> c) -> boost::asio::awaitable<std::string> {
-            co_return co_await pool.start_container(c, no_wait());
-        }(*p.pool, fifth));
+    const std::string placed_beside = start_on(*p.pool, fifth);
     CHECK(placed_beside == "h3");
     stop(fifth);
     REQUIRE(run_until([&] { return slow_outcome.done; }, 10s));
@@ -356,11 +350,7 @@ TEST_CASE("hypervisor pool: a cancelled removal puts the host back in service") 
     test_pool p({host("h1", uri)});
     REQUIRE(run_until([&] { return p.all_up(); }));
     auto c = test_container(s);
-    anweddol::test::run_coroutine(
-        [](hypervisor_pool& pool,
-           std::shared_ptr<container_instance> c) -> boost::asio::awaitable<std::string> {
-            co_return co_await pool.start_container(c, no_wait());
-        }(*p.pool, c));
+    start_on(*p.pool, c);
 
     boost::asio::cancellation_signal cancel;
     std::optional<boost::system::error_code> outcome;
@@ -393,11 +383,7 @@ TEST_CASE("hypervisor pool: a host that cannot be reached is down, says why, and
     CHECK(p.count(hypervisor_pool_event_type::host_down) == 1);
 
     auto c = test_container(s);
-    const std::string placed_on = anweddol::test::run_coroutine(
-        [](hypervisor_pool& pool,
-           std::shared_ptr<container_instance> c) -> boost::asio::awaitable<std::string> {
-            co_return co_await pool.start_container(c, no_wait());
-        }(*p.pool, c));
+    const std::string placed_on = start_on(*p.pool, c);
     CHECK(placed_on == "good");
     stop(c);
 
@@ -405,13 +391,7 @@ TEST_CASE("hypervisor pool: a host that cannot be reached is down, says why, and
     test_pool lonely({host("gone", missing)});
     REQUIRE(run_until(
         [&] { return lonely.pool->get_host("gone")->state == hypervisor_host_state::down; }));
-    auto [code, message] = error_of([&] {
-        anweddol::test::run_coroutine(
-            [](hypervisor_pool& pool,
-               std::shared_ptr<container_instance> c) -> boost::asio::awaitable<std::string> {
-                co_return co_await pool.start_container(c, no_wait());
-            }(*lonely.pool, test_container(s)));
-    });
+    auto [code, message] = error_of([&] { start_on(*lonely.pool, test_container(s)); });
     CHECK(code == errc::no_host_available);
     CHECK(code == std::errc::resource_unavailable_try_again);
     CHECK_THAT(message, Catch::Contains("'gone' (" + missing + ") is down ("));
@@ -427,13 +407,7 @@ TEST_CASE("hypervisor pool: a host without room for the container is not chosen,
     test_pool p({tiny});
     REQUIRE(run_until([&] { return p.all_up(); }));
     const auto before = anweddol::test::domain_uuids("test:///default");
-    auto [code, message] = error_of([&] {
-        anweddol::test::run_coroutine(
-            [](hypervisor_pool& pool,
-               std::shared_ptr<container_instance> c) -> boost::asio::awaitable<std::string> {
-                co_return co_await pool.start_container(c, no_wait());
-            }(*p.pool, test_container(s)));
-    });
+    auto [code, message] = error_of([&] { start_on(*p.pool, test_container(s)); });
     CHECK(code == errc::no_host_available);
     CHECK_THAT(message, Catch::Contains("a container of 512 MiB"));
     CHECK_THAT(message, Catch::Contains("'tiny' (test:///default) has 3 MiB of room"));
