@@ -63,8 +63,8 @@ inline owner_token new_owner_token() {
     owner_token made;
     made.token.reserve(44);
     for (std::size_t i = 0; i < bytes.size(); i += 3) {
-        const std::uint32_t triple = std::uint32_t{bytes[i]} << 16 |
-                                     std::uint32_t{bytes[i + 1]} << 8 | bytes[i + 2];
+        const std::uint32_t triple =
+            std::uint32_t{bytes[i]} << 16 | std::uint32_t{bytes[i + 1]} << 8 | bytes[i + 2];
         for (int shift = 18; shift >= 0; shift -= 6)
             made.token += alphabet[(triple >> shift) & 0x3f];
     }
@@ -85,7 +85,9 @@ inline std::optional<digest> parse_hex_digest(std::string_view hex) {
     digest out{};
     for (std::size_t i = 0; i < hex.size(); ++i) {
         const char c = static_cast<char>(std::tolower(static_cast<unsigned char>(hex[i])));
-        const int nibble = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        const int nibble = c >= '0' && c <= '9'   ? c - '0'
+                           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                                  : -1;
         if (nibble < 0)
             return std::nullopt;
         out[i / 2] = static_cast<unsigned char>(out[i / 2] << 4 | nibble);
@@ -164,8 +166,7 @@ public:
     // allowed one, so that a browser's cross-site request is refused.
     std::optional<refusal> check_host_and_origin(const request_type& request) const {
         const auto host = request.find(http::field::host);
-        if (request.count(http::field::host) != 1 ||
-            !hosts_.contains(lower_case(host->value())))
+        if (request.count(http::field::host) != 1 || !hosts_.contains(lower_case(host->value())))
             return refusal{http::status::misdirected_request,
                            "this server answers to Host " + *hosts_.begin() +
                                " (or another --allowed-host) only"};

@@ -164,8 +164,7 @@ inline bool is_json(std::string_view type) {
 }
 
 // One field of a container request, checked against its bounds.
-inline std::variant<unsigned, refusal> bounded_field(std::string_view key,
-                                                     const json::value& value,
+inline std::variant<unsigned, refusal> bounded_field(std::string_view key, const json::value& value,
                                                      std::uint64_t low, std::uint64_t high,
                                                      std::string_view unit) {
     const std::string range =
@@ -185,8 +184,8 @@ inline std::variant<unsigned, refusal> bounded_field(std::string_view key,
 
 // The body must be JSON and say so, even when it is empty: a POST that a
 // browser form or a bare `curl -X POST` can send is refused.
-inline std::variant<container_request, refusal>
-parse_container_request(const request_type& request, const server_settings& s) {
+inline std::variant<container_request, refusal> parse_container_request(const request_type& request,
+                                                                        const server_settings& s) {
     if (!is_json(request[http::field::content_type]))
         return refusal{http::status::unsupported_media_type,
                        "the body must be JSON, sent with Content-Type: application/json"};

@@ -24,7 +24,6 @@
 
 namespace example {
 
-
 // A short label for what went wrong, the same from one version to the next,
 // for anweddol_request_failures_total{reason}: anweddol's own errors by the
 // name of their errc, libvirt's and libssh's by their library.
@@ -171,10 +170,10 @@ public:
                            .Register(registry_))
         , connections_open_(gauge("anweddol_connections_open",
                                   "Client connections open (at most --max-connections)"))
-        , connections_evicted_(counter(
-              "anweddol_connections_evicted_total",
-              "Connections closed while waiting for a request, to make room for a new one "
-              "(beyond --max-connections, or out of file descriptors)"))
+        , connections_evicted_(
+              counter("anweddol_connections_evicted_total",
+                      "Connections closed while waiting for a request, to make room for a new one "
+                      "(beyond --max-connections, or out of file descriptors)"))
         , accept_failures_(counter("anweddol_accept_failures_total",
                                    "Accepts that failed (out of file descriptors, EMFILE or "
                                    "ENFILE, or of memory), each followed by a back-off"))
@@ -182,34 +181,7 @@ public:
                            "Containers destroyed at the end of their --max-lifetime")) {
         // Each series exists from the start, at 0, so that rate() and
         // increase() see its first event.
-        for (std::string_view reason : {"bad_request",
-                                        "unauthorized",
-                                        "host_not_allowed",
-                                        "origin_not_allowed",
-                                        "unsupported_media_type",
-                                        "payload_too_large",
-                                        "header_too_large",
-                                        "malformed_request",
-                                        "not_found",
-                                        "method_not_allowed",
-                                        "too_many_connections",
-                                        "server_stopping",
-                                        "over_capacity",
-                                        "capacity_check_failed",
-                                        "ip_wait_timeout",
-                                        "domain_crashed",
-                                        "domain_paused",
-                                        "administration_failed",
-                                        "authentication_failed",
-                                        "host_key_mismatch",
-                                        "libvirt_error",
-                                        "ssh_error",
-                                        "timed_out",
-                                        "cancelled",
-                                        "other",
-                                        "client_hung_up",
-                                        "undeliverable",
-                                        "destroy_failed"})
+        for (std::string_view reason : failure_reasons)
             failure(reason);
         for (std::string_view phase : phase_names)
             phase_histogram(phase);
@@ -334,6 +306,37 @@ private:
         prometheus::Counter& lost;
     };
 
+    // The reasons a request fails, each a series from the start.
+    static constexpr std::array<std::string_view, 28> failure_reasons{
+        "bad_request",
+        "unauthorized",
+        "host_not_allowed",
+        "origin_not_allowed",
+        "unsupported_media_type",
+        "payload_too_large",
+        "header_too_large",
+        "malformed_request",
+        "not_found",
+        "method_not_allowed",
+        "too_many_connections",
+        "server_stopping",
+        "over_capacity",
+        "capacity_check_failed",
+        "ip_wait_timeout",
+        "domain_crashed",
+        "domain_paused",
+        "administration_failed",
+        "authentication_failed",
+        "host_key_mismatch",
+        "libvirt_error",
+        "ssh_error",
+        "timed_out",
+        "cancelled",
+        "other",
+        "client_hung_up",
+        "undeliverable",
+        "destroy_failed",
+    };
     static constexpr double mib = 1024.0 * 1024.0;
     static constexpr std::array<std::string_view, 6> phase_names{
         "queue", "define", "boot_to_address", "ssh", "administration", "verification"};

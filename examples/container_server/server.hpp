@@ -61,8 +61,7 @@ inline std::string utc_time(std::chrono::system_clock::time_point t) {
 
 class container_server {
 public:
-    container_server(asio::any_io_executor executor, server_settings settings,
-                     access_policy access)
+    container_server(asio::any_io_executor executor, server_settings settings, access_policy access)
         : interface_(executor)
         , capacity_(executor, settings.capacity)
         , settings_(std::move(settings))
@@ -107,8 +106,8 @@ public:
         if (target == "/containers" && request.method() == http::verb::get)
             co_return list(request, principal);
         if (target.starts_with("/containers/") && request.method() == http::verb::delete_)
-            co_return co_await destroy(
-                request, principal, target.substr(std::string_view("/containers/").size()));
+            co_return co_await destroy(request, principal,
+                                       target.substr(std::string_view("/containers/").size()));
         if (target == "/containers" || target.starts_with("/containers/"))
             co_return refuse(request, "method_not_allowed", http::status::method_not_allowed,
                              "use POST or GET on /containers, DELETE on /containers/{uuid}");
@@ -218,13 +217,13 @@ private:
         const auto& container = provisioned.container;
         const std::string uuid = container->get_uuid();
         auto owner = new_owner_token();
-        auto timer = std::make_shared<asio::steady_timer>(interface_.get_executor(),
-                                                          settings_.max_lifetime);
+        auto timer =
+            std::make_shared<asio::steady_timer>(interface_.get_executor(), settings_.max_lifetime);
         const auto expires_at = std::chrono::system_clock::now() + settings_.max_lifetime;
         interface_.add_stored_container(container);
-        handed_out_.emplace(uuid, handed_out{provisioned.ip, provisioned.port,
-                                             provisioned.username, std::move(principal),
-                                             owner.hash, expiry_timer(timer), std::move(place)});
+        handed_out_.emplace(uuid, handed_out{provisioned.ip, provisioned.port, provisioned.username,
+                                             std::move(principal), owner.hash, expiry_timer(timer),
+                                             std::move(place)});
         asio::co_spawn(interface_.get_executor(), expire(uuid, std::move(timer)), asio::detached);
         const json::value body(json::object({{"uuid", uuid},
                                              {"ip", provisioned.ip},
@@ -237,9 +236,9 @@ private:
                                             &json_memory_));
         wipe(provisioned.password);
         wipe(owner.token);
-        return outcome(secret_reply(request.version(), request.keep_alive(),
-                                    http::status::created, body),
-                       uuid);
+        return outcome(
+            secret_reply(request.version(), request.keep_alive(), http::status::created, body),
+            uuid);
     }
 
     // Ends a container at its --max-lifetime, unless it went first.
@@ -394,8 +393,9 @@ private:
         // exist: its UUID tells it nothing.
         if (entry == handed_out_.end() || !may_delete(request, principal, entry->second))
             co_return refuse(request, "not_found", http::status::not_found,
-                             "no container " + key + " of yours (delete one with the client "
-                                                     "token that created it, or its Owner-Token)");
+                             "no container " + key +
+                                 " of yours (delete one with the client "
+                                 "token that created it, or its Owner-Token)");
         auto removing = take_down(key);
         const auto [found, failed] = co_await std::move(removing);
         if (failed)

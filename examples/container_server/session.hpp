@@ -55,12 +55,13 @@ inline void refuse_at_once(tcp::socket& socket, const server_settings& settings)
     const std::string body = R"({"error":"too many connections: )" +
                              std::to_string(settings.max_connections) +
                              R"( at most, all busy; retry later"})";
-    const std::string response = "HTTP/1.1 503 Service Unavailable\r\n"
-                                 "Content-Type: application/json\r\n"
-                                 "Retry-After: " +
-                                 std::to_string(settings.retry_after.count()) +
-                                 "\r\nConnection: close\r\nContent-Length: " +
-                                 std::to_string(body.size()) + "\r\n\r\n" + body;
+    const std::string response =
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json\r\n"
+        "Retry-After: " +
+        std::to_string(settings.retry_after.count()) +
+        "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+        body;
     boost::system::error_code ignored;
     socket.non_blocking(true, ignored);
     socket.write_some(boost::asio::buffer(response), ignored);
@@ -158,11 +159,10 @@ read_request(beast::tcp_stream& stream, buffer_type& buffer, container_server& s
     auto [ec, bytes] = co_await std::move(reading);
     if (ec == http::error::body_limit) {
         server.metrics().failed("payload_too_large");
-        co_await write_and_close(stream,
-                                 error(11, false, http::status::payload_too_large,
-                                       "the body may have " +
-                                           std::to_string(settings.max_body_bytes) +
-                                           " bytes at most"));
+        co_await write_and_close(stream, error(11, false, http::status::payload_too_large,
+                                               "the body may have " +
+                                                   std::to_string(settings.max_body_bytes) +
+                                                   " bytes at most"));
         co_return std::nullopt;
     }
     if (ec == http::error::header_limit) {
@@ -229,8 +229,7 @@ inline asio::awaitable<bool> answer(beast::tcp_stream& stream, buffer_type& buff
         result.emplace(co_await std::move(handling));
     }
     stream.expires_after(std::chrono::seconds(30));
-    auto writing =
-        http::async_write(stream, result->response, asio::as_tuple(asio::use_awaitable));
+    auto writing = http::async_write(stream, result->response, asio::as_tuple(asio::use_awaitable));
     auto [written, size] = co_await std::move(writing);
     if (written && !result->created_uuid.empty()) {
         server.metrics().failed("undeliverable");

@@ -75,7 +75,7 @@ struct server_settings {
     std::size_t max_body_bytes = 1024;
     std::chrono::seconds header_timeout{10};
     std::size_t max_connections = 256;
-    std::size_t pool = 0; // K containers kept booted; 0: no pool
+    std::size_t pool = 0;   // K containers kept booted; 0: no pool
     std::string token_file; // empty with no_auth only
     bool no_auth = false;
     std::vector<std::string> allowed_hosts; // besides 127.0.0.1:PORT and localhost:PORT
