@@ -22,6 +22,9 @@ packages=(
   # network's bridge, dnsmasq and firewall rules, in a private netns.
   libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86
   qemu-utils dnsmasq-base iptables iproute2 procps
+  # Tenant isolation: libvirt's network filters (clean-traffic), applied
+  # with ebtables (iptables ships ebtables-nft).
+  libvirt-daemon-config-nwfilter
   # Guest ISO: the kernel comes with `apt-get download` (never installed on
   # the host); these tools assemble the image.
   busybox-static isolinux syslinux-common xorriso cpio

@@ -83,6 +83,8 @@ inline std::string_view failure_reason(const boost::system::error_code& ec) {
             return "host_down";
         case errc::no_host_available:
             return "no_host_available";
+        case errc::network_isolation_unavailable:
+            return "network_isolation_unavailable";
         }
         return "other";
     }

@@ -11,6 +11,7 @@
 #include <anweddol/detail/libvirt/console_log.hpp>
 #include <anweddol/detail/libvirt/handle.hpp>
 #include <anweddol/hypervisor_connection.hpp>
+#include <anweddol/network_isolation.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -83,6 +84,11 @@ public:
         /// Called on the starting coroutine as each phase of start_domain()
         /// begins, unless the call's start_options has a hook; must not throw.
         std::function<void(const container_progress&)> on_progress;
+        /// How the guest is cut off from the other guests of its bridge: by
+        /// default it can neither reach them nor impersonate them or the
+        /// gateway (see network_isolation_options). What a start applied is
+        /// get_network_isolation().
+        network_isolation_options isolation;
     };
 
     /// A container of `memory` MiB (at least 512) and `vcpus` virtual CPUs (at
@@ -124,6 +130,12 @@ public:
     /// ("automatic: KVM guests pause on this host, so software emulation").
     const std::string& get_domain_type_choice() const noexcept {
         return state_->domain_type_choice;
+    }
+    /// What the last start applied of options::isolation, and what the host
+    /// could not give where that was allowed (if_available); all false
+    /// before the first start.
+    const network_isolation& get_network_isolation() const noexcept {
+        return state_->isolation;
     }
     unsigned get_memory() const noexcept { return memory_; }
     unsigned get_vcpus() const noexcept { return vcpus_; }
@@ -294,6 +306,8 @@ private:
         detail::console_stream console_stream;
         std::string domain_type;
         std::string domain_type_choice;
+        network_isolation isolation;
+        std::string traffic_filter; // the nwfilter the next boot references
     };
 
     boost::asio::awaitable<std::string> checksum_here();

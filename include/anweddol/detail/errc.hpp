@@ -42,6 +42,9 @@ enum class errc : int {
     pool_closed,        ///< The container pool was shut down or destroyed.
     host_down,          ///< The container's hypervisor host went down; the message names it.
     no_host_available,  ///< No hypervisor host of the pool can take the container now.
+    /// The host cannot apply the network isolation asked for as required;
+    /// the message says what it lacks.
+    network_isolation_unavailable,
 };
 
 /// The category of `anweddol::errc`; its name is "anweddol". Its timeouts

@@ -9,6 +9,7 @@
 
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/cpu_use_window.hpp>
+#include <anweddol/detail/libvirt/network_filter.hpp>
 
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
@@ -70,10 +71,16 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
     const std::string wanted_type =
         opts.domain_type.empty() ? options_.domain_type : opts.domain_type;
     auto checking = connection->call([uri = opts.driver_uri, uuid = uuid_, iso = iso_path_,
-                                      bridge = nat_interface_name_, wanted_type](virConnectPtr c) {
-        return detail::preflight(c, uri, uuid, iso, bridge, wanted_type);
+                                      bridge = nat_interface_name_, wanted_type,
+                                      isolation = options_.isolation](virConnectPtr c) {
+        std::string type = detail::preflight(c, uri, uuid, iso, bridge, wanted_type);
+        return std::pair(std::move(type),
+                         detail::plan_network_isolation(c, uri, bridge, isolation));
     });
-    std::string domain_type = co_await std::move(checking);
+    auto checked = co_await std::move(checking);
+    std::string domain_type = std::move(checked.first);
+    state_->isolation = std::move(checked.second.applied);
+    state_->traffic_filter = std::move(checked.second.filter);
 
     // The automatic type is kvm wherever libvirt offers it, but a host may
     // have /dev/kvm and still not run KVM guests: they pause with an
@@ -147,6 +154,8 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
         .bridge = nat_interface_name_,
         .mac = detail::random_mac(),
         .owner = options_.owner.empty() ? detail::host_name() : options_.owner,
+        .isolated_port = state_->isolation.ports_isolated,
+        .traffic_filter = state_->traffic_filter,
     };
 
     // Watch from before the domain exists: a guest that dies (or pauses) at

@@ -77,6 +77,9 @@ public:
         case errc::no_host_available:
             return "no hypervisor host can take the container now: the diagnostics say what "
                    "each host lacks (down, draining, or short of memory)";
+        case errc::network_isolation_unavailable:
+            return "the hypervisor host cannot isolate the container's network as required: "
+                   "the diagnostics say what it lacks";
         case errc::unexpected_error:
             return "an unexpected error: its diagnostics say what was thrown";
         }

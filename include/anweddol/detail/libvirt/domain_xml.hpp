@@ -63,6 +63,12 @@ struct domain_definition {
     std::string bridge;   ///< the NAT bridge, such as virbr0
     std::string mac;      ///< 52:54:00:xx:xx:xx
     std::string owner;    ///< recorded in <metadata>
+    /// `<port isolated='yes'/>`: no traffic to or from other isolated ports.
+    bool isolated_port = false;
+    /// The network filter the interface references; empty: none. Its IP
+    /// address is learned from DHCP only, so a guest cannot claim another
+    /// address by sending from it first.
+    std::string traffic_filter;
 };
 
 /// The domain's XML, as the reference defines it (hvm, boot from hd then
@@ -126,8 +132,14 @@ inline std::string domain_xml(const domain_definition& d) {
            "      <model type='virtio'/>\n"
            // The boot order has no network boot: iPXE's option ROM would only
            // be loaded and run by the firmware for nothing.
-           "      <rom enabled='no'/>\n"
-           "    </interface>\n";
+           "      <rom enabled='no'/>\n";
+    if (d.isolated_port)
+        xml += "      <port isolated='yes'/>\n";
+    if (!d.traffic_filter.empty())
+        xml += "      <filterref filter='" + xml_escape(d.traffic_filter) +
+               "'>\n        <parameter name='CTRL_IP_LEARNING' value='dhcp'/>\n"
+               "      </filterref>\n";
+    xml += "    </interface>\n";
     // The guest's serial console, which anweddol reads into the container's
     // console log (its boot messages, and the SSH host key fingerprints the
     // guest prints there).
