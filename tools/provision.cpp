@@ -5,10 +5,10 @@
 // it is killed (autodestroy), except with --keep. With --host, places them
 // across many libvirt hosts through a hypervisor_pool.
 #include <anweddol/container_pool.hpp>
-#include <anweddol/detail/credentials.hpp>
 #include <anweddol/hypervisor_pool.hpp>
 #include <anweddol/provisioning.hpp>
 #include <anweddol/runtime.hpp>
+#include <anweddol/secret.hpp>
 #include <anweddol/ssh_jump.hpp>
 #include <anweddol/virtualization_interface.hpp>
 
@@ -21,19 +21,24 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/array.hpp>
+#include <boost/json/memory_resource.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
+#include <boost/json/storage_ptr.hpp>
 
 #include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <csignal>
+#include <cstddef>
 #include <cstdio>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
+#include <new>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -464,11 +469,12 @@ void print_table(const std::vector<std::unique_ptr<slot>>& slots, const settings
         }
         const auto& r = *slot->result;
         const auto& t = r.timings;
-        const std::string password = s.show_passwords ? r.password : std::string(12, '*');
+        // Not copied: a copy would be one more to wipe.
+        const char* password = s.show_passwords ? r.password.c_str() : "************";
         std::printf(
             "%-36s  %s%-15s  %5u  %-10s  %-12s  %6.1fs %7.1fs %7.1fs %6.1fs %6.1fs %6.1fs\n",
             slot->name(i).c_str(), host_cell(r.host).c_str(), r.ip.c_str(), r.port,
-            r.username.c_str(), password.c_str(), seconds(t.define), seconds(t.boot_to_ip),
+            r.username.c_str(), password, seconds(t.define), seconds(t.boot_to_ip),
             seconds(t.ip_to_ssh), seconds(t.administration), seconds(t.verification),
             seconds(t.total));
     }
@@ -514,12 +520,29 @@ void print_host_summary(const std::vector<std::unique_ptr<slot>>& slots,
     std::printf("%s\n", line.c_str());
 }
 
+// The JSON report's memory: with --show-passwords the report holds the
+// passwords, so every block it frees is wiped first.
+class wiping_json_resource final : public boost::json::memory_resource {
+    void* do_allocate(std::size_t size, std::size_t alignment) override {
+        return ::operator new(size, std::align_val_t(alignment));
+    }
+    void do_deallocate(void* block, std::size_t size, std::size_t alignment) override {
+        anweddol::wipe(std::span(static_cast<std::byte*>(block), size));
+        ::operator delete(block, size, std::align_val_t(alignment));
+    }
+    bool do_is_equal(const boost::json::memory_resource& other) const noexcept override {
+        return this == &other;
+    }
+};
+
 void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings& s, double makespan,
                 const anweddol::hypervisor_pool* hypervisors) {
-    boost::json::array containers;
+    wiping_json_resource memory;
+    const boost::json::storage_ptr storage(&memory);
+    boost::json::array containers(storage);
     for (std::size_t i = 0; i < slots.size(); ++i) {
         const auto& slot = slots[i];
-        boost::json::object entry;
+        boost::json::object entry(storage);
         entry["uuid"] = slot->name(i);
         if (hypervisors && !slot->host.empty())
             entry["host"] = slot->host;
@@ -528,7 +551,7 @@ void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings&
             entry["ip"] = r.ip;
             entry["port"] = r.port;
             entry["username"] = r.username;
-            entry["password"] = s.show_passwords ? r.password : std::string(12, '*');
+            entry["password"] = s.show_passwords ? std::string_view(r.password) : "************";
             entry["host_keys"] = host_key_check(r);
             if (r.jump)
                 entry["jump"] = r.jump->name();
@@ -547,8 +570,8 @@ void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings&
         }
         containers.push_back(std::move(entry));
     }
-    boost::json::object report{
-        {"containers", std::move(containers)}, {"makespan", makespan}, {"kept", s.keep}};
+    boost::json::object report(
+        {{"containers", std::move(containers)}, {"makespan", makespan}, {"kept", s.keep}}, storage);
     if (hypervisors) {
         boost::json::array hosts;
         for (const auto& h : hypervisors->get_hosts()) {
@@ -566,7 +589,9 @@ void print_json(const std::vector<std::unique_ptr<slot>>& slots, const settings&
         }
         report["hosts"] = std::move(hosts);
     }
-    std::cout << boost::json::serialize(report) << "\n";
+    std::string text = boost::json::serialize(report);
+    std::cout << text << "\n";
+    anweddol::wipe(text);
 }
 
 } // namespace
@@ -798,6 +823,8 @@ int main(int argc, char** argv) try {
                 done.container = result.container;
                 done.host = result.host;
                 done.result = std::move(result);
+                // A short password stays behind in the moved-from string.
+                anweddol::wipe(result.password);
             }
             if (done.host.empty() && done.container) {
                 const auto placed = placed_on.find(done.container->get_uuid());
@@ -870,7 +897,7 @@ int main(int argc, char** argv) try {
     context.run(); // returns once every container is destroyed (or kept)
     for (auto& slot : slots)
         if (slot->result)
-            anweddol::detail::cleanse(slot->result->password);
+            anweddol::wipe(slot->result->password);
     const bool all_ready = std::all_of(slots.begin(), slots.end(),
                                        [](const auto& x) { return x->result.has_value(); });
     return interrupted ? 130 : all_ready ? 0 : 1;

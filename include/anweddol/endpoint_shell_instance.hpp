@@ -13,6 +13,7 @@
 #include <anweddol/detail/ssh/connection.hpp>
 #include <anweddol/endpoint_shell_options.hpp>
 #include <anweddol/error.hpp>
+#include <anweddol/secret.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -52,9 +53,13 @@ namespace anweddol {
 /// token cancels the operation.
 class endpoint_shell_instance {
 public:
+    /// The passwords given here and to the setters below are kept in
+    /// secrets: a std::string passed with std::move is taken over and what
+    /// the move leaves in it wiped; one passed by lvalue is copied, and stays
+    /// the caller's to wipe.
     explicit endpoint_shell_instance(boost::asio::any_io_executor ex, std::string container_ip = {},
                                      std::string endpoint_username = "endpoint",
-                                     std::string endpoint_password = "endpoint",
+                                     secret endpoint_password = "endpoint",
                                      std::uint16_t endpoint_listen_port = 22);
     endpoint_shell_instance(const endpoint_shell_instance&) = delete;
     endpoint_shell_instance& operator=(const endpoint_shell_instance&) = delete;
@@ -71,9 +76,11 @@ public:
     /// instance and runs non-blocking: use it only on the executor.
     ssh_session get_ssh_client() const noexcept;
     const std::string& get_container_ip() const noexcept { return container_ip_; }
-    /// (username, password, listen port) of the endpoint account.
+    /// (username, password, listen port) of the endpoint account. The
+    /// password is a copy, the caller's to wipe (anweddol::wipe).
     std::tuple<std::string, std::string, std::uint16_t> get_endpoint_credentials() const;
-    /// (username, password, listen port) to hand over, if stored.
+    /// (username, password, listen port) to hand over, if stored. The
+    /// password is a copy, the caller's to wipe (anweddol::wipe).
     std::optional<std::tuple<std::string, std::string, std::uint16_t>>
     get_stored_client_ssh_credentials() const;
     /// The host key of the open (or last opened) session, "SHA256:<base64>".
@@ -82,13 +89,13 @@ public:
 
     /// These take effect at the next open_shell().
     void set_container_ip(std::string ip);
-    void set_endpoint_credentials(std::string username, std::string password,
-                                  std::uint16_t listen_port);
+    /// The previous password is wiped.
+    void set_endpoint_credentials(std::string username, secret password, std::uint16_t listen_port);
     void set_options(endpoint_shell_options options) { options_ = std::move(options); }
 
     /// Stores the credentials administrate_container() hands over; the
     /// previous password is wiped.
-    void store_client_ssh_credentials(std::string username, std::string password,
+    void store_client_ssh_credentials(std::string username, secret password,
                                       std::uint16_t listen_port = 22);
 
     /// async: opens the SSH session: TCP connect, handshake, host key check
@@ -130,7 +137,9 @@ public:
     /// Generates client credentials: username `user_NNNNN` (10000-90000),
     /// a password of `password_length` characters from [A-Za-z0-9] (OpenSSL
     /// RAND_bytes, no modulo bias); stores them with port 22 if `store`.
-    /// Errors: errc::invalid_argument for a length of 0 or over 4096.
+    /// The returned password is the caller's to wipe (anweddol::wipe, or
+    /// take it into a secret with std::move). Errors: errc::invalid_argument
+    /// for a length of 0 or over 4096.
     std::pair<std::string, std::string>
     generate_client_ssh_credentials(std::size_t password_length = 120, bool store = true);
 
@@ -242,7 +251,7 @@ public:
 private:
     struct client_credentials {
         std::string username;
-        detail::secret_string password;
+        secret password;
         std::uint16_t listen_port = 22;
     };
 
@@ -257,7 +266,7 @@ private:
     boost::asio::any_io_executor executor_;
     std::string container_ip_;
     std::string endpoint_username_;
-    detail::secret_string endpoint_password_;
+    secret endpoint_password_;
     std::uint16_t endpoint_listen_port_;
     std::optional<client_credentials> client_credentials_;
     endpoint_shell_options options_;

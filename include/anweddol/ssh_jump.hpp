@@ -10,6 +10,7 @@
 #include <anweddol/detail/ssh/login_params.hpp>
 #include <anweddol/endpoint_shell_options.hpp>
 #include <anweddol/error.hpp>
+#include <anweddol/secret.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -41,8 +42,9 @@ struct ssh_jump_options {
     std::string host; ///< the jump host's address: an IPv4 or IPv6 literal
     std::uint16_t port = 22;
     std::string username;
-    /// Either the password ...
-    std::string password;
+    /// Either the password (assign a std::string with std::move to leave no
+    /// copy of it behind: see secret) ...
+    secret password;
     /// ... or an unencrypted OpenSSH private key file (preferred).
     std::string private_key_file;
     /// The jump host's key is checked as a container's is (see

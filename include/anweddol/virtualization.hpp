@@ -19,6 +19,7 @@
 #include <anweddol/hypervisor_pool.hpp>
 #include <anweddol/provisioning.hpp>
 #include <anweddol/runtime.hpp>
+#include <anweddol/secret.hpp>
 #include <anweddol/ssh_jump.hpp>
 #include <anweddol/version.hpp>
 #include <anweddol/virtualization_interface.hpp>

@@ -2,16 +2,33 @@
 #include <anweddol/detail/domain_identity.hpp>
 #include <anweddol/detail/random.hpp>
 #include <anweddol/detail/ssh/shell_quote.hpp>
+#include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/error.hpp>
+
+#include <boost/asio/io_context.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <array>
+#include <cstddef>
+#include <optional>
 #include <set>
 #include <string>
+#include <string_view>
+#include <tuple>
 
 using namespace anweddol;
+
+namespace {
+
+constexpr std::string_view short_password = "hunter2!";
+
+bool all_zero(const char* bytes, std::size_t size) {
+    return std::all_of(bytes, bytes + size, [](char c) { return c == '\0'; });
+}
+
+} // namespace
 
 TEST_CASE("credentials: usernames are user_NNNNN with NNNNN in 10000-90000", "[credentials]") {
     std::set<std::string> seen;
@@ -59,14 +76,58 @@ TEST_CASE("credentials: a password length of 0 or over 4096 is refused", "[crede
     }
 }
 
-TEST_CASE("credentials: a stored secret is wiped when replaced", "[credentials]") {
-    detail::secret_string secret(std::string(100, 'x'));
-    const char* buffer = secret.value().data();
-    secret.assign(std::string_view("short"));
-    CHECK(secret.value() == "short");
-    CHECK(secret.value().data() == buffer); // same buffer, reused...
-    CHECK(std::string_view(buffer + 6, 94) ==
-          std::string(94, '\0')); // ...and wiped past the new value
+TEST_CASE("credentials: a password is generated in the string it stays in, the old one wiped",
+          "[credentials]") {
+    std::string password(100, 'x');
+    const char* buffer = password.data();
+    detail::generate_password(password, 8);
+    CHECK(password.size() == 8);
+    REQUIRE(password.data() == buffer); // no reallocation left a copy elsewhere
+    CHECK(all_zero(buffer + 9, 91));
+
+    std::string kept = "kept";
+    CHECK_THROWS_AS(detail::generate_password(kept, 0), boost::system::system_error);
+    CHECK(kept == "kept"); // refused: changed nothing
+}
+
+// A password short enough to live inside the std::string object, which a
+// move copies and leaves behind in the moved-from string: the shell must
+// wipe what it moves from. The moved-from string is alive and read through
+// a pointer to its own buffer.
+TEST_CASE("credentials: a short password moved into an endpoint shell is wiped in the caller's "
+          "string",
+          "[credentials]") {
+    boost::asio::io_context context;
+    std::string password(short_password);
+    const char* storage = password.data();
+    std::optional<endpoint_shell_instance> shell;
+    SECTION("through the constructor") {
+        shell.emplace(context.get_executor(), "127.0.0.1", "endpoint", std::move(password), 22);
+        CHECK(std::get<1>(shell->get_endpoint_credentials()) == short_password);
+    }
+    SECTION("through set_endpoint_credentials()") {
+        shell.emplace(context.get_executor());
+        shell->set_endpoint_credentials("endpoint", std::move(password), 22);
+        CHECK(std::get<1>(shell->get_endpoint_credentials()) == short_password);
+    }
+    SECTION("through store_client_ssh_credentials()") {
+        shell.emplace(context.get_executor());
+        shell->store_client_ssh_credentials("user_10001", std::move(password), 2222);
+        CHECK(std::get<1>(*shell->get_stored_client_ssh_credentials()) == short_password);
+    }
+    REQUIRE(password.data() == storage);
+    CHECK(all_zero(storage, short_password.size()));
+}
+
+TEST_CASE("credentials: an endpoint shell copies a password passed by lvalue, leaving it as it was",
+          "[credentials]") {
+    boost::asio::io_context context;
+    const std::string password(short_password);
+    endpoint_shell_instance shell(context.get_executor(), "127.0.0.1", "endpoint", password);
+    shell.store_client_ssh_credentials("user_10001", password);
+    CHECK(password == short_password);
+    CHECK(std::get<1>(shell.get_endpoint_credentials()) == short_password);
+    CHECK(std::get<1>(*shell.get_stored_client_ssh_credentials()) == short_password);
 }
 
 TEST_CASE("shell quoting: every value is one word the shell passes as it is", "[credentials]") {

@@ -21,13 +21,16 @@
 #include <signal.h>
 #include <sys/types.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 using anweddol::endpoint_shell_instance;
@@ -256,6 +259,49 @@ TEST_CASE("ssh jump: a refused key or password fails at once with authentication
     CHECK(jump->login_count() == 0);
     CHECK(jump->tunnel_count() == 0);
     CHECK(shell->is_closed());
+}
+
+TEST_CASE("ssh jump: logs in with a password given by move, and opens a tunnel", "[ssh_jump]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    other_sshd jump_host(*sshd);
+    auto options = jump_options(jump_host, *sshd);
+    options.private_key_file.clear();
+    std::string password = sshd->password();
+    options.password = std::move(password);
+    auto jump = ssh_jump::create(executor(), std::move(options));
+    std::optional<ssh_jump::socket_type> tunnel(open_tunnel(*jump, sshd->port()));
+    CHECK(tunnel->is_open());
+    CHECK(jump->login_count() == 1);
+    CHECK(run_until(
+        [&] { return occurrences(jump_host.log(), "Accepted password for " + sshd->user()) == 1; },
+        5s));
+}
+
+// A password short enough to live inside the std::string object, which a
+// move copies and leaves behind in the moved-from object. Each moved-from
+// object is alive, read through a pointer to its own buffer.
+TEST_CASE("ssh jump: a short password moved into the options, or the options moved into "
+          "create(), is wiped where it was moved from",
+          "[ssh_jump]") {
+    constexpr std::string_view short_password = "hunter2!";
+    const auto all_zero = [](const char* bytes, std::size_t size) {
+        return std::all_of(bytes, bytes + size, [](char c) { return c == '\0'; });
+    };
+    ssh_jump_options options;
+    options.host = "10.77.1.2";
+    options.username = "root";
+    options.host_keys = host_key_policy::accept_new;
+    std::string password(short_password);
+    const char* storage = password.data();
+    options.password = std::move(password);
+    REQUIRE(password.data() == storage);
+    CHECK(all_zero(storage, short_password.size()));
+
+    const char* in_options = options.password.reveal().data();
+    auto jump = ssh_jump::create(executor(), std::move(options));
+    CHECK(jump->get_options().password.reveal() == short_password);
+    REQUIRE(options.password.reveal().data() == in_options);
+    CHECK(all_zero(in_options, short_password.size()));
 }
 
 TEST_CASE("ssh jump: a jump host key that does not match fails with host_key_mismatch, "

@@ -6,6 +6,7 @@
 
 #include <anweddol/detail/diagnostics.hpp>
 #include <anweddol/detail/random.hpp>
+#include <anweddol/secret.hpp>
 
 #include <openssl/crypto.h>
 
@@ -22,47 +23,10 @@ namespace anweddol::detail {
 /// container's setup script refuses longer ones too.
 inline constexpr std::size_t max_password_length = 4096;
 
-/// Overwrites a string's whole buffer, not just its size, with
-/// OPENSSL_cleanse (which the optimizer may not remove), then empties it.
+/// The library's older spelling of anweddol::wipe.
 inline void cleanse(std::string& s) noexcept {
-    if (s.capacity() > 0)
-        OPENSSL_cleanse(s.data(), s.capacity());
-    s.clear();
+    wipe(s);
 }
-
-/// A password held by anweddol: wiped when replaced or destroyed. Copies out
-/// through value() are the caller's to look after.
-class secret_string {
-public:
-    secret_string() = default;
-    explicit secret_string(std::string value) noexcept
-        : value_(std::move(value)) {}
-    secret_string(const secret_string& other)
-        : value_(other.value_) {}
-    secret_string& operator=(const secret_string& other) {
-        if (this != &other)
-            assign(other.value_);
-        return *this;
-    }
-    ~secret_string() { cleanse(value_); }
-
-    /// Wipes the old value; reuses its buffer when the new one fits, so that
-    /// no reallocation leaves an unwiped copy behind.
-    void assign(std::string_view value) {
-        cleanse(value_);
-        value_.assign(value);
-    }
-    void assign(std::string&& value) noexcept {
-        cleanse(value_);
-        value_ = std::move(value);
-    }
-
-    const std::string& value() const noexcept { return value_; }
-    bool empty() const noexcept { return value_.empty(); }
-
-private:
-    std::string value_;
-};
 
 /// `user_NNNNN`, NNNNN uniform in [10000, 90000], by rejection sampling.
 inline std::string generate_username() {
@@ -78,17 +42,20 @@ inline std::string generate_username() {
     }
 }
 
-/// `length` characters uniform in [A-Za-z0-9]: bytes of 248 and above are
-/// dropped (248 = 4 * 62), so `byte % 62` has no modulo bias. Written into a
-/// buffer reserved once, and the random bytes are wiped.
-inline std::string generate_password(std::size_t length) {
+/// Replaces `password` with `length` characters uniform in [A-Za-z0-9]:
+/// bytes of 248 and above are dropped (248 = 4 * 62), so `byte % 62` has no
+/// modulo bias. Written in place, into a buffer reserved once (the old value
+/// wiped first), and the random bytes are wiped: a password returned by
+/// value would leave its bytes behind in the moved-from temporary when it is
+/// short enough to live inside the std::string object.
+inline void generate_password(std::string& password, std::size_t length) {
     if (length == 0 || length > max_password_length)
         throw_error(errc::invalid_argument,
                     "password length must be 1 to " + std::to_string(max_password_length));
     static constexpr std::string_view alphabet =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     static_assert(256 - 256 % alphabet.size() == 248);
-    std::string password;
+    wipe(password);
     password.reserve(length);
     std::array<unsigned char, 64> bytes;
     while (password.size() < length) {
@@ -98,6 +65,13 @@ inline std::string generate_password(std::size_t length) {
                 password += alphabet[byte % alphabet.size()];
     }
     OPENSSL_cleanse(bytes.data(), bytes.size());
+}
+
+/// The same, as a new string: a caller that moves it on should use the
+/// form above, which writes where the password is to stay.
+inline std::string generate_password(std::size_t length) {
+    std::string password;
+    generate_password(password, length);
     return password;
 }
 

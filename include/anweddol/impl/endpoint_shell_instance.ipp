@@ -52,7 +52,7 @@ struct endpoint_shell_instance::open_attempt {
 ANWEDDOL_DECL endpoint_shell_instance::endpoint_shell_instance(boost::asio::any_io_executor ex,
                                                                std::string container_ip,
                                                                std::string endpoint_username,
-                                                               std::string endpoint_password,
+                                                               secret endpoint_password,
                                                                std::uint16_t endpoint_listen_port)
     : executor_(std::move(ex))
     , container_ip_(std::move(container_ip))
@@ -75,14 +75,15 @@ ANWEDDOL_DECL ssh_session endpoint_shell_instance::get_ssh_client() const noexce
 
 ANWEDDOL_DECL std::tuple<std::string, std::string, std::uint16_t>
 endpoint_shell_instance::get_endpoint_credentials() const {
-    return {endpoint_username_, endpoint_password_.value(), endpoint_listen_port_};
+    return {endpoint_username_, std::string(endpoint_password_.reveal()), endpoint_listen_port_};
 }
 
 ANWEDDOL_DECL std::optional<std::tuple<std::string, std::string, std::uint16_t>>
 endpoint_shell_instance::get_stored_client_ssh_credentials() const {
     if (!client_credentials_)
         return std::nullopt;
-    return std::tuple{client_credentials_->username, client_credentials_->password.value(),
+    return std::tuple{client_credentials_->username,
+                      std::string(client_credentials_->password.reveal()),
                       client_credentials_->listen_port};
 }
 
@@ -95,27 +96,29 @@ ANWEDDOL_DECL void endpoint_shell_instance::set_container_ip(std::string ip) {
 }
 
 ANWEDDOL_DECL void endpoint_shell_instance::set_endpoint_credentials(std::string username,
-                                                                     std::string password,
+                                                                     secret password,
                                                                      std::uint16_t listen_port) {
     endpoint_username_ = std::move(username);
-    endpoint_password_.assign(std::move(password));
+    endpoint_password_ = std::move(password);
     endpoint_listen_port_ = listen_port;
 }
 
 ANWEDDOL_DECL void
-endpoint_shell_instance::store_client_ssh_credentials(std::string username, std::string password,
+endpoint_shell_instance::store_client_ssh_credentials(std::string username, secret password,
                                                       std::uint16_t listen_port) {
     if (!client_credentials_)
         client_credentials_.emplace();
     client_credentials_->username = std::move(username);
-    client_credentials_->password.assign(std::move(password));
+    client_credentials_->password = std::move(password);
     client_credentials_->listen_port = listen_port;
 }
 
 ANWEDDOL_DECL std::pair<std::string, std::string>
 endpoint_shell_instance::generate_client_ssh_credentials(std::size_t password_length, bool store) {
-    std::pair<std::string, std::string> generated{detail::generate_username(),
-                                                  detail::generate_password(password_length)};
+    // The password is generated where it is returned from: built elsewhere
+    // and moved in, a short one would stay behind in the moved-from string.
+    std::pair<std::string, std::string> generated{detail::generate_username(), std::string()};
+    detail::generate_password(generated.second, password_length);
     if (store)
         store_client_ssh_credentials(generated.first, generated.second);
     return generated;
@@ -248,7 +251,7 @@ ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::administrate
     // Every argument is one quoted word: a username such as "x; reboot"
     // reaches the script as it is, and the script refuses it.
     std::string command =
-        detail::setup_script_command(client.username, client.password.value(), client.listen_port);
+        detail::setup_script_command(client.username, client.password.reveal(), client.listen_port);
 
     // run_command owns the command (and so the password) and wipes it.
     auto running = boost::asio::co_spawn(

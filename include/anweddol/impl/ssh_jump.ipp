@@ -113,7 +113,7 @@ ANWEDDOL_DECL std::shared_ptr<ssh_jump> ssh_jump::create(boost::asio::any_io_exe
     login.endpoint = {address, options.port};
     login.host = options.host;
     login.username = options.username;
-    login.password.assign(std::string_view(options.password));
+    login.password = options.password;
     login.private_key_file = options.private_key_file;
     try {
         detail::apply_host_key_policy(login, options.host_keys, options.known_hosts_file,

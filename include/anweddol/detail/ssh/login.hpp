@@ -48,9 +48,7 @@ inline boost::asio::awaitable<void> authenticate(std::shared_ptr<ssh_connection>
     } else {
         credential = "the password";
         auto authentication = connection->repeat(
-            [&] {
-                return ssh_userauth_password(session, nullptr, params.password.value().c_str());
-            },
+            [&] { return ssh_userauth_password(session, nullptr, params.password.reveal_c_str()); },
             SSH_AUTH_AGAIN, limit.expired());
         result = co_await std::move(authentication);
     }

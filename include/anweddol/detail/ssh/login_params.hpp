@@ -36,7 +36,7 @@ struct ssh_login_params {
     std::string host; ///< for known_hosts and messages
     std::string username;
     /// Either a password, or an unencrypted OpenSSH private key file.
-    secret_string password;
+    secret password;
     std::string private_key_file;
     host_key_check host_keys = host_key_check::accept_new;
     std::string known_hosts_file;
