@@ -9,6 +9,8 @@
 #include <anweddol/detail/async/async_semaphore.hpp>
 #include <anweddol/detail/async/blocking_call.hpp>
 #include <anweddol/detail/async/initiate.hpp>
+#include <anweddol/detail/async/worker_threads.hpp>
+#include <anweddol/detail/libvirt/connection_liveness.hpp>
 #include <anweddol/detail/libvirt/event_loop.hpp>
 #include <anweddol/detail/libvirt/event_router.hpp>
 #include <anweddol/detail/libvirt/handle.hpp>
@@ -59,6 +61,14 @@ public:
         /// without. Once one opener of a shared connection asked for events,
         /// it has them.
         bool lifecycle_events = true;
+        /// How long opening (or reopening) the connection may take before it
+        /// fails with a code equal to std::errc::timed_out naming the URI:
+        /// libvirt has no timeout of its own there, and a host that accepts
+        /// the connection but never answers would hold the caller forever.
+        /// Each open runs on a thread of its own, so such a host holds no
+        /// thread that other work needs. Must be positive; the first opener
+        /// of a shared connection sets it.
+        std::chrono::steady_clock::duration open_timeout = std::chrono::seconds(30);
     };
 
     /// async: the open connection to `uri` (such as "qemu:///system") of the
@@ -66,8 +76,10 @@ public:
     /// with the same settings; completes with `(error_code,
     /// std::shared_ptr<hypervisor_connection>)`. Errors: libvirt's
     /// (libvirt_category(), libvirt's message in the diagnostics);
-    /// errc::foreign_event_loop. Cancelling it leaves no connection open
-    /// that nobody holds.
+    /// boost::asio::error::timed_out after options::open_timeout;
+    /// errc::invalid_argument for an empty URI or a timeout that is not
+    /// positive; errc::foreign_event_loop. Cancelling it leaves no
+    /// connection open that nobody holds.
     template <class CompletionToken = default_completion_token>
     static auto async_open(boost::asio::any_io_executor executor, std::string uri, options opts,
                            CompletionToken&& token = {}) {
@@ -117,7 +129,7 @@ public:
 
     /// Whether the connection is open: false once libvirt reported it closed
     /// (libvirtd restarted or keepalive timed out) until the next call reopens it.
-    bool is_open() const noexcept { return callbacks_->open.load(); }
+    bool is_open() const noexcept { return callbacks_->liveness.is_open(); }
     const std::string& uri() const noexcept { return uri_; }
     std::size_t max_calls_in_flight() const noexcept { return lane_count_; }
     /// The most calls that ever ran at once on the lanes.
@@ -202,7 +214,7 @@ private:
     static std::shared_ptr<hypervisor_connection>
     shared_for(anweddol::runtime& rt, const std::string& uri, const options& opts);
     static boost::asio::awaitable<void> reopen(std::shared_ptr<hypervisor_connection> self);
-    void reopen_blocking();
+    void adopt_blocking(detail::connect_handle fresh);
     int register_lifecycle(virConnectPtr connection);
     void register_lifecycle_blocking(virConnectPtr connection);
     boost::asio::awaitable<domain_lifecycle_event>
@@ -253,8 +265,8 @@ private:
     const options options_;
     const std::size_t lane_count_;
     // lane_count_ threads that run this connection's calls back to back
-    // while calls queue.
-    std::shared_ptr<boost::asio::thread_pool> lanes_;
+    // while calls queue; the runtime joins them when its io_context goes.
+    std::shared_ptr<detail::worker_threads> lanes_;
     detail::async_semaphore reopen_lock_{1};
     // What libvirt's callbacks reach, held apart from the connection: they
     // run on whichever thread libvirt reports from (for test:///, a worker
@@ -262,9 +274,14 @@ private:
     // could be its last one, closing it on a thread of a foreign runtime.
     struct callback_target {
         detail::domain_event_router router;
-        std::atomic<bool> open{false};
+        detail::connection_liveness liveness;
     };
     using callback_opaque = std::weak_ptr<callback_target>;
+    // What one libvirt connection's close callback gets.
+    struct close_opaque {
+        callback_opaque target;
+        std::shared_ptr<detail::connection_liveness::watch> watch;
+    };
     const std::shared_ptr<callback_target> callbacks_ = std::make_shared<callback_target>();
     std::atomic<bool> events_wanted_;
     std::atomic<std::size_t> in_flight_{0};
@@ -279,7 +296,7 @@ private:
     detail::connect_handle connection_;
     int lifecycle_callback_ = -1;
     // What the close callback gets; null when none is registered.
-    std::unique_ptr<callback_opaque> close_opaque_;
+    std::unique_ptr<close_opaque> close_opaque_;
 };
 
 } // namespace anweddol

@@ -164,7 +164,7 @@ public:
 
     /// Adds a host, and starts connecting to it. Errors as the constructor's,
     /// and errc::invalid_argument for a name or URI already in the pool, or
-    /// a pool that was shut down.
+    /// a pool that was shut down or whose shutdown() has begun.
     void add_host(hypervisor_host_options host);
 
     /// async: stops placing containers on host `name` (it is draining), waits
@@ -230,6 +230,9 @@ private:
     start_here(state_ptr state, std::shared_ptr<container_instance> container, start_options opts);
     static boost::asio::awaitable<void> shutdown_here(state_ptr state);
     static hypervisor_host_status status_of(const detail::hypervisor_host& host);
+    // The unit tests' way to the bookkeeping, to feed it what the test
+    // driver cannot do (a host's connection dropping).
+    friend struct detail::hypervisor_pool_access;
 
     boost::asio::any_io_executor executor_;
     std::shared_ptr<detail::hypervisor_pool_state> state_;

@@ -8,6 +8,8 @@
 
 #include <anweddol/boot_admission.hpp>
 #include <anweddol/detail/async/completion_batcher.hpp>
+#include <anweddol/detail/async/deadline_threads.hpp>
+#include <anweddol/detail/async/worker_threads.hpp>
 #include <anweddol/detail/libvirt/event_loop.hpp>
 #include <anweddol/detail/sigpipe.hpp>
 
@@ -22,6 +24,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace anweddol {
 
@@ -44,8 +47,13 @@ class hypervisor_connection;
 /// Connections close when nothing holds them (a running container or a
 /// caller's shared_ptr), and then libvirt's event loop has nothing left to
 /// watch: `io_context::run()` returns once the work is done. Destroying the
-/// io_context waits for the blocking work still queued (destroying the
-/// domains of containers that were dropped) and lets go of libvirt's fds.
+/// io_context (also after `stop()`, or a `run_for()` that returned while
+/// calls were under way) waits for the blocking work still queued or
+/// running: the workers' (destroying the domains of containers that were
+/// dropped) and every libvirt call on a connection's lanes. Opens still
+/// waiting for an unreachable host are given up; destruction waits for them
+/// one second at most, and leaves them to end on their own. Then it lets go
+/// of libvirt's fds.
 ///
 /// Thread-safe. Containers, shells and connections of an io_context must
 /// not outlive it, as any Asio I/O object.
@@ -93,12 +101,17 @@ public:
     /// still destroys its domain). Never throws; `work` must not either.
     template <class Work>
     void run_detached(Work work) noexcept {
-        if (!shut_down_.load()) {
-            try {
-                boost::asio::post(workers(), std::move(work));
-                return;
-            } catch (...) {
-                // out of memory: block rather than lose the work
+        {
+            // Under the lock that shutdown() takes the workers with: posted
+            // before they are joined, or run here.
+            std::lock_guard lock(workers_mutex_);
+            if (!shut_down_.load()) {
+                try {
+                    boost::asio::post(workers_locked(), std::move(work));
+                    return;
+                } catch (...) {
+                    // out of memory: block rather than lose the work
+                }
             }
         }
         const detail::sigpipe_suppressed no_sigpipe; // libvirt may write to a dead libvirtd
@@ -112,6 +125,10 @@ private:
     // A service is told only its context; the first executor it is reached
     // through gives it one to post to.
     void bind(const boost::asio::any_io_executor& executor);
+    boost::asio::thread_pool::executor_type workers_locked();
+    // A connection's lanes, joined by shutdown().
+    void track_lanes(const std::shared_ptr<detail::worker_threads>& lanes);
+    void join_lanes() noexcept;
 
     std::once_flag bound_;
     boost::asio::any_io_executor executor_;
@@ -121,7 +138,14 @@ private:
     std::atomic<bool> shut_down_{false};
 
     std::mutex workers_mutex_;
-    std::unique_ptr<boost::asio::thread_pool> workers_; // started on first use
+    std::unique_ptr<detail::worker_threads> workers_; // started on first use
+
+    // Every connection's lanes, while they exist.
+    std::mutex lanes_mutex_;
+    std::vector<std::weak_ptr<detail::worker_threads>> lanes_;
+
+    // Where connections are opened: a thread per open, with a deadline.
+    detail::deadline_threads openers_;
 
     // The shared connections, by URI and settings; weak, so that a
     // connection nobody holds closes, and erased when it does.

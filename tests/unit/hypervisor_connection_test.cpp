@@ -1,6 +1,7 @@
 #include "test_context.hpp"
 
 #include <anweddol/detail/libvirt/call.hpp>
+#include <anweddol/detail/libvirt/connection_liveness.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -319,4 +320,52 @@ TEST_CASE("connection: a subscription assigned over another unsubscribes the old
     }());
     CHECK(new_calls >= 2);
     CHECK(old_calls == 0);
+}
+
+TEST_CASE("connection: a close libvirt reports before the reopened connection is the current one "
+          "still counts, once, and a replaced connection's close changes nothing") {
+    // What reopening does: a watch per libvirt connection, armed before its
+    // close callback is registered, and the connection made current after.
+    anweddol::detail::connection_liveness liveness;
+    CHECK_FALSE(liveness.is_open());
+
+    // libvirt reports the close between the registration and the switch
+    // (keepalive timed out at once, libvirtd restarted).
+    auto first = liveness.arm();
+    const bool reported_by_callback = liveness.closed(*first, VIR_CONNECT_CLOSE_REASON_EOF);
+    const auto reported_when_current = liveness.opened(first);
+    CHECK_FALSE(liveness.is_open()); // so the next call reopens it
+    CHECK(int(reported_by_callback) + int(reported_when_current.has_value()) == 1);
+    if (reported_when_current)
+        CHECK(*reported_when_current == VIR_CONNECT_CLOSE_REASON_EOF);
+
+    // Reopened; the first connection's callback firing again late is stale.
+    auto second = liveness.arm();
+    CHECK_FALSE(liveness.opened(second));
+    CHECK(liveness.is_open());
+    CHECK_FALSE(liveness.closed(*first, VIR_CONNECT_CLOSE_REASON_KEEPALIVE));
+    CHECK(liveness.is_open());
+
+    // The current connection's close: closed, reported once.
+    CHECK(liveness.closed(*second, VIR_CONNECT_CLOSE_REASON_KEEPALIVE));
+    CHECK_FALSE(liveness.is_open());
+    CHECK_FALSE(liveness.closed(*second, VIR_CONNECT_CLOSE_REASON_KEEPALIVE));
+}
+
+TEST_CASE("connection: closes racing the switch to a reopened connection from another thread "
+          "never leave it open") {
+    // libvirt calls the close callback on its event loop's thread while a
+    // lane reopens: whatever the interleaving, a closed current connection
+    // is not open.
+    for (int round = 0; round < 200; ++round) {
+        anweddol::detail::connection_liveness liveness;
+        auto watch = liveness.arm();
+        std::atomic<int> reports{0};
+        std::thread callback(
+            [&] { reports += liveness.closed(*watch, VIR_CONNECT_CLOSE_REASON_EOF) ? 1 : 0; });
+        reports += liveness.opened(watch) ? 1 : 0;
+        callback.join();
+        CHECK_FALSE(liveness.is_open());
+        CHECK(reports == 1);
+    }
 }

@@ -9,18 +9,29 @@
 #include "test_context.hpp"
 
 #include <anweddol/detail/domain_identity.hpp>
+#include <anweddol/detail/hypervisor_pool_state.hpp>
+#include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_pool.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <condition_variable>
 #include <fstream>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 using anweddol::container_instance;
@@ -35,6 +46,18 @@ using anweddol::test::run_until;
 using anweddol::test::scratch;
 using anweddol::test::test_context;
 using namespace std::chrono_literals;
+
+// What the test driver cannot do: drop a host's connection. Fed to the pool
+// as its close callback would.
+struct anweddol::detail::hypervisor_pool_access {
+    static void drop_connection(hypervisor_pool& pool, const std::string& name) {
+        const auto host = pool.state_->find(name);
+        REQUIRE(host);
+        pool.state_->mark_down(host, "libvirt closed its connection to " + host->options.uri +
+                                         " (the test dropped it)");
+    }
+};
+using anweddol::detail::hypervisor_pool_access;
 
 namespace {
 
@@ -435,4 +458,161 @@ TEST_CASE("hypervisor pool: a placement dropped before its start (a cancelled pr
     CHECK(after.booting_memory_mib == 0);
     CHECK(after.containers == 0);
     CHECK(after.placements == 1);
+}
+
+namespace {
+
+// A transient domain of the test driver with the UUID `uuid`.
+std::string domain_with_uuid(const std::string& uuid) {
+    return "<domain type='test'><name>pool-" + uuid + "</name><uuid>" + uuid +
+           "</uuid><memory>65536</memory><os><type>hvm</type></os></domain>";
+}
+
+// Runs `act` on `connection` (a libvirt call), then waits until the lifecycle
+// event `event` of `uuid` has reached every subscriber of this thread's
+// io_context: the pool's handler, posted with this test's, has run too.
+boost::asio::awaitable<void>
+act_and_see(std::shared_ptr<anweddol::hypervisor_connection> connection, std::string uuid,
+            int event, std::function<void(virConnectPtr)> act) {
+    auto executor = co_await boost::asio::this_coro::executor;
+    auto seeing = connection->wait_for_event(uuid, event, 10s, boost::asio::deferred);
+    auto acting = connection->call([act](virConnectPtr c) { act(c); }, boost::asio::deferred);
+    auto both =
+        boost::asio::experimental::make_parallel_group(std::move(seeing), std::move(acting))
+            .async_wait(boost::asio::experimental::wait_for_all(), boost::asio::use_awaitable);
+    auto [order, seen_error, seen, act_error, nothing] = co_await std::move(both);
+    (void)order;
+    (void)seen;
+    (void)nothing;
+    if (act_error)
+        throw boost::system::system_error(act_error);
+    if (seen_error)
+        throw boost::system::system_error(seen_error);
+    // Handlers posted in the same turn as this test's have run after one more.
+    auto turn = boost::asio::post(executor, boost::asio::use_awaitable);
+    co_await std::move(turn);
+}
+
+} // namespace
+
+TEST_CASE("hypervisor pool: a container booted again with its UUID during its start (the KVM "
+          "pause fallback) stays on its host's books, and is destroyed as lost when the host "
+          "drops") {
+    scratch s;
+    const std::string uri = make_test_host(s, "h1");
+    test_pool p({host("h1", uri)});
+    REQUIRE(run_until([&] { return p.all_up(); }));
+    const std::string uuid = anweddol::detail::random_uuid();
+    struct during_start {
+        std::size_t after_first_domain_stopped = 0;
+        std::size_t lost_when_host_dropped = 0;
+    };
+    const during_start seen =
+        anweddol::test::run_coroutine([](hypervisor_pool& pool, std::string uri,
+                                         std::string uuid) -> boost::asio::awaitable<during_start> {
+            during_start seen;
+            // What start_container() does on a host whose KVM guests pause:
+            // placed, a first domain, destroyed once it paused (its STOPPED
+            // event comes), and a second one with the same UUID under qemu.
+            auto placing = pool.place(uuid, 512);
+            auto placement = co_await std::move(placing);
+            auto opening = anweddol::hypervisor_connection::open(uri);
+            auto connection = co_await std::move(opening);
+            const std::string xml = domain_with_uuid(uuid);
+            const auto create = [xml](virConnectPtr c) {
+                anweddol::detail::domain_handle d(virDomainCreateXML(c, xml.c_str(), 0));
+                if (!d)
+                    anweddol::detail::throw_last_libvirt_error("creating the test domain");
+            };
+            auto first = act_and_see(connection, uuid, VIR_DOMAIN_EVENT_STARTED, create);
+            co_await std::move(first);
+            auto destroying =
+                act_and_see(connection, uuid, VIR_DOMAIN_EVENT_STOPPED, [uuid](virConnectPtr c) {
+                    anweddol::detail::domain_handle d(virDomainLookupByUUIDString(c, uuid.c_str()));
+                    if (!d || virDomainDestroy(d.get()) < 0)
+                        anweddol::detail::throw_last_libvirt_error("destroying the test domain");
+                });
+            co_await std::move(destroying);
+            seen.after_first_domain_stopped = pool.get_host("h1")->containers;
+            auto second = act_and_see(connection, uuid, VIR_DOMAIN_EVENT_STARTED, create);
+            co_await std::move(second);
+            // The host drops during the second boot.
+            hypervisor_pool_access::drop_connection(pool, "h1");
+            seen.lost_when_host_dropped = pool.get_host("h1")->lost_containers;
+            placement.end_boot(); // the start fails with host_down: nothing more of it
+            co_return seen;
+        }(*p.pool, uri, uuid));
+    CHECK(seen.after_first_domain_stopped == 1);
+    CHECK(seen.lost_when_host_dropped == 1);
+    CHECK(p.count(hypervisor_pool_event_type::container_lost) == 1);
+    // Back at once (the test driver's connection never dropped): the second
+    // domain is destroyed as the lost container's, before new placements.
+    REQUIRE(run_until([&] { return p.count(hypervisor_pool_event_type::orphans_destroyed) == 1; }));
+    CHECK(p.pool->get_host("h1")->orphans_destroyed == 1);
+    CHECK_FALSE(anweddol::test::domain_uuids(uri).contains(uuid));
+}
+
+TEST_CASE("hypervisor pool: a host added while shutdown() runs is refused, saying why, and "
+          "shutdown() leaves no host connected") {
+    scratch s;
+    const std::string uri = make_test_host(s, "h1");
+    const std::string late_uri = make_test_host(s, "late");
+    test_pool p({host("h1", uri)});
+    REQUIRE(run_until([&] { return p.all_up(); }));
+    auto c = test_container(s);
+    start_on(*p.pool, c);
+
+    // The host's one lane is busy: shutdown()'s last try at the orphan
+    // waits for it, as it would for a slow libvirtd.
+    auto connection = anweddol::test::run_coroutine(anweddol::hypervisor_connection::open(uri));
+    struct gate {
+        std::mutex mutex;
+        std::condition_variable cv;
+        bool open = false;
+        std::atomic<bool> entered{false};
+    } lane;
+    connection->call(
+        [&lane](virConnectPtr) {
+            lane.entered = true;
+            std::unique_lock lock(lane.mutex);
+            lane.cv.wait(lock, [&] { return lane.open; });
+        },
+        [](boost::system::error_code, std::monostate) {});
+    REQUIRE(run_until([&] { return lane.entered.load(); }));
+    hypervisor_pool_access::drop_connection(*p.pool, "h1"); // c is lost: an orphan
+
+    std::optional<boost::system::error_code> shut_down;
+    std::optional<std::pair<boost::system::error_code, std::string>> refused;
+    anweddol::test::run_coroutine(
+        [](hypervisor_pool& pool, std::string late_uri,
+           std::optional<boost::system::error_code>& shut_down,
+           std::optional<std::pair<boost::system::error_code, std::string>>& refused)
+            -> boost::asio::awaitable<bool> {
+            // Started from the pool's thread, shutdown() runs at once until
+            // it waits for the lane.
+            pool.shutdown([&shut_down](boost::system::error_code ec) { shut_down = ec; });
+            try {
+                pool.add_host(host("late", late_uri));
+            } catch (const boost::system::system_error& e) {
+                refused.emplace(e.code(), e.what());
+            }
+            co_return true;
+        }(*p.pool, late_uri, shut_down, refused));
+    CHECK_FALSE(shut_down);
+    {
+        std::lock_guard lock(lane.mutex);
+        lane.open = true;
+    }
+    lane.cv.notify_all();
+    REQUIRE(run_until([&] { return shut_down.has_value(); }));
+    CHECK_FALSE(*shut_down);
+    REQUIRE(refused);
+    CHECK(refused->first == errc::invalid_argument);
+    CHECK_THAT(refused->second, Catch::Contains("shut"));
+    CHECK_THAT(refused->second, Catch::Contains("'late'"));
+    CHECK_FALSE(p.pool->get_host("late"));
+    for (const auto& h : p.pool->get_hosts())
+        CHECK(h.state != hypervisor_host_state::up);
+    connection.reset();
+    c.reset();
 }

@@ -27,6 +27,7 @@ class ssh_jump;
 namespace detail {
 
 struct hypervisor_pool_state;
+struct hypervisor_pool_access; // defined by the unit tests alone
 struct hypervisor_host;
 
 /// A container's place on a host of a hypervisor_pool: counts it among the

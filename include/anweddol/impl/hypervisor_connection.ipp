@@ -44,9 +44,10 @@ hypervisor_connection::hypervisor_connection(anweddol::runtime& rt, std::string 
     , options_(opts)
     , lane_count_(opts.max_calls_in_flight ? opts.max_calls_in_flight
                                            : connection_impl::automatic_lanes(uri_))
-    , lanes_(detail::with_sigpipe_blocked_threads(
-          [this] { return std::make_shared<boost::asio::thread_pool>(lane_count_); }))
-    , events_wanted_(opts.lifecycle_events) {}
+    , lanes_(std::make_shared<detail::worker_threads>(lane_count_))
+    , events_wanted_(opts.lifecycle_events) {
+    runtime_.track_lanes(lanes_);
+}
 
 ANWEDDOL_DECL hypervisor_connection::~hypervisor_connection() {
     {
@@ -56,7 +57,8 @@ ANWEDDOL_DECL hypervisor_connection::~hypervisor_connection() {
             runtime_.connections_.erase(entry);
     }
     // The lanes may be running the call that dropped the last reference:
-    // they finish on a thread of their own.
+    // they finish on a thread of their own (or, once the io_context is
+    // shutting down, here: a lane does not wait for itself).
     runtime_.run_detached([lanes = std::move(lanes_)] { lanes->join(); });
     // Deregister and close on a worker: both are RPCs. Closing lets libvirt
     // remove its watches and timers, and the io_context can run out of work.
@@ -108,6 +110,9 @@ hypervisor_connection::shared_for(anweddol::runtime& rt, const std::string& uri,
     if (uri.empty())
         detail::throw_error(errc::invalid_argument,
                             "empty libvirt URI: give one such as qemu:///system");
+    if (opts.open_timeout <= std::chrono::steady_clock::duration::zero())
+        detail::throw_error(errc::invalid_argument,
+                            "hypervisor_connection::options::open_timeout must be positive");
     const std::size_t lanes =
         opts.max_calls_in_flight ? opts.max_calls_in_flight : connection_impl::automatic_lanes(uri);
     std::string key = connection_impl::registry_key(uri, opts, lanes);
@@ -151,19 +156,39 @@ hypervisor_connection::reopen(std::shared_ptr<hypervisor_connection> self) {
     if (self->is_open())
         co_return; // another caller reopened it meanwhile
     auto& rt = self->runtime_;
-    auto reopening =
-        detail::run_blocking(rt.workers(), &rt.completions(), [self, loop = &rt.event_loop()] {
+    auto* loop = &rt.event_loop();
+    // virConnectOpen on a thread of its own, with a deadline: it has no
+    // timeout, and an unreachable host must not hold a shared worker. The
+    // thread holds nothing of this connection (it may outlive the runtime).
+    const auto timeout = self->options_.open_timeout;
+    auto opening = rt.openers_.run<detail::connect_handle>(
+        [uri = self->uri_, loop] {
             const detail::libvirt_event_loop::scope on_our_loop(loop);
-            self->reopen_blocking();
+            detail::connect_handle fresh(virConnectOpen(uri.c_str()));
+            if (!fresh)
+                detail::throw_last_libvirt_error("cannot connect to " + uri);
+            return fresh;
+        },
+        timeout,
+        "cannot connect to " + self->uri_ + ": no answer within " +
+            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()) +
+            " ms (hypervisor_connection::options::open_timeout); check that libvirtd runs "
+            "there and that its port is reachable");
+    detail::connect_handle opened = co_await std::move(opening);
+    auto fresh = std::make_shared<detail::connect_handle>(std::move(opened));
+    // The rest are RPCs on an open connection, which keepalive bounds: on
+    // this connection's own lanes.
+    auto adopting =
+        detail::run_blocking(self->lanes_->get_executor(), &rt.completions(), [self, loop, fresh] {
+            const detail::libvirt_event_loop::scope on_our_loop(loop);
+            self->adopt_blocking(std::move(*fresh));
         });
-    co_await std::move(reopening);
+    co_await std::move(adopting);
 }
 
-// On a worker.
-ANWEDDOL_DECL void hypervisor_connection::reopen_blocking() {
-    detail::connect_handle fresh(virConnectOpen(uri_.c_str()));
-    if (!fresh)
-        detail::throw_last_libvirt_error("cannot connect to " + uri_);
+// On a lane: makes `fresh` (just opened) the connection, with its keepalive
+// and callbacks.
+ANWEDDOL_DECL void hypervisor_connection::adopt_blocking(detail::connect_handle fresh) {
     // Local drivers (test:///) have no keepalive: they cannot be dropped.
     if (options_.keepalive_interval.count() > 0 &&
         virConnectSetKeepAlive(fresh.get(), static_cast<int>(options_.keepalive_interval.count()),
@@ -175,32 +200,37 @@ ANWEDDOL_DECL void hypervisor_connection::reopen_blocking() {
     // The close callback's opaque stays ours (no free function): drivers
     // without close callbacks (test:///, every local one) accept the
     // registration and drop it, so libvirt would never free it. It is freed
-    // once unregistered, when the callback can no longer run.
-    auto close_opaque = std::make_unique<callback_opaque>(callbacks_);
-    if (virConnectRegisterCloseCallback(fresh.get(), &on_closed, close_opaque.get(), nullptr) < 0) {
+    // once unregistered, when the callback can no longer run. Its watch
+    // exists before the registration: a close reported at once counts.
+    auto watch = callbacks_->liveness.arm();
+    auto close = std::make_unique<close_opaque>(close_opaque{callbacks_, watch});
+    if (virConnectRegisterCloseCallback(fresh.get(), &on_closed, close.get(), nullptr) < 0) {
         virResetLastError();
-        close_opaque.reset();
+        close.reset();
     }
     int lifecycle = -1;
     try {
         if (events_wanted_)
             lifecycle = register_lifecycle(fresh.get());
     } catch (...) {
-        if (close_opaque)
+        if (close)
             virConnectUnregisterCloseCallback(fresh.get(), &on_closed);
         throw;
     }
 
     detail::connect_handle old;
     int old_lifecycle;
-    std::unique_ptr<callback_opaque> old_close;
+    std::unique_ptr<close_opaque> old_close;
     {
         std::lock_guard lock(mutex_);
         old = std::exchange(connection_, std::move(fresh));
         old_lifecycle = std::exchange(lifecycle_callback_, lifecycle);
-        old_close = std::exchange(close_opaque_, std::move(close_opaque));
+        old_close = std::exchange(close_opaque_, std::move(close));
     }
-    callbacks_->open = true;
+    // Open unless libvirt reported it closed since the registration: then
+    // it is reported now, and the next call reopens it.
+    if (const auto reason = callbacks_->liveness.opened(std::move(watch)))
+        callbacks_->router.publish_close(*reason);
     ++open_count_;
     if (old) { // dropped: its RPCs fail at once, but free libvirt's side of the callbacks
         if (old_lifecycle >= 0)

@@ -56,10 +56,10 @@ ANWEDDOL_DECL int hypervisor_connection::on_lifecycle(virConnectPtr, virDomainPt
 }
 
 ANWEDDOL_DECL void hypervisor_connection::on_closed(virConnectPtr, int reason, void* opaque) {
-    if (auto target = static_cast<callback_opaque*>(opaque)->lock()) {
-        target->open = false;
-        target->router.publish_close(reason);
-    }
+    auto* close = static_cast<close_opaque*>(opaque);
+    if (auto target = close->target.lock())
+        if (target->liveness.closed(*close->watch, reason))
+            target->router.publish_close(reason);
 }
 
 ANWEDDOL_DECL void hypervisor_connection::free_callback_opaque(void* opaque) {

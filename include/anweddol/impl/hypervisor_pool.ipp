@@ -4,6 +4,7 @@
 #ifndef ANWEDDOL_IMPL_HYPERVISOR_POOL_IPP
 #define ANWEDDOL_IMPL_HYPERVISOR_POOL_IPP
 
+#include <anweddol/detail/hypervisor_pool_state.hpp>
 #include <anweddol/detail/libvirt/domain_ops.hpp>
 #include <anweddol/detail/libvirt/host_probe.hpp>
 #include <anweddol/error.hpp>
@@ -60,93 +61,6 @@ ANWEDDOL_DECL std::string_view to_string(hypervisor_pool_event_type type) noexce
 }
 
 namespace detail {
-
-using clock = std::chrono::steady_clock;
-
-// One host, shared by the pool, its placements and its connection loop; used
-// on the pool's executor only.
-struct hypervisor_host {
-    hypervisor_host(const boost::asio::any_io_executor& executor, hypervisor_host_options opts)
-        : options(std::move(opts))
-        , changed(executor, clock::time_point::max())
-        , retry(executor, clock::time_point::max()) {}
-
-    hypervisor_host_options options;
-    std::shared_ptr<ssh_jump> jump;
-    boot_admission admission;
-    std::shared_ptr<hypervisor_connection> connection;
-    hypervisor_connection::subscription close_watch;
-
-    bool reachable = false; // the connection is open, and the orphans are gone
-    bool ever_reached = false;
-    std::size_t removals = 0; // remove_host() calls waiting: it drains while any does
-    bool removed = false;     // by remove_host() or the pool's end: its loop ends
-    std::string last_error;
-    std::uint64_t free_memory_mib = 0;
-    bool memory_known = false; // the driver reports its free memory
-    std::size_t cpu_heavy_limit = 0;
-    std::uint64_t booting_memory_mib = 0;
-    std::size_t boots_in_flight = 0;
-    // Containers placed here whose domain may still run, each with the
-    // watch that forgets it once its domain stops.
-    std::map<std::string, hypervisor_connection::subscription> containers;
-    // Containers lost while the host was down: their domains are destroyed
-    // once it is back, before it takes new ones.
-    std::set<std::string> orphans;
-    std::uint64_t placements = 0;
-    std::uint64_t times_down = 0;
-    std::uint64_t orphans_destroyed = 0;
-    std::uint64_t down_count = 0; // placements compare it to see the host went down
-
-    // Broadcasts: cancelled to wake whoever waits on them.
-    boost::asio::steady_timer changed; // went down, or lost a container
-    boost::asio::steady_timer retry;   // the connection loop: went down, or removed
-
-    hypervisor_host_state state() const {
-        if (removals > 0)
-            return hypervisor_host_state::draining;
-        if (reachable)
-            return hypervisor_host_state::up;
-        return ever_reached || !last_error.empty() ? hypervisor_host_state::down
-                                                   : hypervisor_host_state::connecting;
-    }
-    bool takes_containers() const { return reachable && removals == 0 && !removed; }
-    /// Whether `uuid` is this host's, running or lost.
-    bool holds(const std::string& uuid) const {
-        return containers.contains(uuid) || orphans.contains(uuid);
-    }
-    std::string describe() const { return "'" + options.name + "' (" + options.uri + ")"; }
-};
-
-struct hypervisor_pool_state : std::enable_shared_from_this<hypervisor_pool_state> {
-    hypervisor_pool_state(boost::asio::any_io_executor ex, hypervisor_pool_options opts)
-        : executor(std::move(ex))
-        , options(std::move(opts)) {}
-
-    boost::asio::any_io_executor executor;
-    hypervisor_pool_options options; // its `hosts` are the ones given at construction
-    std::vector<std::shared_ptr<hypervisor_host>> hosts;
-    bool closed = false;
-
-    void emit(hypervisor_pool_event event) const {
-        if (!closed && options.on_event)
-            options.on_event(event);
-    }
-
-    std::shared_ptr<hypervisor_host> find(std::string_view name) const {
-        for (const auto& host : hosts)
-            if (host->options.name == name)
-                return host;
-        return nullptr;
-    }
-
-    std::shared_ptr<hypervisor_host> make_host(hypervisor_host_options host_options) const;
-    void start(std::shared_ptr<hypervisor_host> host);
-    void watch_container(const std::shared_ptr<hypervisor_host>& host, const std::string& uuid);
-    void forget_container(const std::shared_ptr<hypervisor_host>& host, const std::string& uuid);
-    void mark_down(const std::shared_ptr<hypervisor_host>& host, std::string why);
-    void stop(const std::shared_ptr<hypervisor_host>& host);
-};
 
 inline void validate_host(const hypervisor_host_options& host) {
     if (host.name.empty())
@@ -341,7 +255,7 @@ hypervisor_pool_state::watch_container(const std::shared_ptr<hypervisor_host>& h
                 return;
             auto pool = weak_pool.lock();
             auto h = weak_host.lock();
-            if (pool && h)
+            if (pool && h && !h->booting.contains(uuid))
                 pool->forget_container(h, uuid);
         });
 }
@@ -411,6 +325,7 @@ ANWEDDOL_DECL detail::host_placement::host_placement(std::shared_ptr<hypervisor_
     , memory_mib_(memory_mib)
     , down_count_(host_->down_count)
     , booting_(true) {
+    host_->booting.insert(uuid_);
     ++host_->boots_in_flight;
     host_->booting_memory_mib += memory_mib_;
 }
@@ -501,6 +416,7 @@ ANWEDDOL_DECL void detail::host_placement::end_boot() noexcept {
     if (!booting_)
         return;
     booting_ = false;
+    host_->booting.erase(uuid_);
     --host_->boots_in_flight;
     host_->booting_memory_mib -= memory_mib_;
 }
@@ -508,8 +424,8 @@ ANWEDDOL_DECL void detail::host_placement::end_boot() noexcept {
 ANWEDDOL_DECL void detail::host_placement::keep_container() {
     if (!host_ || host_went_down())
         return; // lost already: an orphan, destroyed once the host is back
-    // A KVM guest that paused was destroyed and booted again with the same
-    // UUID: the first domain's STOPPED event took the container off.
+    // Its domain stopped between the end of the boot and this call: its
+    // STOPPED event took the container off, or will.
     if (!host_->containers.contains(uuid_))
         pool_->watch_container(host_, uuid_);
     kept_ = true;
@@ -549,7 +465,7 @@ read_free_memory(std::shared_ptr<hypervisor_connection> connection, std::string 
 ANWEDDOL_DECL boost::asio::awaitable<detail::host_placement>
 detail::place_on_host(std::shared_ptr<hypervisor_pool_state> state, std::string uuid,
                       unsigned memory_mib) {
-    if (state->closed)
+    if (state->closed || state->shutting_down)
         throw_error(errc::no_host_available,
                     "the hypervisor pool is shut down: it places no more containers");
     for (const auto& host : state->hosts)
@@ -755,9 +671,13 @@ ANWEDDOL_DECL hypervisor_pool::~hypervisor_pool() {
 }
 
 ANWEDDOL_DECL void hypervisor_pool::add_host(hypervisor_host_options host) {
-    if (state_->closed)
+    // Once shutdown() began, a new host would never be stopped: it ends
+    // with the hosts it found when it began.
+    if (state_->closed || state_->shutting_down)
         detail::throw_error(errc::invalid_argument,
-                            "the hypervisor pool is shut down: it takes no more hosts");
+                            "the hypervisor pool is shut down (or shutting down): it takes no "
+                            "more hosts; add '" +
+                                host.name + "' to a pool that runs");
     state_->start(state_->make_host(std::move(host)));
 }
 
@@ -860,6 +780,7 @@ hypervisor_pool::remove_host_here(std::shared_ptr<detail::hypervisor_pool_state>
 
 ANWEDDOL_DECL boost::asio::awaitable<void>
 hypervisor_pool::shutdown_here(std::shared_ptr<detail::hypervisor_pool_state> state) {
+    state->shutting_down = true;
     // Hosts that are down may have lost containers: one last try at their
     // domains (a host that answers now takes its connection back).
     const auto hosts = state->hosts;
@@ -889,7 +810,9 @@ hypervisor_pool::shutdown_here(std::shared_ptr<detail::hypervisor_pool_state> st
                          host->orphans.size()});
         }
     }
-    for (const auto& host : hosts)
+    // Every host, also one that was there before and is not in `hosts`
+    // (none can be added meanwhile, but the list is the truth).
+    for (const auto& host : state->hosts)
         state->stop(host);
     state->closed = true;
 }

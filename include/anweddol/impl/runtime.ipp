@@ -16,9 +16,13 @@ namespace anweddol {
 
 namespace runtime_impl {
 
-// Blocking work that is not a connection's call: hashing, last destroys,
-// opening connections. Few threads: each connection has lanes of its own.
+// Blocking work that is not a connection's call: hashing, last destroys.
+// Few threads: each connection has lanes of its own, and each open a thread.
 inline constexpr std::size_t worker_threads = 4;
+
+// How long the destruction of an io_context waits for opens still blocked
+// on an unreachable host before it leaves them to end on their own.
+inline constexpr std::chrono::seconds opener_wait{1};
 
 // The runtime holds I/O objects of its io_context (the event loop's strand,
 // timers and descriptors), which belong to other services of that context,
@@ -82,25 +86,62 @@ ANWEDDOL_DECL void runtime::record_kvm_runs(const std::string& uri, bool runs) {
 
 ANWEDDOL_DECL boost::asio::thread_pool::executor_type runtime::workers() {
     std::lock_guard lock(workers_mutex_);
+    return workers_locked();
+}
+
+// Under workers_mutex_.
+ANWEDDOL_DECL boost::asio::thread_pool::executor_type runtime::workers_locked() {
     if (!workers_)
-        workers_ = detail::with_sigpipe_blocked_threads([] {
-            return std::make_unique<boost::asio::thread_pool>(runtime_impl::worker_threads);
-        });
+        workers_ = std::make_unique<detail::worker_threads>(runtime_impl::worker_threads);
     return workers_->get_executor();
 }
 
+ANWEDDOL_DECL void runtime::track_lanes(const std::shared_ptr<detail::worker_threads>& lanes) {
+    std::lock_guard lock(lanes_mutex_);
+    std::erase_if(lanes_, [](const auto& weak) { return weak.expired(); });
+    lanes_.push_back(lanes);
+}
+
+// Waits for every call on every connection's lanes: each holds its
+// connection, its completion handler and a work guard of the io_context,
+// which must all go while the io_context still exists. Lanes that end a
+// connection meanwhile (their call held its last reference) join
+// themselves here too.
+ANWEDDOL_DECL void runtime::join_lanes() noexcept {
+    for (;;) {
+        std::vector<std::shared_ptr<detail::worker_threads>> live;
+        {
+            std::lock_guard lock(lanes_mutex_);
+            for (const auto& weak : lanes_)
+                if (auto lanes = weak.lock())
+                    live.push_back(std::move(lanes));
+            lanes_.clear();
+        }
+        if (live.empty())
+            return;
+        for (const auto& lanes : live)
+            lanes->join();
+    }
+}
+
 ANWEDDOL_DECL void runtime::shutdown() {
-    if (shut_down_.exchange(true))
-        return;
-    // Queued blocking work still runs (a dropped container's last destroy);
-    // its completions go nowhere, the io_context being gone.
-    std::unique_ptr<boost::asio::thread_pool> workers;
+    std::unique_ptr<detail::worker_threads> workers;
     {
         std::lock_guard lock(workers_mutex_);
+        if (shut_down_.exchange(true))
+            return;
         workers = std::move(workers_);
     }
+    // Opens still blocked on an unreachable host are given up on: they hold
+    // nothing of this runtime, and are waited for briefly.
+    openers_.shutdown(runtime_impl::opener_wait);
+    // Queued blocking work still runs (a dropped container's last destroy),
+    // and calls under way on the lanes end; their completions go nowhere,
+    // the io_context being gone. From a thread of these pools, they are
+    // stopped instead of joined: a thread does not wait for itself.
     if (workers)
         workers->join();
+    join_lanes();
     if (completions_)
         completions_->discard();
     if (event_loop_)
