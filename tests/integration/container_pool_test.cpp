@@ -19,11 +19,14 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 using anweddol::container_pool;
 using anweddol::container_pool_event;
@@ -331,4 +334,77 @@ TEST_CASE("containers taken in a burst from a pool of 1 can all be stopped after
     CHECK(connection->open_count() == opens_before);
     pool.reset();
     CHECK(none_runs(log.booted));
+}
+
+namespace {
+
+// The output of a shell command.
+std::string output_of(const std::string& command) {
+    std::string output;
+    if (FILE* pipe = ::popen(command.c_str(), "r")) {
+        char buffer[256];
+        while (std::fgets(buffer, sizeof buffer, pipe))
+            output += buffer;
+        ::pclose(pipe);
+    }
+    return output;
+}
+
+// Makes libvirtd drop this process's connection, as its restart (or a
+// keepalive timeout) would, through its admin interface (virt-admin).
+void drop_own_connection() {
+    const std::string admin = "virt-admin -q -c libvirtd:///system ";
+    const std::string ids =
+        output_of(admin + "srv-clients-list libvirtd | awk '$1 ~ /^[0-9]+$/ {print $1}'");
+    std::size_t dropped = 0;
+    std::size_t at = 0;
+    while (at < ids.size()) {
+        const std::size_t end = ids.find('\n', at);
+        const std::string id = ids.substr(at, end - at);
+        at = end == std::string::npos ? ids.size() : end + 1;
+        const std::string pid = output_of(admin + "client-info libvirtd " + id +
+                                          " | awk '/unix_process_id/ {print $NF}'");
+        if (std::atoi(pid.c_str()) != ::getpid())
+            continue;
+        REQUIRE(std::system((admin + "client-disconnect libvirtd " + id + " >/dev/null").c_str()) ==
+                0);
+        ++dropped;
+    }
+    REQUIRE(dropped > 0);
+}
+
+} // namespace
+
+// The stop's own libvirt call is the first to meet the dropped connection:
+// it used to fail with libvirt's internal error ("cannot look up domain
+// <uuid>: internal error: client socket is closed", or "An error occurred,
+// but the cause is unknown" when caught in flight), and the domain was left
+// to the container's destructor.
+TEST_CASE("a container stops when libvirtd has just dropped its connection") {
+    // With autodestroy, libvirtd destroys the domain as it drops the
+    // connection; without, the domain still runs, and the stop must reach it.
+    for (const bool autodestroy : {true, false}) {
+        INFO("autodestroy: " << autodestroy);
+        auto container = std::make_shared<anweddol::container_instance>(
+            test_context().get_executor(), anweddol::test::test_iso(), "", 512, 1);
+        auto options = container->get_options();
+        options.domain_type = anweddol::test::test_domain_type();
+        options.bypass_admission = true;
+        options.autodestroy = autodestroy;
+        container->set_options(options);
+        run_coroutine([&]() -> awaitable<bool> {
+            co_await container->start_domain(false, 20, system_uri);
+            co_return true;
+        }());
+        drop_own_connection();
+        anweddol::diagnostics diag;
+        std::optional<boost::system::error_code> stopped;
+        container->stop_domain(anweddol::stop_options{}, diag,
+                               [&](boost::system::error_code ec) { stopped = ec; });
+        REQUIRE(run_until([&] { return stopped.has_value(); }, 1min));
+        INFO(diag.full_message());
+        CHECK_FALSE(*stopped);
+        CHECK_FALSE(container->is_domain_running());
+        CHECK(none_runs({container->get_uuid()}));
+    }
 }

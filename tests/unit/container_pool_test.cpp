@@ -375,3 +375,60 @@ TEST_CASE("container pool: the check before a hand-over passes a running contain
     REQUIRE(virDomainDestroy(container.get_domain_descriptor()) == 0);
     CHECK(check(booted).error == errc::domain_not_running);
 }
+
+// A new user's sequence, as far as test:/// goes (its domains never get an
+// address, so takes wait for boots instead of being handed containers):
+// containers of the user's own share the pool's libvirt connection, a burst
+// of takes waits, shutdown() fails them and cancels their boots, then each
+// of the user's containers is stopped. The pool must neither close nor
+// reopen the connection they share, and every stop must work, every time.
+TEST_CASE("container pool: its shutdown leaves the libvirt connection that other containers "
+          "share alone, 200 times over") {
+    scratch s;
+    auto connection = run_coroutine(anweddol::hypervisor_connection::open(test_uri));
+    const unsigned opens = connection->open_count();
+    std::size_t closes = 0;
+    auto watching_closes =
+        connection->on_close(test_context().get_executor(), [&](int) { ++closes; });
+    std::set<std::string> uuids;
+    for (int round = 0; round < 200; ++round) {
+        INFO("round " << round);
+        std::vector<std::shared_ptr<anweddol::container_instance>> own;
+        for (int i = 0; i < 5; ++i) {
+            auto container = std::make_shared<anweddol::container_instance>(
+                test_context().get_executor(), s.iso.string(), "", 512, 1);
+            auto options = container->get_options();
+            options.bypass_admission = true;
+            container->set_options(options);
+            own.push_back(container);
+        }
+        test_pool p(s, 1, 60s);
+        std::size_t failed_takes = 0;
+        for (int i = 0; i < 5; ++i)
+            p.pool->take([&](boost::system::error_code ec, anweddol::provisioned_container) {
+                CHECK(ec == errc::pool_closed);
+                ++failed_takes;
+            });
+        run_coroutine([&]() -> awaitable<bool> {
+            for (auto& container : own)
+                co_await container->start_domain(false, 20, test_uri);
+            co_return true;
+        }());
+        REQUIRE(run_until([&] { return p.pool->get_stats().booting == 6; }));
+        run_coroutine([&]() -> awaitable<bool> {
+            co_await p.pool->shutdown();
+            for (auto& container : own)
+                co_await container->stop_domain();
+            co_return true;
+        }());
+        CHECK(failed_takes == 5);
+        for (const auto& container : own) {
+            CHECK_FALSE(container->is_domain_running());
+            uuids.insert(container->get_uuid());
+        }
+        uuids.insert(p.uuids.begin(), p.uuids.end());
+        REQUIRE(closes == 0);
+        REQUIRE(connection->open_count() == opens);
+    }
+    CHECK(all_gone(uuids));
+}
