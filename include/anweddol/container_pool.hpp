@@ -29,7 +29,10 @@ enum class container_pool_event_type {
     boot_failed,  ///< its boot failed (the domain is destroyed); `error` says why
     taken,        ///< take() handed it over
     recycled,     ///< it waited longer than max_idle and was destroyed, to be replaced
-    lost,         ///< its domain stopped while it waited in the pool
+    /// its domain stopped, paused or crashed, or its endpoint stopped
+    /// answering, while it waited in the pool: it was destroyed (never
+    /// handed over), to be replaced; `message` says what was wrong
+    lost,
 };
 
 /// A short name of the event type, such as "ready" or "boot_failed".
@@ -38,7 +41,8 @@ std::string_view to_string(container_pool_event_type type) noexcept;
 struct container_pool_event {
     container_pool_event_type type = container_pool_event_type::boot_started;
     std::string uuid;
-    /// boot_failed: the error, and its explanation with the guest's console.
+    /// boot_failed: the error, and its explanation with the guest's console;
+    /// lost: what was wrong with it.
     boost::system::error_code error;
     std::string message;
     /// boot_failed: how long the pool waits before its next refill.
@@ -89,12 +93,28 @@ struct container_pool_stats {
     std::uint64_t taken_warm = 0;       ///< handed out at once, from the pool
     std::uint64_t taken_after_wait = 0; ///< handed out after waiting for a boot
     std::uint64_t recycled = 0;         ///< destroyed after max_idle
-    std::uint64_t lost = 0;             ///< their domain stopped in the pool
+    std::uint64_t lost = 0;             ///< found stopped, paused, crashed or unreachable
 };
 
 namespace detail {
 struct container_pool_state;
-}
+
+/// Why a pooled container cannot be handed over; empty when it can.
+struct pooled_fault {
+    boost::system::error_code error;
+    std::string message;
+    explicit operator bool() const noexcept { return !message.empty(); }
+};
+
+/// async: checks a booted container before its hand-over: its domain must
+/// run for libvirt (not paused, crashed, shut off or gone), and its
+/// endpoint's session must run a command (a closed one is logged in again)
+/// within the login options' attempt_timeout. Never throws: a check that
+/// fails is a fault. Uses libvirt's connection of `options` (or of the
+/// container's host), on its lanes.
+boost::asio::awaitable<pooled_fault> check_pooled_container(const booted_container& booted,
+                                                            const provisioning_options& options);
+} // namespace detail
 
 /// Keeps containers booted and waiting, so that handing one to a client
 /// costs only the hand-over: fresh client credentials, the setup script,
@@ -110,8 +130,16 @@ struct container_pool_state;
 /// error and diagnostics. Nothing is ever left behind: a failed boot, a
 /// cancelled take, shutdown() and the destructor destroy their domains.
 ///
+/// Before a take hands a pooled container over, it checks that libvirt
+/// still runs its domain (not paused, crashed or gone) and that its
+/// endpoint's session still answers; one that fails is destroyed and
+/// replaced (a `lost` event), and the take goes on with the next ready one
+/// or a fresh boot: a take never receives a container it cannot use.
+///
 /// Use it from its executor only (one io_context thread, or a strand), as
-/// container_instance. Its containers run on that executor too.
+/// container_instance. Its containers run on that executor too. Operations
+/// may outlive the pool object: a take or shutdown that runs after the
+/// pool was destroyed completes with errc::pool_closed.
 class container_pool {
 public:
     /// Starts filling at once. Throws boost::system::system_error:
@@ -140,35 +168,43 @@ public:
     /// `(error_code, provisioned_container)`; the default token returns it
     /// and throws error_with_diagnostics.
     ///
-    /// Errors: errc::pool_closed after shutdown(); those of provision()
+    /// Errors: errc::pool_closed after shutdown(), or when the pool was
+    /// destroyed before the take ran (a deferred or posted take); those of provision()
     /// (the boot's, when it failed while this take waited; the
     /// hand-over's). Cancelling a take while it waits leaves every
     /// container in the pool; once its hand-over began, the container is
     /// destroyed: none is ever left half-administered.
     template <class CompletionToken = default_completion_token>
     auto take(CompletionToken&& token = {}) {
-        return detail::initiate_coroutine(executor_, take_here(), nullptr,
+        return detail::initiate_coroutine(executor_, take_here(state_), nullptr,
                                           std::forward<CompletionToken>(token));
     }
     template <class CompletionToken = default_completion_token>
     auto take(diagnostics& diag, CompletionToken&& token = {}) {
-        return detail::initiate_coroutine(executor_, take_here(), &diag,
+        return detail::initiate_coroutine(executor_, take_here(state_), &diag,
                                           std::forward<CompletionToken>(token));
     }
 
     /// async: stops refilling, fails the waiting takes with
     /// errc::pool_closed, cancels the boots under way and destroys every
     /// container of the pool; completes with `(error_code)` once their
-    /// domains are gone. Containers already taken are the takers'.
+    /// domains are gone. Containers already taken are the takers'. A
+    /// shutdown that runs after the pool was destroyed completes with
+    /// errc::pool_closed (the destructor destroyed the containers).
     template <class CompletionToken = default_completion_token>
     auto shutdown(CompletionToken&& token = {}) {
-        return detail::initiate_coroutine(executor_, shutdown_here(), nullptr,
+        return detail::initiate_coroutine(executor_, shutdown_here(state_), nullptr,
                                           std::forward<CompletionToken>(token));
     }
 
 private:
-    boost::asio::awaitable<provisioned_container> take_here();
-    boost::asio::awaitable<void> shutdown_here();
+    // Static, with the state as a parameter: the coroutine frame owns it, so
+    // a take or shutdown that first runs after the pool object was destroyed
+    // (deferred, posted) never reads the destroyed object.
+    static boost::asio::awaitable<provisioned_container>
+    take_here(std::shared_ptr<detail::container_pool_state> state);
+    static boost::asio::awaitable<void>
+    shutdown_here(std::shared_ptr<detail::container_pool_state> state);
 
     boost::asio::any_io_executor executor_;
     std::shared_ptr<detail::container_pool_state> state_;

@@ -1,8 +1,9 @@
 // A warm container pool against the sandbox's libvirtd, QEMU and the test
 // ISO's sshd: containers handed out from the pool work, the pool refills,
-// notices a container that died while it waited, recycles idle ones, and a
-// take cancelled in its hand-over, shutdown() and the destructor leave no
-// domain behind.
+// notices a container that died while it waited, recycles idle ones, never
+// hands over a paused one, and a take cancelled in its hand-over, shutdown()
+// and the destructor leave no domain behind; containers taken in a burst
+// can all be stopped after the pool's shutdown.
 #include "../unit/libvirt_domains.hpp"
 #include "../unit/test_context.hpp"
 #include "sandbox_settings.hpp"
@@ -17,11 +18,15 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 using anweddol::container_pool;
 using anweddol::container_pool_event;
@@ -53,18 +58,24 @@ bool none_runs(const std::set<std::string>& uuids, std::chrono::milliseconds wit
         within);
 }
 
-// Destroys a domain behind the pool's back, as a crash of QEMU would.
-void destroy_from_outside(const std::string& uuid) {
-    run_coroutine([uuid]() -> awaitable<bool> {
+// Does `act` to a domain behind the pool's back.
+template <class Act>
+bool act_from_outside(const std::string& uuid, Act act) {
+    return run_coroutine([uuid, act]() -> awaitable<bool> {
         auto connection = co_await anweddol::hypervisor_connection::open(system_uri);
         // Built outside the co_await: GCC 12 destroys a capturing temporary
         // there twice.
-        auto destroying = connection->call([uuid](virConnectPtr c) {
+        auto acting = connection->call([uuid, act](virConnectPtr c) {
             anweddol::detail::domain_handle domain(virDomainLookupByUUIDString(c, uuid.c_str()));
-            return domain && virDomainDestroy(domain.get()) == 0;
+            return domain && act(domain.get()) == 0;
         });
-        co_return co_await std::move(destroying);
+        co_return co_await std::move(acting);
     }());
+}
+
+// Destroys a domain behind the pool's back, as a crash of QEMU would.
+void destroy_from_outside(const std::string& uuid) {
+    act_from_outside(uuid, &virDomainDestroy);
 }
 
 anweddol::container_pool_options pool_options(std::size_t size) {
@@ -233,4 +244,167 @@ TEST_CASE("a warm pool recycles a container that waited too long, and its destru
         CHECK(pool.get_stats().recycled >= 1);
     }
     CHECK(none_runs(log.booted));
+}
+
+TEST_CASE("a warm pool never hands over a paused container: the take destroys it and gets a "
+          "working one") {
+    event_log log;
+    auto options = pool_options(1);
+    options.on_event = log.recorder();
+    std::optional<container_pool> pool;
+    pool.emplace(test_context().get_executor(), options);
+    REQUIRE(run_until([&] { return pool->get_stats().ready == 1; }, 5min));
+    const std::string paused = log.last_uuid(container_pool_event_type::ready);
+    REQUIRE(act_from_outside(paused, &virDomainSuspend)); // as virsh suspend does
+
+    // Promptly: the boot of a fresh one, not the ~15 minutes a hand-over to
+    // a paused guest hangs.
+    const auto taken = run_coroutine(pool->take(), 4min);
+    CHECK(taken.container->get_uuid() != paused);
+    CHECK_FALSE(taken.from_pool);
+    CHECK(client_whoami(taken) == taken.username + "\n");
+    CHECK(pool->get_stats().lost == 1);
+    REQUIRE(log.count(container_pool_event_type::lost) == 1);
+    for (const auto& e : log.events)
+        if (e.type == container_pool_event_type::lost) {
+            CHECK(e.uuid == paused);
+            CHECK(e.error == anweddol::errc::domain_paused);
+            CHECK_THAT(e.message, Catch::Contains("paused by a client of libvirt"));
+        }
+    CHECK(none_runs({paused}));
+
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await pool->shutdown();
+        co_return true;
+    }());
+    stop(taken);
+    pool.reset();
+    CHECK(none_runs(log.booted));
+}
+
+// What a new user does: a pool of 1, a burst of 5 takes at once, shutdown(),
+// then stop_domain() of each taken container. Each stop must work, and
+// libvirt's connection must stay up throughout (its closes are recorded).
+TEST_CASE("containers taken in a burst from a pool of 1 can all be stopped after its shutdown") {
+    event_log log;
+    auto options = pool_options(1);
+    options.on_event = log.recorder();
+    auto connection = run_coroutine(anweddol::hypervisor_connection::open(system_uri));
+    std::vector<int> close_reasons;
+    auto watching_closes = connection->on_close(
+        test_context().get_executor(), [&](int reason) { close_reasons.push_back(reason); });
+    const unsigned opens_before = connection->open_count();
+    std::optional<container_pool> pool;
+    pool.emplace(test_context().get_executor(), options);
+    REQUIRE(run_until([&] { return pool->get_stats().ready == 1; }, 5min));
+
+    constexpr std::size_t burst = 5;
+    std::vector<std::optional<boost::system::error_code>> results(burst);
+    std::vector<provisioned_container> taken(burst);
+    for (std::size_t i = 0; i < burst; ++i)
+        pool->take([&, i](boost::system::error_code ec, provisioned_container c) {
+            results[i] = ec;
+            taken[i] = std::move(c);
+        });
+    REQUIRE(run_until(
+        [&] {
+            return std::all_of(results.begin(), results.end(),
+                               [](auto& r) { return r.has_value(); });
+        },
+        12min));
+    for (std::size_t i = 0; i < burst; ++i) {
+        INFO("take " << i << ": " << results[i]->message());
+        REQUIRE_FALSE(*results[i]);
+    }
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await pool->shutdown();
+        co_return true;
+    }());
+    for (auto& c : taken) {
+        anweddol::diagnostics diag;
+        std::optional<boost::system::error_code> stopped;
+        c.container->stop_domain(anweddol::stop_options{}, diag,
+                                 [&](boost::system::error_code ec) { stopped = ec; });
+        REQUIRE(run_until([&] { return stopped.has_value(); }, 2min));
+        INFO("stopping " << c.container->get_uuid() << ": " << diag.full_message());
+        CHECK_FALSE(*stopped);
+    }
+    INFO("libvirt closed the connection " << close_reasons.size() << " times");
+    CHECK(close_reasons.empty());
+    CHECK(connection->open_count() == opens_before);
+    pool.reset();
+    CHECK(none_runs(log.booted));
+}
+
+namespace {
+
+// The output of a shell command.
+std::string output_of(const std::string& command) {
+    std::string output;
+    if (FILE* pipe = ::popen(command.c_str(), "r")) {
+        char buffer[256];
+        while (std::fgets(buffer, sizeof buffer, pipe))
+            output += buffer;
+        ::pclose(pipe);
+    }
+    return output;
+}
+
+// Makes libvirtd drop this process's connection, as its restart (or a
+// keepalive timeout) would, through its admin interface (virt-admin).
+void drop_own_connection() {
+    const std::string admin = "virt-admin -q -c libvirtd:///system ";
+    const std::string ids =
+        output_of(admin + "srv-clients-list libvirtd | awk '$1 ~ /^[0-9]+$/ {print $1}'");
+    std::size_t dropped = 0;
+    std::size_t at = 0;
+    while (at < ids.size()) {
+        const std::size_t end = ids.find('\n', at);
+        const std::string id = ids.substr(at, end - at);
+        at = end == std::string::npos ? ids.size() : end + 1;
+        const std::string pid = output_of(admin + "client-info libvirtd " + id +
+                                          " | awk '/unix_process_id/ {print $NF}'");
+        if (std::atoi(pid.c_str()) != ::getpid())
+            continue;
+        REQUIRE(std::system((admin + "client-disconnect libvirtd " + id + " >/dev/null").c_str()) ==
+                0);
+        ++dropped;
+    }
+    REQUIRE(dropped > 0);
+}
+
+} // namespace
+
+// The stop's own libvirt call is the first to meet the dropped connection:
+// it used to fail with libvirt's internal error ("cannot look up domain
+// <uuid>: internal error: client socket is closed", or "An error occurred,
+// but the cause is unknown" when caught in flight), and the domain was left
+// to the container's destructor.
+TEST_CASE("a container stops when libvirtd has just dropped its connection") {
+    // With autodestroy, libvirtd destroys the domain as it drops the
+    // connection; without, the domain still runs, and the stop must reach it.
+    for (const bool autodestroy : {true, false}) {
+        INFO("autodestroy: " << autodestroy);
+        auto container = std::make_shared<anweddol::container_instance>(
+            test_context().get_executor(), anweddol::test::test_iso(), "", 512, 1);
+        auto options = container->get_options();
+        options.domain_type = anweddol::test::test_domain_type();
+        options.bypass_admission = true;
+        options.autodestroy = autodestroy;
+        container->set_options(options);
+        run_coroutine([&]() -> awaitable<bool> {
+            co_await container->start_domain(false, 20, system_uri);
+            co_return true;
+        }());
+        drop_own_connection();
+        anweddol::diagnostics diag;
+        std::optional<boost::system::error_code> stopped;
+        container->stop_domain(anweddol::stop_options{}, diag,
+                               [&](boost::system::error_code ec) { stopped = ec; });
+        REQUIRE(run_until([&] { return stopped.has_value(); }, 1min));
+        INFO(diag.full_message());
+        CHECK_FALSE(*stopped);
+        CHECK_FALSE(container->is_domain_running());
+        CHECK(none_runs({container->get_uuid()}));
+    }
 }

@@ -2,21 +2,27 @@
 // whose domains never get an address here (no lease is written, and libvirt
 // is not asked): boots that fail and are retried with a growing delay, a
 // take that gets its boot's failure, cancelled takes and a shutdown in the
-// middle of boots, none of which may leave a domain behind. Handing out
-// real containers is the integration tests' part.
+// middle of boots, none of which may leave a domain behind; takes and
+// shutdowns that outlive the pool object. The check a take makes before it
+// hands a pooled container over runs here on a test:/// domain and the local
+// sshd. Handing out real containers is the integration tests' part.
 #include "libvirt_domains.hpp"
+#include "local_sshd.hpp"
 #include "scratch_directory.hpp"
 #include "test_context.hpp"
 
 #include <anweddol/container_pool.hpp>
+#include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/error.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/deferred.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -39,20 +45,27 @@ namespace {
 const std::string test_uri = "test:///default";
 
 // A pool on test:/// whose boots wait `address_timeout` for an address that
-// never comes, recording its events.
+// never comes.
+container_pool_options test_options(const scratch& s, std::size_t size,
+                                    std::chrono::milliseconds address_timeout = 200ms) {
+    container_pool_options options;
+    options.size = size;
+    options.iso_path = s.iso.string();
+    options.container.lease_directory = s.leases;
+    options.container.address_poll_interval = 0ms; // only the (empty) lease directory
+    options.container.bypass_admission = true;
+    options.provisioning.driver_uri = test_uri;
+    options.provisioning.address_timeout = address_timeout;
+    options.retry_delay = 100ms;
+    options.retry_delay_max = 400ms;
+    return options;
+}
+
+// Such a pool, recording its events.
 struct test_pool {
     explicit test_pool(const scratch& s, std::size_t size,
                        std::chrono::milliseconds address_timeout = 200ms) {
-        container_pool_options options;
-        options.size = size;
-        options.iso_path = s.iso.string();
-        options.container.lease_directory = s.leases;
-        options.container.address_poll_interval = 0ms; // only the (empty) lease directory
-        options.container.bypass_admission = true;
-        options.provisioning.driver_uri = test_uri;
-        options.provisioning.address_timeout = address_timeout;
-        options.retry_delay = 100ms;
-        options.retry_delay_max = 400ms;
+        container_pool_options options = test_options(s, size, address_timeout);
         options.on_event = [this](const container_pool_event& e) {
             events.push_back(e);
             if (e.type == container_pool_event_type::boot_started)
@@ -253,4 +266,169 @@ TEST_CASE("container pool: resize starts and cancels refills") {
     CHECK(p.pool->get_stats().booting == 0);
     CHECK(all_gone(p.uuids));
     CHECK(p.count(container_pool_event_type::boot_failed) == 0);
+}
+
+// The pool object may be gone by the time a take or shutdown first runs: a
+// callback's coroutine starts at the next turn of the io_context, a
+// deferred one when it is launched. Under ASan, reading the destroyed pool
+// there is a heap-use-after-free.
+TEST_CASE("container pool: a take or shutdown that first runs after the pool was destroyed "
+          "completes with pool_closed") {
+    scratch s;
+    auto pool =
+        std::make_unique<container_pool>(test_context().get_executor(), test_options(s, 1, 60s));
+    std::optional<boost::system::error_code> posted_take, posted_shutdown, deferred_take;
+    pool->take([&](boost::system::error_code ec, anweddol::provisioned_container c) {
+        CHECK_FALSE(c.container);
+        posted_take = ec;
+    });
+    pool->shutdown([&](boost::system::error_code ec) { posted_shutdown = ec; });
+    auto take_later = pool->take(boost::asio::deferred);
+    pool.reset(); // before the io_context ran any of them
+    std::move(take_later)(
+        [&](boost::system::error_code ec, anweddol::provisioned_container) { deferred_take = ec; });
+    REQUIRE(run_until([&] { return posted_take && posted_shutdown && deferred_take; }));
+    CHECK(*posted_take == errc::pool_closed);
+    CHECK(*posted_shutdown == errc::pool_closed);
+    CHECK(*deferred_take == errc::pool_closed);
+}
+
+namespace {
+
+// A booted container as the pool keeps one: a test:/// domain, and an
+// endpoint logged in to the local sshd.
+anweddol::detail::booted_container booted_on_test_driver(const scratch& s,
+                                                         const anweddol::test::local_sshd& sshd) {
+    auto container = std::make_shared<anweddol::container_instance>(test_context().get_executor(),
+                                                                    s.iso.string(), "", 512, 1);
+    auto options = container->get_options();
+    options.lease_directory = s.leases;
+    options.bypass_admission = true;
+    container->set_options(options);
+    anweddol::detail::booted_container booted;
+    booted.partial.container = container;
+    booted.partial.ip = "127.0.0.1";
+    booted.shell.attempt_timeout = 2s;
+    booted.endpoint = std::make_shared<anweddol::endpoint_shell_instance>(
+        test_context().get_executor(), "127.0.0.1", sshd.user(), sshd.password(), sshd.port());
+    booted.endpoint->set_options(booted.shell);
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await container->start_domain(false, 20, test_uri);
+        co_await booted.endpoint->open_shell();
+        co_return true;
+    }());
+    return booted;
+}
+
+anweddol::detail::pooled_fault check(const anweddol::detail::booted_container& booted) {
+    anweddol::provisioning_options options;
+    options.driver_uri = test_uri;
+    return run_coroutine(anweddol::detail::check_pooled_container(booted, options), 20s);
+}
+
+} // namespace
+
+TEST_CASE("container pool: the check before a hand-over passes a running container and refuses "
+          "a paused or gone domain and an endpoint that cannot log in") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    scratch s;
+    auto booted = booted_on_test_driver(s, *sshd);
+    const auto& container = *booted.partial.container;
+    {
+        const auto fault = check(booted);
+        INFO(fault.message);
+        CHECK_FALSE(fault);
+    }
+
+    // Lost sessions are logged in again, as the hand-over would.
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await booted.endpoint->close_shell();
+        co_return true;
+    }());
+    CHECK_FALSE(check(booted));
+    CHECK_FALSE(booted.endpoint->is_closed());
+
+    // Paused (as virsh suspend does): refused at once, the endpoint untried.
+    REQUIRE(virDomainSuspend(container.get_domain_descriptor()) == 0);
+    {
+        const auto fault = check(booted);
+        CHECK(fault.error == errc::domain_paused);
+        CHECK_THAT(fault.message, Catch::Contains("paused by a client of libvirt"));
+        CHECK_THAT(fault.message, Catch::Contains(container.get_uuid()));
+    }
+    REQUIRE(virDomainResume(container.get_domain_descriptor()) == 0);
+    CHECK_FALSE(check(booted));
+
+    // An endpoint whose session was lost and that cannot log in again.
+    booted.endpoint->set_endpoint_credentials(sshd->user(), "not the password", sshd->port());
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await booted.endpoint->close_shell();
+        co_return true;
+    }());
+    {
+        const auto fault = check(booted);
+        CHECK(fault.error == errc::authentication_failed);
+        CHECK_THAT(fault.message, Catch::Contains("does not answer"));
+    }
+
+    // Gone behind the container's back.
+    REQUIRE(virDomainDestroy(container.get_domain_descriptor()) == 0);
+    CHECK(check(booted).error == errc::domain_not_running);
+}
+
+// A new user's sequence, as far as test:/// goes (its domains never get an
+// address, so takes wait for boots instead of being handed containers):
+// containers of the user's own share the pool's libvirt connection, a burst
+// of takes waits, shutdown() fails them and cancels their boots, then each
+// of the user's containers is stopped. The pool must neither close nor
+// reopen the connection they share, and every stop must work, every time.
+TEST_CASE("container pool: its shutdown leaves the libvirt connection that other containers "
+          "share alone, 200 times over") {
+    scratch s;
+    auto connection = run_coroutine(anweddol::hypervisor_connection::open(test_uri));
+    const unsigned opens = connection->open_count();
+    std::size_t closes = 0;
+    auto watching_closes =
+        connection->on_close(test_context().get_executor(), [&](int) { ++closes; });
+    std::set<std::string> uuids;
+    for (int round = 0; round < 200; ++round) {
+        INFO("round " << round);
+        std::vector<std::shared_ptr<anweddol::container_instance>> own;
+        for (int i = 0; i < 5; ++i) {
+            auto container = std::make_shared<anweddol::container_instance>(
+                test_context().get_executor(), s.iso.string(), "", 512, 1);
+            auto options = container->get_options();
+            options.bypass_admission = true;
+            container->set_options(options);
+            own.push_back(container);
+        }
+        test_pool p(s, 1, 60s);
+        std::size_t failed_takes = 0;
+        for (int i = 0; i < 5; ++i)
+            p.pool->take([&](boost::system::error_code ec, anweddol::provisioned_container) {
+                CHECK(ec == errc::pool_closed);
+                ++failed_takes;
+            });
+        run_coroutine([&]() -> awaitable<bool> {
+            for (auto& container : own)
+                co_await container->start_domain(false, 20, test_uri);
+            co_return true;
+        }());
+        REQUIRE(run_until([&] { return p.pool->get_stats().booting == 6; }));
+        run_coroutine([&]() -> awaitable<bool> {
+            co_await p.pool->shutdown();
+            for (auto& container : own)
+                co_await container->stop_domain();
+            co_return true;
+        }());
+        CHECK(failed_takes == 5);
+        for (const auto& container : own) {
+            CHECK_FALSE(container->is_domain_running());
+            uuids.insert(container->get_uuid());
+        }
+        uuids.insert(p.uuids.begin(), p.uuids.end());
+        REQUIRE(closes == 0);
+        REQUIRE(connection->open_count() == opens);
+    }
+    CHECK(all_gone(uuids));
 }

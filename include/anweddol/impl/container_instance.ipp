@@ -14,6 +14,7 @@
 #include <anweddol/detail/libvirt/stop_signal.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -26,6 +27,29 @@
 namespace anweddol {
 
 namespace container_impl {
+
+// Whether libvirtd dropped `connection` (it restarted, or a keepalive timed
+// out) under a call that just failed: such a call fails with libvirt's
+// internal error ("client socket is closed", or "An error occurred, but the
+// cause is unknown" for a call caught in flight), and the connection
+// reopens at the next call once libvirt has reported it closed, which this
+// waits for (briefly).
+inline boost::asio::awaitable<bool>
+connection_dropped(std::shared_ptr<hypervisor_connection> connection) {
+    if (!connection->is_open())
+        co_return true;
+    auto asking = connection->call([](virConnectPtr c) { return virConnectIsAlive(c) == 1; });
+    if (co_await std::move(asking))
+        co_return false; // the failure was the call's own
+    auto executor = co_await boost::asio::this_coro::executor;
+    auto reported = std::make_shared<boost::asio::steady_timer>(executor, std::chrono::seconds(5));
+    auto watching = connection->on_close(executor, [reported](int) { reported->cancel(); });
+    if (connection->is_open()) {
+        auto waiting = reported->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+        co_await std::move(waiting);
+    }
+    co_return !connection->is_open();
+}
 
 // Destroys the domain on the connection's lanes (on a worker, through the
 // handle, for an adopted domain without one). Uncancellable: a half-done
@@ -46,9 +70,26 @@ destroy_domain(anweddol::runtime& rt, std::shared_ptr<hypervisor_connection> con
                     uuid, executor, [gone](const domain_lifecycle_event& event) {
                         gone->on_event(event.event, event.detail, false);
                     });
-            auto calling = connection->call(
-                [uuid](virConnectPtr c) { return detail::destroy_domain_blocking(c, uuid, nullptr); });
-            const bool destroyed = co_await std::move(calling);
+            const auto destroy = [uuid](virConnectPtr c) {
+                return detail::destroy_domain_blocking(c, uuid, nullptr);
+            };
+            bool destroyed = false;
+            std::exception_ptr failure;
+            try {
+                auto calling = connection->call(destroy);
+                destroyed = co_await std::move(calling);
+            } catch (...) {
+                failure = std::current_exception();
+            }
+            if (failure) {
+                // A connection that libvirtd dropped is reopened for a second
+                // try: the domain may still run (without autodestroy).
+                auto checking = connection_dropped(connection);
+                if (!co_await std::move(checking))
+                    std::rethrow_exception(failure);
+                auto calling = connection->call(destroy);
+                destroyed = co_await std::move(calling);
+            }
             if (destroyed && connection->lifecycle_events()) {
                 using namespace boost::asio::experimental::awaitable_operators;
                 boost::asio::steady_timer limit(executor, std::chrono::seconds(5));

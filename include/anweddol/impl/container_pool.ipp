@@ -6,7 +6,10 @@
 
 #include <anweddol/container_pool.hpp>
 #include <anweddol/detail/async/initiate.hpp>
+#include <anweddol/detail/libvirt/call.hpp>
+#include <anweddol/detail/libvirt/domain_ops.hpp>
 #include <anweddol/error.hpp>
+#include <anweddol/hypervisor_connection.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -46,6 +49,124 @@ ANWEDDOL_DECL std::string_view to_string(container_pool_event_type type) noexcep
 }
 
 namespace detail {
+
+namespace pool_impl {
+
+inline std::string paused_because(int reason) {
+    switch (reason) {
+    case VIR_DOMAIN_PAUSED_USER:
+        return "paused by a client of libvirt (virsh suspend)";
+    case VIR_DOMAIN_PAUSED_IOERROR:
+        return "paused after a disk I/O error";
+    case VIR_DOMAIN_PAUSED_WATCHDOG:
+        return "paused by its watchdog";
+    case VIR_DOMAIN_PAUSED_CRASHED:
+        return "paused after its guest crashed";
+    default:
+        return "paused (libvirt's reason " + std::to_string(reason) + ")";
+    }
+}
+
+// What libvirt says of the domain `uuid`: no fault while it runs. On a
+// connection's lane.
+inline pooled_fault domain_fault_blocking(virConnectPtr connection, const std::string& uuid) {
+    const domain_handle domain = find_domain(connection, uuid);
+    if (!domain)
+        return {make_error_code(errc::domain_not_running), "libvirt has no domain " + uuid};
+    int state = VIR_DOMAIN_NOSTATE;
+    int reason = 0;
+    if (virDomainGetState(domain.get(), &state, &reason, 0) < 0)
+        throw_last_libvirt_error("cannot read the state of domain " + uuid);
+    switch (state) {
+    case VIR_DOMAIN_RUNNING:
+    case VIR_DOMAIN_BLOCKED: // running, waiting on a resource
+        return {};
+    case VIR_DOMAIN_PAUSED:
+        return {make_error_code(errc::domain_paused),
+                "domain " + uuid + " is " + paused_because(reason)};
+    case VIR_DOMAIN_CRASHED:
+        return {make_error_code(errc::domain_crashed), "domain " + uuid + " crashed"};
+    default: // shutting down, shut off, suspended to memory, no state
+        return {make_error_code(errc::domain_not_running),
+                "domain " + uuid + " does not run (libvirt's state " + std::to_string(state) + ")"};
+    }
+}
+
+inline pooled_fault as_fault(std::exception_ptr failure, const std::string& what) {
+    auto [ec, diag] = to_error(failure);
+    std::string message = diag.full_message();
+    return {ec, what + ": " + (message.empty() ? ec.message() : message)};
+}
+
+// The domain's part of check_pooled_container().
+inline boost::asio::awaitable<pooled_fault> check_domain(const booted_container& booted,
+                                                         const provisioning_options& options) {
+    const auto& container = *booted.partial.container;
+    if (!container.is_domain_running())
+        co_return pooled_fault{make_error_code(errc::domain_not_running),
+                               "domain " + container.get_uuid() + " stopped"};
+    if (booted.placement && booted.placement.host_went_down())
+        co_return pooled_fault{make_error_code(errc::host_down),
+                               "the host of domain " + container.get_uuid() + " went down"};
+    std::exception_ptr failure;
+    try {
+        // The container's own connection: connections are shared by URI.
+        auto opening = hypervisor_connection::open(booted.placement ? booted.placement.uri()
+                                                                    : options.driver_uri);
+        auto connection = co_await std::move(opening);
+        auto asking = connection->call([uuid = container.get_uuid()](virConnectPtr c) {
+            return domain_fault_blocking(c, uuid);
+        });
+        co_return co_await std::move(asking);
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    co_return as_fault(failure, "cannot tell whether domain " + container.get_uuid() + " runs");
+}
+
+// The endpoint's part: one command (or one login, when its session was
+// lost) within one login attempt's time.
+inline boost::asio::awaitable<pooled_fault> check_endpoint(const booted_container& booted) {
+    auto& endpoint = *booted.endpoint;
+    std::exception_ptr failure;
+    try {
+        if (endpoint.is_closed()) {
+            auto shell = booted.shell;
+            shell.ready_timeout = shell.attempt_timeout;
+            auto opening = endpoint.open_shell(shell);
+            co_await std::move(opening);
+        }
+        command_options probe;
+        probe.timeout = booted.shell.attempt_timeout;
+        auto probing = endpoint.execute("true", probe);
+        const command_result result = co_await std::move(probing);
+        if (result.exit_status == 0)
+            co_return pooled_fault{};
+        co_return pooled_fault{make_error_code(errc::administration_failed),
+                               "the endpoint of " + booted.partial.ip +
+                                   " could not run 'true': exit status " +
+                                   std::to_string(result.exit_status) + result.exit_signal};
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    co_return as_fault(failure, "the endpoint of " + booted.partial.ip + " does not answer");
+}
+
+} // namespace pool_impl
+
+ANWEDDOL_DECL boost::asio::awaitable<pooled_fault>
+check_pooled_container(const booted_container& booted, const provisioning_options& options) {
+    if (!booted.partial.container || !booted.endpoint)
+        co_return pooled_fault{make_error_code(errc::domain_not_running), "no container"};
+    auto checking_domain = pool_impl::check_domain(booted, options);
+    pooled_fault fault = co_await std::move(checking_domain);
+    if (fault)
+        co_return fault;
+    // Only once its domain runs: a paused guest would hold the probe for
+    // its whole timeout.
+    auto checking_endpoint = pool_impl::check_endpoint(booted);
+    co_return co_await std::move(checking_endpoint);
+}
 
 // Everything the pool's coroutines share. It outlives the pool object while
 // boots, stops and takes still run; all of it is used on the pool's
@@ -94,6 +215,7 @@ struct container_pool_state : std::enable_shared_from_this<container_pool_state>
     std::uint64_t next_boot = 0;
     std::size_t background = 0; // boots and stops still running
     bool closed = false;
+    bool destroyed = false;           // the pool object is gone (closed too)
     clock::duration delay{};          // since the last failure in a row; zero after a success
     clock::time_point refill_after{}; // no refill (for the pool itself) before
     boost::asio::steady_timer refill_timer;
@@ -338,6 +460,75 @@ struct container_pool_state : std::enable_shared_from_this<container_pool_state>
         refill();
     }
 
+    // A ready container found unusable: destroyed, and replaced.
+    void lose(booted_container booted, pooled_fault fault) {
+        ++stats.lost;
+        container_pool_event event;
+        event.type = container_pool_event_type::lost;
+        event.uuid = booted.partial.container->get_uuid();
+        event.error = fault.error;
+        event.message = std::move(fault.message);
+        emit(event);
+        discard(std::move(booted));
+        refill();
+    }
+
+    // A ready container that a cancelled take had checked goes back where
+    // it was, unless a waiting take or a smaller pool wants it otherwise.
+    void put_back(booted_container booted, clock::time_point since) {
+        if (closed || !waiters.empty() || ready.size() >= options.size) {
+            place(std::move(booted));
+            return;
+        }
+        ready.push_front({std::move(booted), since});
+        arm_idle_timer();
+    }
+
+    // Why the take fails once the pool is closed.
+    [[noreturn]] void throw_closed() const {
+        detail::throw_error(errc::pool_closed,
+                            destroyed ? "the container pool was destroyed before this take ran"
+                                      : "the container pool is shut down");
+    }
+
+    // The oldest ready container that can still be handed over (see
+    // check_pooled_container); those that cannot are destroyed and
+    // replaced. nullopt when none is ready, or takes wait before this one.
+    static boost::asio::awaitable<std::optional<booted_container>>
+    take_ready(std::shared_ptr<container_pool_state> self) {
+        while (!self->ready.empty() && self->waiters.empty()) {
+            booted_container candidate = std::move(self->ready.front().booted);
+            const clock::time_point since = self->ready.front().since;
+            self->ready.pop_front();
+            self->arm_idle_timer();
+            // Short (one libvirt call, one command with a deadline) and not
+            // cancelled half-way: a take cancelled meanwhile puts the
+            // container back, whole.
+            auto checking = boost::asio::co_spawn(
+                self->executor, check_pooled_container(candidate, self->options.provisioning),
+                boost::asio::bind_cancellation_slot(boost::asio::cancellation_slot(),
+                                                    boost::asio::use_awaitable));
+            ++self->background; // a shutdown meanwhile waits for it to be discarded
+            pooled_fault fault = co_await std::move(checking);
+            if (self->closed)
+                self->discard(std::move(candidate));
+            self->finished_in_background();
+            if (self->closed)
+                self->throw_closed();
+            if (fault) {
+                self->lose(std::move(candidate), std::move(fault));
+                continue;
+            }
+            const auto cancel_state = co_await boost::asio::this_coro::cancellation_state;
+            if (cancel_state.cancelled() != boost::asio::cancellation_type::none) {
+                self->put_back(std::move(candidate), since);
+                throw boost::system::system_error(boost::asio::error::operation_aborted);
+            }
+            co_return std::move(candidate);
+        }
+        co_return std::nullopt;
+    }
+
     // No more boots and takes: the waiting takes fail, boots are cancelled.
     void close() {
         if (closed)
@@ -385,6 +576,7 @@ ANWEDDOL_DECL container_pool::container_pool(boost::asio::any_io_executor execut
 }
 
 ANWEDDOL_DECL container_pool::~container_pool() {
+    state_->destroyed = true;
     state_->close();
     // The containers' destructors destroy their domains in the background.
     state_->ready.clear();
@@ -408,22 +600,19 @@ ANWEDDOL_DECL void container_pool::resize(std::size_t size) {
         state_->resize(size);
 }
 
-ANWEDDOL_DECL boost::asio::awaitable<provisioned_container> container_pool::take_here() {
+ANWEDDOL_DECL boost::asio::awaitable<provisioned_container>
+container_pool::take_here(std::shared_ptr<detail::container_pool_state> state) {
     using clock = std::chrono::steady_clock;
     const auto began = clock::now();
-    auto state = state_; // the take may outlive the pool object
     if (state->closed)
-        detail::throw_error(errc::pool_closed, "the container pool is shut down");
+        state->throw_closed();
     state->drop_lost();
 
-    std::optional<detail::booted_container> booted;
-    const bool warm = !state->ready.empty() && state->waiters.empty();
-    if (warm) {
-        booted = std::move(state->ready.front().booted);
-        state->ready.pop_front();
-        state->arm_idle_timer();
-    } else {
-        auto waiting = std::make_shared<detail::container_pool_state::waiter>(executor_);
+    auto taking_ready = detail::container_pool_state::take_ready(state);
+    std::optional<detail::booted_container> booted = co_await std::move(taking_ready);
+    const bool warm = booted.has_value();
+    if (!warm) {
+        auto waiting = std::make_shared<detail::container_pool_state::waiter>(state->executor);
         state->waiters.push_back(waiting);
         state->refill();
         auto woken = waiting->wake.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
@@ -441,7 +630,7 @@ ANWEDDOL_DECL boost::asio::awaitable<provisioned_container> container_pool::take
         if (waiting->failure)
             std::rethrow_exception(waiting->failure);
         if (!waiting->container)
-            detail::throw_error(errc::pool_closed, "the container pool is shut down");
+            state->throw_closed();
         booted = std::move(*waiting->container);
     }
 
@@ -471,8 +660,12 @@ ANWEDDOL_DECL boost::asio::awaitable<provisioned_container> container_pool::take
     co_return result;
 }
 
-ANWEDDOL_DECL boost::asio::awaitable<void> container_pool::shutdown_here() {
-    auto state = state_;
+ANWEDDOL_DECL boost::asio::awaitable<void>
+container_pool::shutdown_here(std::shared_ptr<detail::container_pool_state> state) {
+    if (state->destroyed)
+        detail::throw_error(errc::pool_closed,
+                            "the container pool was destroyed before this shutdown ran: its "
+                            "destructor destroyed its containers already");
     state->close();
     for (auto& entry : std::exchange(state->ready, {}))
         state->discard(std::move(entry.booted));
