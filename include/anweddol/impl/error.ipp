@@ -77,6 +77,10 @@ public:
         case errc::no_host_available:
             return "no hypervisor host can take the container now: the diagnostics say what "
                    "each host lacks (down, draining, or short of memory)";
+        case errc::console_host_keys_missing:
+            return "the guest printed no SSH host key fingerprints on its console, and "
+                   "provisioning_options::require_console_host_keys requires them: make its "
+                   "image print them (as cloud-init does), or unset the option";
         case errc::unexpected_error:
             return "an unexpected error: its diagnostics say what was thrown";
         }
