@@ -62,8 +62,8 @@ std::string host_key_block(const std::vector<std::string>& fingerprints = {ecdsa
 std::string endpoint_block(const std::string& secret = password,
                            const std::string& features = "features sftp port-forwarding",
                            const std::string& eol = "\r\n") {
-    return "rcS: -----BEGIN ANWEDDOL ENDPOINT-----" + eol + "password " + secret + eol +
-           features + eol + "rcS: -----END ANWEDDOL ENDPOINT-----" + eol;
+    return "rcS: -----BEGIN ANWEDDOL ENDPOINT-----" + eol + "password " + secret + eol + features +
+           eol + "rcS: -----END ANWEDDOL ENDPOINT-----" + eol;
 }
 
 std::string kernel_noise(std::size_t bytes) {
@@ -77,7 +77,9 @@ std::string kernel_noise(std::size_t bytes) {
 // returning what the log was given.
 std::string feed_in_pieces(console_scanner& scanner, const std::string& text, std::size_t piece) {
     std::string log;
-    const auto to_log = [&](std::string_view shown) { log += shown; };
+    const auto to_log = [&](std::string_view shown) {
+        log += shown;
+    };
     for (std::size_t at = 0; at < text.size(); at += std::max<std::size_t>(piece, 1))
         scanner.feed(std::string_view(text).substr(at, std::max<std::size_t>(piece, 1)), to_log);
     return log;
@@ -172,7 +174,9 @@ TEST_CASE("console scanner: any split of the bytes into pieces announces the sam
 }
 
 TEST_CASE("console scanner: the endpoint block's format, exactly") {
-    const auto endpoint_of = [](const std::string& console) { return scan_console(console).endpoint; };
+    const auto endpoint_of = [](const std::string& console) {
+        return scan_console(console).endpoint;
+    };
     // No features at all, LF endings, any prefix before the markers.
     auto endpoint = endpoint_of(endpoint_block(password, "features", "\n"));
     REQUIRE(endpoint);
@@ -235,7 +239,9 @@ TEST_CASE("console log: an endpoint block's password never reaches the log, howe
 TEST_CASE("console scanner: a line longer than 4 KiB is dropped, and what follows still reads") {
     console_scanner scanner;
     std::string log;
-    const auto to_log = [&](std::string_view shown) { log += shown; };
+    const auto to_log = [&](std::string_view shown) {
+        log += shown;
+    };
     // A marker at the end of an overlong line is no marker.
     scanner.feed(std::string(1 << 20, 'x') + "-----BEGIN ANWEDDOL ENDPOINT-----\r\n", to_log);
     CHECK_FALSE(scanner.announcement().block_open);
@@ -329,8 +335,7 @@ TEST_CASE("await_console_announcement: after its limit it returns what there is,
     auto quiet = std::make_shared<console_ring>(8192);
     boost::asio::cancellation_signal cancel;
     waiter cancelled;
-    start(cancelled, anweddol::detail::await_console_announcement(quiet, 1h, true),
-          cancel.slot());
+    start(cancelled, anweddol::detail::await_console_announcement(quiet, 1h, true), cancel.slot());
     run_ready_handlers();
     REQUIRE_FALSE(cancelled.done);
     cancel.emit(boost::asio::cancellation_type::terminal);
@@ -430,7 +435,8 @@ TEST_CASE("provision: a required block printed after the address is known is wai
         options,
         [&](const auto& ring) {
             guest.emplace(test_context(), 300ms);
-            guest->async_wait([ring](boost::system::error_code) { ring->append(host_key_block()); });
+            guest->async_wait(
+                [ring](boost::system::error_code) { ring->append(host_key_block()); });
         },
         container);
     INFO(message);

@@ -109,8 +109,8 @@ TEST_CASE("console fingerprints: the test guest's serial console, as it was capt
     CHECK(scan.host_keys_complete);
     CHECK_FALSE(scan.block_open);
     CHECK(scan.host_keys == std::vector<console_host_key>{
-                           {"ECDSA", "SHA256:/PGG2BKPZnGJSuTIzk/qh/SR/5hjZgux/xPRPGfBsKA"},
-                           {"ED25519", "SHA256:nvus0BBqOtJuCRpbNUnMpBmo5LwqZXk53LVWNsgP7hU"}});
+                                {"ECDSA", "SHA256:/PGG2BKPZnGJSuTIzk/qh/SR/5hjZgux/xPRPGfBsKA"},
+                                {"ED25519", "SHA256:nvus0BBqOtJuCRpbNUnMpBmo5LwqZXk53LVWNsgP7hU"}});
 }
 
 TEST_CASE("console fingerprints: whatever relays the lines, the prefix does not matter") {
@@ -124,8 +124,7 @@ TEST_CASE("console fingerprints: whatever relays the lines, the prefix does not 
     };
     for (const auto& prefix : prefixes) {
         INFO("prefix: '" << prefix << "'");
-        const auto scan =
-            scan_console(cloud_init_block(prefix, {line_ed25519(), line_ecdsa()}));
+        const auto scan = scan_console(cloud_init_block(prefix, {line_ed25519(), line_ecdsa()}));
         CHECK(scan.host_keys_complete);
         CHECK(scan.host_keys == both);
     }
@@ -135,8 +134,8 @@ TEST_CASE("console fingerprints: LF, CR LF, bare CR and stray control characters
           "a terminal shows them") {
     for (const std::string eol : {"\n", "\r\n", "\r", "\r\r\n", "\n\r"}) {
         INFO("end of line: " << (eol == "\n" ? "LF" : eol == "\r\n" ? "CR LF" : "other"));
-        const auto scan = scan_console(
-            cloud_init_block("ec2: ", {line_ed25519(), line_ecdsa()}, eol));
+        const auto scan =
+            scan_console(cloud_init_block("ec2: ", {line_ed25519(), line_ecdsa()}, eol));
         CHECK(scan.host_keys == both);
     }
     // NULs, BEL and DEL inside lines are dropped; trailing blanks ignored.
@@ -247,9 +246,9 @@ TEST_CASE("console fingerprints: only well-formed SHA-256 lines inside a block c
         CHECK(scan.host_keys.empty());
     }
     // Accepted: '=' padding, a comment with spaces, RSA's bits, "-SK" types.
-    const auto scan = scan_console(
-        begin + "\n256 " + ed25519 + "= no comment (ED25519)\n3072 " + rsa +
-        " root@host with spaces (RSA)\n256 " + ecdsa + " sk (ECDSA-SK)\n" + end + "\n");
+    const auto scan = scan_console(begin + "\n256 " + ed25519 + "= no comment (ED25519)\n3072 " +
+                                   rsa + " root@host with spaces (RSA)\n256 " + ecdsa +
+                                   " sk (ECDSA-SK)\n" + end + "\n");
     CHECK(scan.host_keys ==
           std::vector<console_host_key>{{"ED25519", ed25519}, {"RSA", rsa}, {"ECDSA-SK", ecdsa}});
 }

@@ -82,8 +82,8 @@ await_console_announcement(std::shared_ptr<console_ring> ring,
         co_return nothing;
     }
     const auto now = clock::now();
-    const auto deadline = limit >= clock::time_point::max() - now ? clock::time_point::max()
-                                                                  : now + limit;
+    const auto deadline =
+        limit >= clock::time_point::max() - now ? clock::time_point::max() : now + limit;
     auto wake = std::make_shared<cad::waker>(co_await boost::asio::this_coro::executor);
     // Watching before the first look: a change in between wakes the wait.
     ring->watch(wake, [weak = std::weak_ptr<cad::waker>(wake)] {

@@ -42,7 +42,8 @@ enum class errc : int {
     pool_closed,        ///< The container pool was shut down or destroyed.
     host_down,          ///< The container's hypervisor host went down; the message names it.
     no_host_available,  ///< No hypervisor host of the pool can take the container now.
-    console_host_keys_missing, ///< The guest announced no SSH host keys on its console, and they were required.
+    console_host_keys_missing, ///< The guest announced no SSH host keys on its console, and they
+                               ///< were required.
 };
 
 /// The category of `anweddol::errc`; its name is "anweddol". Its timeouts

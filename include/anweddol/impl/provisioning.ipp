@@ -4,8 +4,8 @@
 #ifndef ANWEDDOL_IMPL_PROVISIONING_IPP
 #define ANWEDDOL_IMPL_PROVISIONING_IPP
 
-#include <anweddol/detail/credentials.hpp>
 #include <anweddol/detail/console_announcement.hpp>
+#include <anweddol/detail/credentials.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_pool.hpp>
 #include <anweddol/provisioning.hpp>
@@ -139,8 +139,8 @@ destroy_after_failure(std::shared_ptr<container_instance> container, std::except
 // The rest of the boot: the host keys the console printed, and the
 // endpoint's login.
 inline boost::asio::awaitable<void>
-log_in_as_endpoint(std::shared_ptr<container_instance> container,
-                   detail::booted_container& booted, const provisioning_options& options) {
+log_in_as_endpoint(std::shared_ptr<container_instance> container, detail::booted_container& booted,
+                   const provisioning_options& options) {
     auto& result = booted.partial;
     result.ip = *container->get_ip();
     if (booted.shell.host_keys == host_key_policy::accept_new) {

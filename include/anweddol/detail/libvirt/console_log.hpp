@@ -39,7 +39,8 @@ public:
         std::vector<std::function<void()>> wakes;
         {
             std::lock_guard lock(mutex_);
-            const bool changed = scanner_.feed(data, [this](std::string_view shown) { keep(shown); });
+            const bool changed =
+                scanner_.feed(data, [this](std::string_view shown) { keep(shown); });
             if (changed)
                 wakes = live_watchers();
         }
@@ -302,7 +303,6 @@ private:
     }
     virStreamPtr stream_ = nullptr;
     std::uintptr_t feed_ = 0; ///< in console_feeds
-
 };
 
 } // namespace anweddol::detail

@@ -6,8 +6,8 @@
 
 // The lines of what a guest announces on its serial console, one line at a
 // time (detail/ssh/console_scanner.hpp turns the console's bytes into
-// lines): above all the SSH host key fingerprints, in cloud-init's format (tools/write-ssh-key-fingerprints, piped through
-// `logger -s -t ec2`):
+// lines): above all the SSH host key fingerprints, in cloud-init's format
+// (tools/write-ssh-key-fingerprints, piped through `logger -s -t ec2`):
 //
 //   <14>Nov 29 16:52:57 ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----
 //   <14>Nov 29 16:52:57 ec2: 256 SHA256:<43 base64> root@host (ED25519)

@@ -286,9 +286,9 @@ private:
         if (block_keys_.size() == max_block_keys)
             return false;
         if (auto key = cf::parse_fingerprint_line(line)) {
-            const bool seen = std::any_of(block_keys_.begin(), block_keys_.end(), [&](const auto& k) {
-                return k.fingerprint == key->fingerprint;
-            });
+            const bool seen =
+                std::any_of(block_keys_.begin(), block_keys_.end(),
+                            [&](const auto& k) { return k.fingerprint == key->fingerprint; });
             if (!seen)
                 block_keys_.push_back(std::move(*key));
         }
@@ -360,7 +360,8 @@ private:
 /// a log). The last line counts even without an end of line.
 inline console_announcement scan_console(std::string_view console) {
     console_scanner scanner;
-    const auto ignore = [](std::string_view) {};
+    const auto ignore = [](std::string_view) {
+    };
     scanner.feed(console, ignore);
     scanner.finish(ignore);
     return scanner.announcement();
