@@ -33,6 +33,9 @@
 namespace anweddol {
 
 class endpoint_shell_instance;
+namespace detail {
+struct console_access;
+}
 
 /// A throwaway virtual machine booted from a live ISO: libvirt creates it
 /// transient (nothing of it persists after it stops), dnsmasq leases it an
@@ -289,6 +292,7 @@ public:
 
 private:
     friend class virtualization_interface; // stops stored domains when it goes
+    friend struct detail::console_access;  // what the console announced, for provisioning
 
     // What lifecycle events change: shared with the event handler, which may
     // run after the container is gone.

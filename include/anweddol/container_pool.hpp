@@ -68,7 +68,14 @@ struct container_pool_options {
     /// How each is booted and handed over: driver URI, address timeout,
     /// SSH options, client port, password length, the client's login check.
     /// Its on_progress sees the boots' phases and the takes' hand-overs.
-    provisioning_options provisioning;
+    /// Unlike a provisioning_options of its own, it requires the guests'
+    /// host keys on their consoles: whoever assigns one here sets
+    /// require_console_host_keys as they mean it.
+    provisioning_options provisioning = [] {
+        provisioning_options pooled;
+        pooled.require_console_host_keys = true;
+        return pooled;
+    }();
     /// A container that waited this long is destroyed and replaced by a
     /// fresh one (a guest's clock, entropy and leases age).
     std::chrono::steady_clock::duration max_idle = std::chrono::minutes(30);

@@ -89,6 +89,20 @@ struct provisioning_options {
     endpoint_shell_options shell;
     /// Called on the provisioning coroutine as each phase begins; must not throw.
     std::function<void(const provisioning_event&)> on_progress;
+
+    // Host keys from the console (issue 19, section 3).
+    /// With `shell`'s default host_key_policy::accept_new: whether the guest
+    /// must announce its SSH host keys on its serial console. true:
+    /// provision() waits for the first complete host-key block of the boot
+    /// up to shell.ready_timeout after the address is known (the block may
+    /// come after the lease, as cloud-init's does), and fails with
+    /// errc::console_host_keys_missing (destroying the domain, sending no
+    /// password) when none arrives or it holds no SHA-256 fingerprint.
+    /// false: it waits only while a block is arriving (at most 5 s) and
+    /// otherwise trusts the first key it sees (accept_new), as the reference
+    /// does. container_pool_options::provisioning sets it. Needs the console
+    /// read (container_instance::options::console_log_bytes above 0).
+    bool require_console_host_keys = false;
 };
 
 /// A container that a client can log in to.

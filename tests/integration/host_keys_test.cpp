@@ -6,13 +6,12 @@
 #include "sandbox_settings.hpp"
 
 #include <anweddol/container_instance.hpp>
-#include <anweddol/detail/ssh/console_fingerprints.hpp>
+#include <anweddol/detail/console_announcement.hpp>
+#include <anweddol/detail/ssh/console_scanner.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/provisioning.hpp>
 
 #include <boost/asio/as_tuple.hpp>
-
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -20,6 +19,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <random>
 #include <set>
 #include <sstream>
 #include <string>
@@ -28,7 +28,6 @@ using anweddol::container_instance;
 using anweddol::endpoint_shell_instance;
 using anweddol::endpoint_shell_options;
 using anweddol::host_key_policy;
-using anweddol::detail::parse_console_fingerprints;
 using anweddol::test::run_coroutine;
 using anweddol::test::test_context;
 using boost::asio::awaitable;
@@ -48,24 +47,25 @@ TEST_CASE("a real guest's console fingerprints pin its SSH server: the guest is 
         [&]() -> awaitable<bool> {
             auto executor = co_await boost::asio::this_coro::executor;
             co_await container->start_domain(true, 240, "qemu:///system");
-            // The guest prints the block before its network comes up, so it
-            // is on the console by now; the console's reader may lag a little.
-            auto scan = parse_console_fingerprints(container->get_console_log());
-            boost::asio::steady_timer pause(executor);
-            for (int i = 0; i < 100 && (!scan.complete || scan.block_open); ++i) {
-                pause.expires_after(100ms);
-                co_await pause.async_wait(boost::asio::use_awaitable);
-                scan = parse_console_fingerprints(container->get_console_log());
-            }
+            // The guest prints the block before its network comes up; the
+            // console's reader may lag a little behind the lease.
+            auto waiting = anweddol::detail::await_console_announcement(*container, 10s, true);
+            const auto scan = co_await std::move(waiting);
             INFO("the guest's console:\n" << container->get_console_log());
-            REQUIRE(scan.complete);
+            REQUIRE(scan.host_keys_complete);
             CHECK_FALSE(scan.block_open);
-            REQUIRE(scan.keys.size() == 2);
+            REQUIRE(scan.host_keys.size() == 2);
             std::set<std::string> types;
-            for (const auto& key : scan.keys)
+            for (const auto& key : scan.host_keys)
                 types.insert(key.type);
             CHECK(types == std::set<std::string>{"ECDSA", "ED25519"});
-            const auto fingerprints = anweddol::detail::fingerprints_of(scan);
+            const auto fingerprints = anweddol::detail::fingerprints_of(scan.host_keys);
+            // The log reads the same block, and never an endpoint password.
+            CHECK(anweddol::detail::scan_console(container->get_console_log()).host_keys ==
+                  scan.host_keys);
+            if (scan.endpoint)
+                CHECK(container->get_console_log().find(scan.endpoint->password) ==
+                      std::string::npos);
 
             endpoint_shell_options pinned;
             pinned.host_keys = host_key_policy::pinned_fingerprints;
@@ -125,10 +125,11 @@ TEST_CASE("provision() pins the host keys the guest printed and says so, and a t
     auto container = make_container();
     anweddol::provisioning_options options;
     options.address_timeout = 240s;
+    options.require_console_host_keys = true;
     auto result = run_coroutine(anweddol::provision(container, options), 6min);
     CHECK(result.host_keys == host_key_policy::pinned_fingerprints);
-    const auto printed =
-        anweddol::detail::fingerprints_of(parse_console_fingerprints(container->get_console_log()));
+    const auto printed = anweddol::detail::fingerprints_of(
+        anweddol::detail::scan_console(container->get_console_log()).host_keys);
     CHECK(result.host_key_fingerprints == printed);
     CHECK(result.host_key_fingerprints.size() == 2); // ECDSA and ED25519
     run_coroutine(
@@ -152,4 +153,59 @@ TEST_CASE("provision() pins the host keys the guest printed and says so, and a t
     CHECK(error == anweddol::errc::host_key_mismatch);
     CHECK(diag.full_message().find("not sent") != std::string::npos);
     CHECK_FALSE(refused->is_domain_running());
+}
+
+// Needs the test ISO's hook for a late block (see the report of issue 19,
+// section 3): a guest whose SMBIOS UUID (the domain's UUID) ends in
+// 1a7e1a7e1a7e prints its host-key block only after its DHCP lease, as
+// cloud-init does in its final stage. Hidden until the ISO has it.
+TEST_CASE("a guest that prints its host keys after its lease is pinned when they are required, "
+          "and trusted on first use when not",
+          "[.][late-host-keys]") {
+    const auto late_printer = [] {
+        std::random_device random;
+        char uuid[40];
+        std::snprintf(uuid, sizeof uuid, "%08x-%04x-4%03x-8%03x-1a7e1a7e1a7e", random(),
+                      random() & 0xffff, random() & 0xfff, random() & 0xfff);
+        auto c = std::make_shared<container_instance>(test_context().get_executor(),
+                                                      anweddol::test::test_iso(), uuid, 512, 1);
+        auto options = c->get_options();
+        options.domain_type = anweddol::test::test_domain_type();
+        c->set_options(options);
+        return c;
+    };
+    anweddol::provisioning_options options;
+    options.address_timeout = 240s;
+    options.require_console_host_keys = true;
+    auto container = late_printer();
+    auto result = run_coroutine(anweddol::provision(container, options), 6min);
+    const std::string log = container->get_console_log();
+    INFO("the guest's console:\n" << log);
+    // It was late: the lease is on the console before the block.
+    REQUIRE(log.find("BEGIN SSH HOST KEY FINGERPRINTS") != std::string::npos);
+    CHECK(log.find("udhcpc: lease of") < log.find("BEGIN SSH HOST KEY FINGERPRINTS"));
+    CHECK(result.host_keys == host_key_policy::pinned_fingerprints);
+    CHECK(result.host_key_fingerprints.size() == 2);
+    CHECK(result.host_key_fingerprints ==
+          anweddol::detail::fingerprints_of(anweddol::detail::scan_console(log).host_keys));
+    run_coroutine(
+        [&]() -> awaitable<bool> {
+            co_await container->stop_domain();
+            co_return true;
+        }(),
+        1min);
+
+    // Not required: as before, the block is not waited for, and the first
+    // key is trusted; the result says so.
+    options.require_console_host_keys = false;
+    auto trusting = late_printer();
+    auto trusted = run_coroutine(anweddol::provision(trusting, options), 6min);
+    CHECK(trusted.host_keys == host_key_policy::accept_new);
+    CHECK(trusted.host_key_fingerprints.empty());
+    run_coroutine(
+        [&]() -> awaitable<bool> {
+            co_await trusting->stop_domain();
+            co_return true;
+        }(),
+        1min);
 }

@@ -1,7 +1,7 @@
 // The parser of the SSH host key fingerprints a guest prints on its serial
 // console (detail/ssh/console_fingerprints.hpp): cloud-init's block as
 // consoles really show it, and console bytes that try to confuse it.
-#include <anweddol/detail/ssh/console_fingerprints.hpp>
+#include <anweddol/detail/ssh/console_scanner.hpp>
 #include <anweddol/detail/ssh/fingerprint_text.hpp>
 
 #include <catch2/catch.hpp>
@@ -15,7 +15,7 @@
 using anweddol::detail::console_host_key;
 using anweddol::detail::fingerprints_of;
 using anweddol::detail::normalize_sha256_fingerprint;
-using anweddol::detail::parse_console_fingerprints;
+using anweddol::detail::scan_console;
 
 namespace anweddol::detail {
 std::ostream& operator<<(std::ostream& out, const console_host_key& key) {
@@ -66,11 +66,11 @@ TEST_CASE("console fingerprints: cloud-init's block as util-linux logger prints 
         "[    1.234567] virtio_net virtio0 eth0: renamed\r\n" +
         cloud_init_block("<14>Nov 29 16:52:57 ec2: ", {line_ecdsa(), line_ed25519()}) +
         "rcS: container ready\r\n";
-    const auto scan = parse_console_fingerprints(console);
-    CHECK(scan.complete);
+    const auto scan = scan_console(console);
+    CHECK(scan.host_keys_complete);
     CHECK_FALSE(scan.block_open);
-    CHECK(scan.keys == std::vector<console_host_key>{{"ECDSA", ecdsa}, {"ED25519", ed25519}});
-    CHECK(fingerprints_of(scan) == std::vector<std::string>{ecdsa, ed25519});
+    CHECK(scan.host_keys == std::vector<console_host_key>{{"ECDSA", ecdsa}, {"ED25519", ed25519}});
+    CHECK(fingerprints_of(scan.host_keys) == std::vector<std::string>{ecdsa, ed25519});
 }
 
 TEST_CASE("console fingerprints: the test guest's serial console, as it was captured") {
@@ -105,12 +105,12 @@ TEST_CASE("console fingerprints: the test guest's serial console, as it was capt
         "udhcpc: lease of 10.0.2.15 obtained from 10.0.2.2, lease time 86400\r\n"
         "udhcpc: eth0 has 10.0.2.15\r\n"
         "rcS: container ready\r\n";
-    const auto scan = parse_console_fingerprints(console);
-    CHECK(scan.complete);
+    const auto scan = scan_console(console);
+    CHECK(scan.host_keys_complete);
     CHECK_FALSE(scan.block_open);
-    CHECK(scan.keys == std::vector<console_host_key>{
-                           {"ECDSA", "SHA256:/PGG2BKPZnGJSuTIzk/qh/SR/5hjZgux/xPRPGfBsKA"},
-                           {"ED25519", "SHA256:nvus0BBqOtJuCRpbNUnMpBmo5LwqZXk53LVWNsgP7hU"}});
+    CHECK(scan.host_keys == std::vector<console_host_key>{
+                                {"ECDSA", "SHA256:/PGG2BKPZnGJSuTIzk/qh/SR/5hjZgux/xPRPGfBsKA"},
+                                {"ED25519", "SHA256:nvus0BBqOtJuCRpbNUnMpBmo5LwqZXk53LVWNsgP7hU"}});
 }
 
 TEST_CASE("console fingerprints: whatever relays the lines, the prefix does not matter") {
@@ -124,10 +124,9 @@ TEST_CASE("console fingerprints: whatever relays the lines, the prefix does not 
     };
     for (const auto& prefix : prefixes) {
         INFO("prefix: '" << prefix << "'");
-        const auto scan =
-            parse_console_fingerprints(cloud_init_block(prefix, {line_ed25519(), line_ecdsa()}));
-        CHECK(scan.complete);
-        CHECK(scan.keys == both);
+        const auto scan = scan_console(cloud_init_block(prefix, {line_ed25519(), line_ecdsa()}));
+        CHECK(scan.host_keys_complete);
+        CHECK(scan.host_keys == both);
     }
 }
 
@@ -135,18 +134,18 @@ TEST_CASE("console fingerprints: LF, CR LF, bare CR and stray control characters
           "a terminal shows them") {
     for (const std::string eol : {"\n", "\r\n", "\r", "\r\r\n", "\n\r"}) {
         INFO("end of line: " << (eol == "\n" ? "LF" : eol == "\r\n" ? "CR LF" : "other"));
-        const auto scan = parse_console_fingerprints(
-            cloud_init_block("ec2: ", {line_ed25519(), line_ecdsa()}, eol));
-        CHECK(scan.keys == both);
+        const auto scan =
+            scan_console(cloud_init_block("ec2: ", {line_ed25519(), line_ecdsa()}, eol));
+        CHECK(scan.host_keys == both);
     }
     // NULs, BEL and DEL inside lines are dropped; trailing blanks ignored.
     std::string console = "ec2: " + begin + "  \r\nec2: 256 " + ed25519 +
                           " root@h\a (ED25519)\x7f\t \r\nec2: " + end + "\r\n";
     console.insert(console.find("KEY ") + 3, 1, '\0');
     REQUIRE(console.find('\0') != std::string::npos);
-    const auto scan = parse_console_fingerprints(console);
-    CHECK(scan.complete);
-    CHECK(scan.keys == std::vector<console_host_key>{{"ED25519", ed25519}});
+    const auto scan = scan_console(console);
+    CHECK(scan.host_keys_complete);
+    CHECK(scan.host_keys == std::vector<console_host_key>{{"ED25519", ed25519}});
 }
 
 TEST_CASE("console fingerprints: ANSI escape sequences are not part of the text") {
@@ -156,14 +155,14 @@ TEST_CASE("console fingerprints: ANSI escape sequences are not part of the text"
                                 " root@h \x1b[1;31m(ED25519)\x1b[0m\r\n" + "\x1b(Bec2: 256 " +
                                 ecdsa + " root@h (ECDSA)\x1b[K\r\n" +
                                 "\x1b]2;title\x1b\\ec2: " + end + "\r\n";
-    const auto scan = parse_console_fingerprints(console);
-    CHECK(scan.complete);
-    CHECK(scan.keys == both);
+    const auto scan = scan_console(console);
+    CHECK(scan.host_keys_complete);
+    CHECK(scan.host_keys == both);
 
     // An escape sequence left open swallows no more than its own line.
     const std::string unterminated = "ec2: " + begin + "\r\n\x1b]0;no end\r\n\x1b[12;\r\n" +
                                      line_ed25519() + "\r\n" + end + "\r\n";
-    CHECK(parse_console_fingerprints(unterminated).keys ==
+    CHECK(scan_console(unterminated).host_keys ==
           std::vector<console_host_key>{{"ED25519", ed25519}});
 }
 
@@ -172,8 +171,8 @@ TEST_CASE("console fingerprints: kernel messages interleaved with the block are 
         "ec2: " + begin + "\n" + "[    3.141592] random: crng init done\n" +
         "ec2: " + line_ed25519() + "\n" + "[    3.200000] virtio_net: SHA256: (offload) 256 (X)\n" +
         "udhcpc: sending discover\n" + "ec2: " + line_ecdsa() + "\n" + "ec2: " + end + "\n";
-    const auto scan = parse_console_fingerprints(console);
-    CHECK(scan.keys == both);
+    const auto scan = scan_console(console);
+    CHECK(scan.host_keys == both);
 }
 
 TEST_CASE("console fingerprints: a block still arriving is not trusted yet") {
@@ -182,38 +181,40 @@ TEST_CASE("console fingerprints: a block still arriving is not trusted yet") {
     // (or the text stops right after it), and never a partial set.
     const std::size_t end_at = full.find(end);
     for (std::size_t size = 0; size <= full.size(); ++size) {
-        const auto scan = parse_console_fingerprints(std::string_view(full).substr(0, size));
+        const auto scan = scan_console(std::string_view(full).substr(0, size));
         if (size < end_at + end.size()) {
             INFO("first " << size << " bytes");
-            CHECK_FALSE(scan.complete);
-            CHECK(scan.keys.empty());
+            CHECK_FALSE(scan.host_keys_complete);
+            CHECK(scan.host_keys.empty());
             CHECK(scan.block_open == (size >= full.find(begin) + begin.size()));
         } else {
-            CHECK(scan.complete);
+            CHECK(scan.host_keys_complete);
             CHECK_FALSE(scan.block_open);
-            CHECK(scan.keys == both);
+            CHECK(scan.host_keys == both);
         }
     }
 }
 
-TEST_CASE("console fingerprints: of several boots, the last complete block counts") {
+TEST_CASE("console fingerprints: the first complete block counts, a later one changes nothing") {
     const std::string first = cloud_init_block("ec2: ", {line_ed25519()});
     const std::string second = cloud_init_block("ec2: ", {line_ecdsa()});
-    auto scan = parse_console_fingerprints(first + "reboot: Restarting system\r\n" + second);
-    CHECK(scan.keys == std::vector<console_host_key>{{"ECDSA", ecdsa}});
+    // A later block (another boot's, or injected by a process of the guest)
+    // does not replace the first: the old parser took the last one.
+    auto scan = scan_console(first + "reboot: Restarting system\r\n" + second);
+    CHECK(scan.host_keys == std::vector<console_host_key>{{"ED25519", ed25519}});
     CHECK_FALSE(scan.block_open);
 
-    // The next boot's block has begun: the last complete one is still the
-    // first, and the caller learns that a newer one is on its way.
-    scan = parse_console_fingerprints(first + "ec2: " + begin + "\r\nec2: " + line_ecdsa());
-    CHECK(scan.complete);
-    CHECK(scan.block_open);
-    CHECK(scan.keys == std::vector<console_host_key>{{"ED25519", ed25519}});
+    // Nor does a later block that has begun keep the first one from being
+    // trusted.
+    scan = scan_console(first + "ec2: " + begin + "\r\nec2: " + line_ecdsa());
+    CHECK(scan.host_keys_complete);
+    CHECK_FALSE(scan.block_open);
+    CHECK(scan.host_keys == std::vector<console_host_key>{{"ED25519", ed25519}});
 
-    // A block cut off by a reboot never counts, not even merged with the next.
-    scan = parse_console_fingerprints("ec2: " + begin + "\r\nec2: " + line_ed25519() +
-                                      "\r\n[    0.000000] Linux version\r\n" + second);
-    CHECK(scan.keys == std::vector<console_host_key>{{"ECDSA", ecdsa}});
+    // A block cut off (by a reboot) never counts, not even merged with the next.
+    scan = scan_console("ec2: " + begin + "\r\nec2: " + line_ed25519() +
+                        "\r\n[    0.000000] Linux version\r\n" + second);
+    CHECK(scan.host_keys == std::vector<console_host_key>{{"ECDSA", ecdsa}});
 }
 
 TEST_CASE("console fingerprints: only well-formed SHA-256 lines inside a block count") {
@@ -240,15 +241,15 @@ TEST_CASE("console fingerprints: only well-formed SHA-256 lines inside a block c
     };
     for (const auto& line : rejected) {
         INFO(line);
-        const auto scan = parse_console_fingerprints(begin + "\n" + line + "\n" + end + "\n");
-        CHECK(scan.complete);
-        CHECK(scan.keys.empty());
+        const auto scan = scan_console(begin + "\n" + line + "\n" + end + "\n");
+        CHECK(scan.host_keys_complete);
+        CHECK(scan.host_keys.empty());
     }
     // Accepted: '=' padding, a comment with spaces, RSA's bits, "-SK" types.
-    const auto scan = parse_console_fingerprints(
-        begin + "\n256 " + ed25519 + "= no comment (ED25519)\n3072 " + rsa +
-        " root@host with spaces (RSA)\n256 " + ecdsa + " sk (ECDSA-SK)\n" + end + "\n");
-    CHECK(scan.keys ==
+    const auto scan = scan_console(begin + "\n256 " + ed25519 + "= no comment (ED25519)\n3072 " +
+                                   rsa + " root@host with spaces (RSA)\n256 " + ecdsa +
+                                   " sk (ECDSA-SK)\n" + end + "\n");
+    CHECK(scan.host_keys ==
           std::vector<console_host_key>{{"ED25519", ed25519}, {"RSA", rsa}, {"ECDSA-SK", ecdsa}});
 }
 
@@ -257,16 +258,16 @@ TEST_CASE("console fingerprints: lines outside a block, stray markers and repeat
                                 line_ecdsa() + "\n" + line_ecdsa() + "\n" + end + "\n" +
                                 line_ed25519() + "\n" + end + "\n" +
                                 "-----BEGIN SSH HOST KEY FINGERPRINTS----- and more\n";
-    const auto scan = parse_console_fingerprints(console);
-    CHECK(scan.complete);
+    const auto scan = scan_console(console);
+    CHECK(scan.host_keys_complete);
     CHECK_FALSE(scan.block_open); // the marker was not at the end of its line
-    CHECK(scan.keys == std::vector<console_host_key>{{"ECDSA", ecdsa}});
+    CHECK(scan.host_keys == std::vector<console_host_key>{{"ECDSA", ecdsa}});
 
-    CHECK_FALSE(parse_console_fingerprints("").complete);
-    CHECK_FALSE(parse_console_fingerprints(line_ed25519() + "\n").complete);
-    const auto empty_block = parse_console_fingerprints(begin + "\n" + end);
-    CHECK(empty_block.complete);
-    CHECK(empty_block.keys.empty());
+    CHECK_FALSE(scan_console("").host_keys_complete);
+    CHECK_FALSE(scan_console(line_ed25519() + "\n").host_keys_complete);
+    const auto empty_block = scan_console(begin + "\n" + end);
+    CHECK(empty_block.host_keys_complete);
+    CHECK(empty_block.host_keys.empty());
 }
 
 TEST_CASE("console fingerprints: random bytes never crash it nor make up a key") {
@@ -280,22 +281,22 @@ TEST_CASE("console fingerprints: random bytes never crash it nor make up a key")
         for (auto& c : noise)
             c = round % 2 ? static_cast<char>(byte(random)) : alphabet[pick(random)];
         // Noise alone: whatever it finds is well formed.
-        const auto scan = parse_console_fingerprints(noise);
-        for (const auto& key : scan.keys) {
+        const auto scan = scan_console(noise);
+        for (const auto& key : scan.host_keys) {
             CHECK(normalize_sha256_fingerprint(key.fingerprint) == key.fingerprint);
             CHECK_FALSE(key.type.empty());
         }
         // A real block after the noise (on a line of its own) is found whole.
-        const auto found = parse_console_fingerprints(noise + "\r\n" + block + noise);
-        REQUIRE(found.complete);
-        CHECK(found.keys == both);
+        const auto found = scan_console(noise + "\r\n" + block + noise);
+        REQUIRE(found.host_keys_complete);
+        CHECK(found.host_keys == both);
     }
     // Long inputs without a line end or with endless escapes: linear work.
-    CHECK_FALSE(parse_console_fingerprints(std::string(4 << 20, 'A')).complete);
+    CHECK_FALSE(scan_console(std::string(4 << 20, 'A')).host_keys_complete);
     std::string escapes;
     for (int i = 0; i < 200000; ++i)
         escapes += "\x1b[1;";
-    CHECK(parse_console_fingerprints(escapes + "\n" + block).keys == both);
+    CHECK(scan_console(escapes + "\n" + block).host_keys == both);
 }
 
 TEST_CASE("normalize_sha256_fingerprint accepts what ssh-keygen prints, and nothing else") {

@@ -31,3 +31,10 @@ TEST_CASE("a system_error built from an errc carries its context and its code") 
     CHECK(error.code() == anweddol::errc::invalid_vcpus);
     CHECK(std::string(error.what()).find("set_vcpus(0)") != std::string::npos);
 }
+
+TEST_CASE("errc::console_host_keys_missing says what to do, and is no timeout") {
+    const boost::system::error_code ec = anweddol::errc::console_host_keys_missing;
+    CHECK(ec.message().find("require_console_host_keys") != std::string::npos);
+    CHECK(ec.message().find("unknown") == std::string::npos);
+    CHECK(ec != std::errc::timed_out);
+}

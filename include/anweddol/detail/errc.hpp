@@ -45,6 +45,8 @@ enum class errc : int {
     /// The host cannot apply the network isolation asked for as required;
     /// the message says what it lacks.
     network_isolation_unavailable,
+    console_host_keys_missing, ///< The guest announced no SSH host keys on its console, and they
+                               ///< were required.
 };
 
 /// The category of `anweddol::errc`; its name is "anweddol". Its timeouts

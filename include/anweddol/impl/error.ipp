@@ -80,6 +80,10 @@ public:
         case errc::network_isolation_unavailable:
             return "the hypervisor host cannot isolate the container's network as required: "
                    "the diagnostics say what it lacks";
+        case errc::console_host_keys_missing:
+            return "the guest printed no SSH host key fingerprints on its console, and "
+                   "provisioning_options::require_console_host_keys requires them: make its "
+                   "image print them (as cloud-init does), or unset the option";
         case errc::unexpected_error:
             return "an unexpected error: its diagnostics say what was thrown";
         }

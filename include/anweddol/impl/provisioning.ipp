@@ -4,8 +4,8 @@
 #ifndef ANWEDDOL_IMPL_PROVISIONING_IPP
 #define ANWEDDOL_IMPL_PROVISIONING_IPP
 
+#include <anweddol/detail/console_announcement.hpp>
 #include <anweddol/detail/credentials.hpp>
-#include <anweddol/detail/ssh/console_fingerprints.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_pool.hpp>
 #include <anweddol/provisioning.hpp>
@@ -79,21 +79,42 @@ ANWEDDOL_DECL provisioning_phase phase_of(container_phase phase) {
     return provisioning_phase::waiting_for_ssh;
 }
 
-// The host key fingerprints the guest printed on its console, waiting a
-// little for a block that has begun to end; empty when it printed none.
-// The guest prints them before its network is up, so by the time it has an
-// address they are normally there already.
+// The host key fingerprints the guest announced on its console: the first
+// complete block of this boot, however late, from the console's bytes as
+// they arrived (detail::await_console_announcement). `required`: waits up
+// to `limit` for it, and fails with errc::console_host_keys_missing without
+// one (the caller destroys the domain). Otherwise waits only while a block
+// is arriving (at most 5 s), and returns none when there is none.
 inline boost::asio::awaitable<std::vector<std::string>>
-console_host_keys(std::shared_ptr<container_instance> container) {
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    boost::asio::steady_timer pause(co_await boost::asio::this_coro::executor);
-    for (;;) {
-        const auto scan = detail::parse_console_fingerprints(container->get_console_log());
-        if (!scan.block_open || std::chrono::steady_clock::now() >= give_up)
-            co_return scan.complete ? detail::fingerprints_of(scan) : std::vector<std::string>();
-        pause.expires_after(std::chrono::milliseconds(100));
-        co_await pause.async_wait(boost::asio::use_awaitable);
-    }
+console_host_keys(std::shared_ptr<container_instance> container, bool required,
+                  std::chrono::steady_clock::duration limit) {
+    const auto began = std::chrono::steady_clock::now();
+    auto waiting = detail::await_console_announcement(
+        *container, required ? limit : std::chrono::seconds(5), required);
+    const auto announced = co_await std::move(waiting);
+    if (!required || !announced.host_keys.empty())
+        co_return detail::fingerprints_of(announced.host_keys);
+
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - began);
+    const std::string who = "container " + container->get_uuid();
+    std::string why;
+    if (container->get_options().console_log_bytes == 0)
+        why = who + "'s console is not read (its options' console_log_bytes is 0)";
+    else if (announced.host_keys_complete)
+        why = who + " printed a host key block on its console without a SHA-256 fingerprint";
+    else if (announced.console_ended)
+        why = who + "'s console ended or could not be read before it printed its host keys";
+    else
+        why = who + " printed no complete SSH host key block on its console within " +
+              std::to_string(waited.count() / 1000) + "." +
+              std::to_string(waited.count() % 1000 / 100) + " s of getting its address";
+    detail::throw_error(errc::console_host_keys_missing,
+                        why + ": its SSH host key cannot be checked, so no password was sent. "
+                              "Make the guest print its keys' fingerprints (cloud-init's "
+                              "-----BEGIN SSH HOST KEY FINGERPRINTS----- block), or unset "
+                              "provisioning_options::require_console_host_keys to trust the "
+                              "first key seen");
 }
 
 // Destroys the domain of a provisioning that failed or was cancelled, and
@@ -118,12 +139,13 @@ destroy_after_failure(std::shared_ptr<container_instance> container, std::except
 // The rest of the boot: the host keys the console printed, and the
 // endpoint's login.
 inline boost::asio::awaitable<void>
-log_in_as_endpoint(std::shared_ptr<container_instance> container,
-                   detail::booted_container& booted) {
+log_in_as_endpoint(std::shared_ptr<container_instance> container, detail::booted_container& booted,
+                   const provisioning_options& options) {
     auto& result = booted.partial;
     result.ip = *container->get_ip();
     if (booted.shell.host_keys == host_key_policy::accept_new) {
-        auto reading = console_host_keys(container);
+        auto reading = console_host_keys(container, options.require_console_host_keys,
+                                         options.shell.ready_timeout);
         auto pinned = co_await std::move(reading);
         if (!pinned.empty()) {
             booted.shell.host_keys = host_key_policy::pinned_fingerprints;
@@ -228,7 +250,7 @@ detail::boot_and_log_in(std::shared_ptr<container_instance> container,
 
     std::exception_ptr failure;
     try {
-        auto logging_in = provisioning_impl::log_in_as_endpoint(container, booted);
+        auto logging_in = provisioning_impl::log_in_as_endpoint(container, booted, options);
         auto guarded = detail::unless_host_down(booted.placement, std::move(logging_in),
                                                 "while its endpoint logged in");
         co_await std::move(guarded);

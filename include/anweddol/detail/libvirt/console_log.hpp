@@ -4,48 +4,92 @@
 #ifndef ANWEDDOL_DETAIL_LIBVIRT_CONSOLE_LOG_HPP
 #define ANWEDDOL_DETAIL_LIBVIRT_CONSOLE_LOG_HPP
 
+#include <anweddol/detail/credentials.hpp>
+#include <anweddol/detail/ssh/console_scanner.hpp>
+
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 namespace anweddol::detail {
 
-/// The last `capacity` bytes a guest wrote on its serial console. Filled by
-/// libvirt's event loop, read by whoever reports a failure: synchronised.
+/// A guest's serial console during one boot: the last `capacity` bytes it
+/// wrote, for a log, and what it announced (console_scanner), read from
+/// every byte, whatever the ring keeps. Filled by libvirt's event loop, read
+/// by whoever reports a failure or waits for an announcement: synchronised.
+/// The log never holds an endpoint block's password (see
+/// console_scanner::feed()).
 class console_ring {
 public:
     explicit console_ring(std::size_t capacity)
         : capacity_(capacity) {}
 
     void append(std::string_view data) {
-        std::lock_guard lock(mutex_);
-        if (data.size() >= capacity_) {
-            bytes_.assign(data.substr(data.size() - capacity_));
-        } else {
-            bytes_ += data;
-            if (bytes_.size() > capacity_)
-                bytes_.erase(0, bytes_.size() - capacity_);
+        std::vector<std::function<void()>> wakes;
+        {
+            std::lock_guard lock(mutex_);
+            const bool changed =
+                scanner_.feed(data, [this](std::string_view shown) { keep(shown); });
+            if (changed)
+                wakes = live_watchers();
         }
-        total_ += data.size();
+        for (auto& wake : wakes)
+            wake();
     }
 
-    /// The bytes as the guest wrote them (escape sequences, CRs and all).
+    /// No more bytes will come: the console ended, broke or could not be
+    /// opened. Wakes the watchers, once.
+    void end() {
+        std::vector<std::function<void()>> wakes;
+        {
+            std::lock_guard lock(mutex_);
+            if (std::exchange(ended_, true))
+                return;
+            wakes = live_watchers();
+        }
+        for (auto& wake : wakes)
+            wake();
+    }
+
+    /// What the console announced so far.
+    console_announcement announcement() const {
+        std::lock_guard lock(mutex_);
+        auto result = scanner_.announcement();
+        result.console_ended = ended_;
+        return result;
+    }
+
+    /// Calls `wake` after each change of announcement() (from the thread
+    /// that feeds the console, without the ring's lock held: it must only
+    /// hand over, as by posting to an executor) for as long as `alive` lives.
+    void watch(std::weak_ptr<void> alive, std::function<void()> wake) {
+        std::lock_guard lock(mutex_);
+        std::erase_if(watchers_, [](const auto& w) { return w.first.expired(); });
+        watchers_.emplace_back(std::move(alive), std::move(wake));
+    }
+
+    /// The bytes as the guest wrote them (escape sequences, CRs and all),
+    /// but for the lines of endpoint blocks, redacted.
     std::string raw() const {
         std::lock_guard lock(mutex_);
         return bytes_;
     }
 
     /// The bytes as lines fit for a log or a terminal: terminal escape
-    /// sequences and carriage returns dropped, other control bytes as '?',
-    /// and a first partial line marked when older output was dropped.
+    /// sequences dropped, CR LF and a bare CR as a line end, other control
+    /// bytes as '?', and a first partial line marked when older output was
+    /// dropped.
     std::string text() const {
         const std::string bytes = raw();
         std::string out;
@@ -61,7 +105,10 @@ public:
                     ++i;
                 }
             } else if (c == '\r') {
-                continue;
+                // A bare CR ends a line too (it is the last byte only while
+                // its LF may still come).
+                if (i + 1 < bytes.size() && bytes[i + 1] != '\n')
+                    out += '\n';
             } else if (c == '\n' || c == '\t' || c >= 0x20) {
                 out += static_cast<char>(c);
             } else {
@@ -79,10 +126,35 @@ public:
     }
 
 private:
+    // Under the lock.
+    void keep(std::string_view data) {
+        if (data.size() >= capacity_) {
+            bytes_.assign(data.substr(data.size() - capacity_));
+        } else {
+            bytes_ += data;
+            if (bytes_.size() > capacity_)
+                bytes_.erase(0, bytes_.size() - capacity_);
+        }
+        total_ += data.size();
+    }
+
+    // Under the lock: the wakes of the watchers still alive.
+    std::vector<std::function<void()>> live_watchers() {
+        std::erase_if(watchers_, [](const auto& w) { return w.first.expired(); });
+        std::vector<std::function<void()>> wakes;
+        wakes.reserve(watchers_.size());
+        for (const auto& w : watchers_)
+            wakes.push_back(w.second);
+        return wakes;
+    }
+
     mutable std::mutex mutex_;
     std::size_t capacity_;
     std::string bytes_;
     std::size_t total_ = 0;
+    console_scanner scanner_;
+    bool ended_ = false;
+    std::vector<std::pair<std::weak_ptr<void>, std::function<void()>>> watchers_;
 };
 
 /// The rings that open consoles feed, by a number that libvirt carries as
@@ -153,6 +225,7 @@ public:
         virStreamPtr stream = virStreamNew(connection, VIR_STREAM_NONBLOCK);
         if (!stream) {
             note_failure(*ring, "cannot make a stream for the console");
+            ring->end();
             return result;
         }
         result.stream_ = stream;
@@ -163,6 +236,7 @@ public:
                 virResetLastError(); // the test driver has no consoles
             else
                 note_failure(*ring, "cannot open the console");
+            ring->end();
             virStreamFree(std::exchange(result.stream_, nullptr));
             return result;
         }
@@ -172,7 +246,7 @@ public:
         if (virStreamEventAddCallback(stream, events, &on_event,
                                       reinterpret_cast<void*>(result.feed_), nullptr) < 0) {
             note_failure(*ring, "cannot watch the console");
-            result.close();
+            result.close(); // ends the ring
         }
         return result;
     }
@@ -190,6 +264,8 @@ public:
         if (virStreamAbort(stream_) < 0)
             virResetLastError();
         virStreamFree(std::exchange(stream_, nullptr));
+        if (const auto ring = console_feeds::instance().find(feed_))
+            ring->end(); // whoever waits for an announcement stops waiting
         console_feeds::instance().remove(std::exchange(feed_, 0));
     }
 
@@ -206,26 +282,27 @@ private:
     static void on_event(virStreamPtr stream, int, void* opaque) {
         const auto ring = console_feeds::instance().find(reinterpret_cast<std::uintptr_t>(opaque));
         char buffer[4096];
-        for (;;) {
-            const int got = virStreamRecv(stream, buffer, sizeof buffer);
-            if (got > 0) {
-                if (ring)
-                    ring->append(std::string_view(buffer, static_cast<std::size_t>(got)));
-                continue;
-            }
-            if (got == -2)
-                return; // drained: wait for the next event
-            // 0: the console ended (the domain stopped); -1: it broke.
-            if (got < 0)
-                virResetLastError();
-            if (virStreamEventRemoveCallback(stream) < 0)
-                virResetLastError();
-            return;
+        int got = 0;
+        std::size_t used = 0;
+        while ((got = virStreamRecv(stream, buffer, sizeof buffer)) > 0) {
+            used = std::max(used, static_cast<std::size_t>(got));
+            if (ring)
+                ring->append(std::string_view(buffer, static_cast<std::size_t>(got)));
         }
+        // It may have held an endpoint block's password.
+        OPENSSL_cleanse(buffer, used);
+        if (got == -2)
+            return; // drained: wait for the next event
+        // 0: the console ended (the domain stopped); -1: it broke.
+        if (got < 0)
+            virResetLastError();
+        if (virStreamEventRemoveCallback(stream) < 0)
+            virResetLastError();
+        if (ring)
+            ring->end();
     }
     virStreamPtr stream_ = nullptr;
     std::uintptr_t feed_ = 0; ///< in console_feeds
-
 };
 
 } // namespace anweddol::detail

@@ -4,9 +4,10 @@
 #ifndef ANWEDDOL_DETAIL_SSH_CONSOLE_FINGERPRINTS_HPP
 #define ANWEDDOL_DETAIL_SSH_CONSOLE_FINGERPRINTS_HPP
 
-// The SSH host key fingerprints a guest prints on its serial console, in
-// cloud-init's format (tools/write-ssh-key-fingerprints, piped through
-// `logger -s -t ec2`):
+// The lines of what a guest announces on its serial console, one line at a
+// time (detail/ssh/console_scanner.hpp turns the console's bytes into
+// lines): above all the SSH host key fingerprints, in cloud-init's format
+// (tools/write-ssh-key-fingerprints, piped through `logger -s -t ec2`):
 //
 //   <14>Nov 29 16:52:57 ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----
 //   <14>Nov 29 16:52:57 ec2: 256 SHA256:<43 base64> root@host (ED25519)
@@ -17,14 +18,15 @@
 // header, "[  12.3] cloud-init[612]: "), so markers are found at the end of
 // a line and fingerprints by their own shape, whatever precedes them.
 //
-// The console is untrusted bytes: kernel messages interleaved, CR LF or bare
-// CR, ANSI escape sequences, NULs, a block still arriving, earlier boots'
-// blocks. Anything that is not exactly a SHA-256 fingerprint line is
-// skipped; a key missed that way can only make the pin stricter.
+// The console is untrusted: anything that is not exactly a SHA-256
+// fingerprint line is skipped; a key missed that way can only make the pin
+// stricter.
 
 #include <anweddol/detail/ssh/fingerprint_text.hpp>
 
 #include <algorithm>
+#include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,20 +39,6 @@ struct console_host_key {
     std::string fingerprint; ///< "SHA256:<43 base64 characters>"
 
     friend bool operator==(const console_host_key&, const console_host_key&) = default;
-};
-
-/// What a console says about its host keys so far.
-struct console_fingerprints {
-    /// The SHA-256 fingerprints of the last complete block, in its order,
-    /// each once. Empty when there is no complete block, or when the block
-    /// has no SHA-256 line (an old ssh-keygen prints MD5).
-    std::vector<console_host_key> keys;
-    /// Whether a complete block (BEGIN ... END) was seen.
-    bool complete = false;
-    /// Whether a block began after the last complete one and has not ended:
-    /// a block still arriving, or a later boot's. Its keys are not in
-    /// `keys`; wait for more console output before trusting `keys`.
-    bool block_open = false;
 };
 
 namespace console_fingerprints_detail {
@@ -119,122 +107,57 @@ inline std::optional<console_host_key> parse_fingerprint_line(std::string_view l
     return std::nullopt;
 }
 
-/// Splits console bytes into lines as a terminal would show them: CR, LF
-/// and CR LF end a line; ANSI escape sequences, other control characters
-/// and DEL are dropped; a tab is a space. Calls `on_line` with each line,
-/// trailing blanks removed, and the last (unterminated) one too.
-template <class OnLine>
-void for_each_console_line(std::string_view text, OnLine on_line) {
-    std::string line;
-    enum class state { text, escape, csi, string } at = state::text;
-    const auto finish = [&] {
-        while (!line.empty() && line.back() == ' ')
-            line.pop_back();
-        on_line(std::string_view(line));
-        line.clear();
-    };
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        const char c = text[i];
-        const auto u = static_cast<unsigned char>(c);
-        switch (at) {
-        case state::escape: // after ESC
-            if (c == '[') {
-                at = state::csi;
-                continue;
-            }
-            if (c == ']' || c == 'P' || c == '_' || c == '^' || c == 'X') {
-                at = state::string; // OSC, DCS, APC, PM, SOS: up to BEL or ESC '\'
-                continue;
-            }
-            if (u >= 0x20 && u <= 0x2F)
-                continue; // an intermediate byte: ESC ( B and the like
-            at = state::text;
-            if (u >= 0x30 && u <= 0x7E)
-                continue; // the sequence's final byte
-            break;        // not a sequence after all: handle c as text
-        case state::csi:  // ESC [ parameters, intermediates, final byte
-            if (u >= 0x20 && u <= 0x3F)
-                continue;
-            at = state::text;
-            if (u >= 0x40 && u <= 0x7E)
-                continue;
-            break; // malformed: handle c as text
-        case state::string:
-            if (c == '\a') {
-                at = state::text;
-                continue;
-            }
-            if (c == '\x1b') {
-                at = state::escape; // ESC '\' ends it; the '\' is a final byte
-                continue;
-            }
-            if (c != '\n' && c != '\r')
-                continue;
-            at = state::text; // an unterminated string ends with its line
+/// The endpoint block anweddol's guest prints right before its host-key
+/// block (see console_scanner), with the same kind of prefix allowed before
+/// its markers but none before its lines.
+inline constexpr std::string_view endpoint_begin_marker = "-----BEGIN ANWEDDOL ENDPOINT-----";
+inline constexpr std::string_view endpoint_end_marker = "-----END ANWEDDOL ENDPOINT-----";
+inline constexpr std::size_t min_endpoint_password = 20;
+inline constexpr std::size_t max_endpoint_password = 128;
+inline constexpr std::size_t max_endpoint_features = 64;
+
+inline bool is_alphanumeric(char c) noexcept {
+    return is_digit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+/// "password <20..128 of [A-Za-z0-9]>": the password, or nothing.
+inline std::optional<std::string_view> parse_password_line(std::string_view line) noexcept {
+    constexpr std::string_view tag = "password ";
+    if (!line.starts_with(tag))
+        return std::nullopt;
+    const std::string_view password = line.substr(tag.size());
+    if (password.size() < min_endpoint_password || password.size() > max_endpoint_password ||
+        !std::all_of(password.begin(), password.end(), is_alphanumeric))
+        return std::nullopt;
+    return password;
+}
+
+/// "features" and space-separated words of [a-z0-9-] (possibly none): the
+/// words, or nothing.
+inline std::optional<std::vector<std::string>> parse_features_line(std::string_view line) {
+    constexpr std::string_view tag = "features";
+    if (!line.starts_with(tag) || (line.size() > tag.size() && line[tag.size()] != ' '))
+        return std::nullopt;
+    std::vector<std::string> features;
+    std::string_view rest = line.substr(tag.size());
+    while (!rest.empty()) {
+        const std::size_t word = rest.find_first_not_of(' ');
+        if (word == std::string_view::npos)
             break;
-        case state::text:
-            break;
-        }
-        if (c == '\n' || c == '\r') {
-            if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n')
-                ++i;
-            finish();
-        } else if (c == '\x1b') {
-            at = state::escape;
-        } else if (c == '\t') {
-            line.push_back(' ');
-        } else if (u >= 0x20 && u != 0x7F) {
-            line.push_back(c);
-        }
+        rest.remove_prefix(word);
+        const std::string_view feature = rest.substr(0, rest.find(' '));
+        rest.remove_prefix(feature.size());
+        const bool well_formed = std::all_of(feature.begin(), feature.end(), [](char c) {
+            return (c >= 'a' && c <= 'z') || is_digit(c) || c == '-';
+        });
+        if (!well_formed || features.size() == max_endpoint_features)
+            return std::nullopt;
+        features.emplace_back(feature);
     }
-    finish();
+    return features;
 }
 
 } // namespace console_fingerprints_detail
-
-/// The host key fingerprints in console output, from the last complete
-/// block (see console_fingerprints). Only SHA-256 fingerprints count.
-/// Linear in the size of `console`; never throws for any content.
-inline console_fingerprints parse_console_fingerprints(std::string_view console) {
-    namespace cf = console_fingerprints_detail;
-    console_fingerprints result;
-    std::vector<console_host_key> current;
-    bool in_block = false;
-    cf::for_each_console_line(console, [&](std::string_view line) {
-        if (cf::ends_with(line, cf::begin_marker)) {
-            // A new block, even inside another: that one was cut off (the
-            // guest rebooted while printing it).
-            in_block = true;
-            current.clear();
-        } else if (cf::ends_with(line, cf::end_marker)) {
-            if (in_block) {
-                result.keys = std::move(current);
-                result.complete = true;
-                current.clear();
-            }
-            in_block = false;
-        } else if (in_block) {
-            if (auto key = cf::parse_fingerprint_line(line)) {
-                const bool seen = std::any_of(current.begin(), current.end(), [&](const auto& k) {
-                    return k.fingerprint == key->fingerprint;
-                });
-                if (!seen)
-                    current.push_back(std::move(*key));
-            }
-        }
-    });
-    result.block_open = in_block;
-    return result;
-}
-
-/// The fingerprints alone, for endpoint_shell_options::host_key_fingerprints.
-inline std::vector<std::string> fingerprints_of(const console_fingerprints& scan) {
-    std::vector<std::string> fingerprints;
-    fingerprints.reserve(scan.keys.size());
-    for (const auto& key : scan.keys)
-        fingerprints.push_back(key.fingerprint);
-    return fingerprints;
-}
 
 } // namespace anweddol::detail
 
