@@ -124,7 +124,8 @@ public:
     /// What the guest wrote on its serial console (the last
     /// options::console_log_bytes bytes, as text): its boot log. Kept after
     /// the domain stopped, until the next start. Empty where the hypervisor
-    /// has no consoles (test:///).
+    /// has no consoles (test:///). The password line of an endpoint block
+    /// (the endpoint account's per-boot password) reads "password [redacted]".
     std::string get_console_log() const;
     /// The type the domain was started with ("kvm", "qemu", "test"); empty
     /// before the first start.
