@@ -142,10 +142,12 @@ inline boost::asio::awaitable<pooled_fault> check_endpoint(const booted_containe
         const command_result result = co_await std::move(probing);
         if (result.exit_status == 0)
             co_return pooled_fault{};
-        co_return pooled_fault{make_error_code(errc::administration_failed),
-                               "the endpoint of " + booted.partial.ip +
-                                   " could not run 'true': exit status " +
-                                   std::to_string(result.exit_status) + result.exit_signal};
+        co_return pooled_fault{
+            make_error_code(errc::administration_failed),
+            "the endpoint of " + booted.partial.ip + " could not run 'true': exit status " +
+                std::to_string(result.exit_status) +
+                (result.exit_signal.empty() ? std::string()
+                                            : " (signal " + result.exit_signal + ")")};
     } catch (...) {
         failure = std::current_exception();
     }
