@@ -332,6 +332,9 @@ private:
         anweddol::provisioning_options provisioning;
         provisioning.driver_uri = settings_.uri;
         provisioning.domain_type = settings_.domain_type;
+        // Strangers get these containers: no login without the host keys
+        // the guest printed on its console.
+        provisioning.require_console_host_keys = true;
         return provisioning;
     }
 

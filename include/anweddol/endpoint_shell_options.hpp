@@ -40,6 +40,21 @@ enum class host_key_policy {
     pinned_fingerprints,
 };
 
+/// How administrate_container() gives the client's password to the
+/// container's setup script.
+enum class password_delivery {
+    /// As its second argument, the reference's form, which every image's
+    /// script takes. While the script runs, every process of the endpoint
+    /// user (and, without /proc's hidepid, of every user) can read it in the
+    /// command line of the shell that runs sudo.
+    argument,
+    /// On its standard input (`--password-stdin USERNAME PORT`): in no
+    /// command line. For images whose script takes it; such a guest
+    /// announces `setup-password-stdin` on its console, and provision()
+    /// then chooses it by itself.
+    standard_input,
+};
+
 /// How an endpoint shell connects. The defaults suit a container that has
 /// just got its address and is still starting its SSH server.
 struct endpoint_shell_options {
@@ -69,6 +84,13 @@ struct endpoint_shell_options {
     /// for its credentials or host key fails at once. Include
     /// <anweddol/ssh_jump.hpp>.
     std::shared_ptr<ssh_jump> jump;
+    /// How administrate_container() passes the client's password.
+    password_delivery setup_password_delivery = password_delivery::argument;
+    /// The most administrate_container()'s setup script may take; past it
+    /// the script is killed and administrate_container() fails with
+    /// asio::error::timed_out. Zero: no limit. A guest that hangs (paused,
+    /// out of memory) must not hold a hand-over for ever.
+    std::chrono::steady_clock::duration administration_timeout = std::chrono::seconds(120);
 };
 
 } // namespace anweddol

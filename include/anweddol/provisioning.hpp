@@ -6,6 +6,8 @@
 
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/config.hpp>
+#include <anweddol/network_isolation.hpp>
+#include <anweddol/secret.hpp>
 #include <anweddol/detail/host_placement.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 
@@ -103,6 +105,37 @@ struct provisioning_options {
     /// does. container_pool_options::provisioning sets it. Needs the console
     /// read (container_instance::options::console_log_bytes above 0).
     bool require_console_host_keys = false;
+
+    // The endpoint account, through which the container is handed over. It
+    // must not stay usable by whoever else reaches the guest: a container
+    // waiting in a pool is exposed for as long as it waits.
+    std::string endpoint_username = "endpoint";
+    /// The endpoint's password, unless the guest announces one of its own
+    /// (see use_console_endpoint_password). Wiped when the options go.
+    secret endpoint_password = "endpoint";
+    /// Log in with the per-boot password the guest printed on its serial
+    /// console (an `ANWEDDOL ENDPOINT` block before its host keys, as the
+    /// test ISO does), where it printed one, instead of endpoint_password.
+    bool use_console_endpoint_password = true;
+    /// Right after the endpoint's first login, change its password to a
+    /// fresh random one that only this process knows, so that the password
+    /// used to log in (public, or read from the console) opens nothing
+    /// afterwards. With the guest's setup script where it announces
+    /// `rotate-endpoint-password`, with `passwd` otherwise; a failure fails
+    /// the provisioning (errc::administration_failed): turn this off for an
+    /// image where neither works.
+    bool rotate_endpoint_password = true;
+    /// The most each step of the hand-over may take: the password change,
+    /// the setup script, the client's login check (its own login is bound
+    /// by shell.ready_timeout). A guest that hangs there fails the
+    /// provisioning with asio::error::timed_out instead of holding it.
+    std::chrono::steady_clock::duration hand_over_step_timeout = std::chrono::seconds(60);
+};
+
+/// Where the password of the endpoint's first login came from.
+enum class endpoint_password_source {
+    options,     ///< provisioning_options::endpoint_password
+    console,     ///< the per-boot password the guest announced on its console
 };
 
 /// A container that a client can log in to.
@@ -128,6 +161,18 @@ struct provisioned_container {
     /// Handed out by container_pool::take() from the containers it kept
     /// booted, without waiting for a boot.
     bool from_pool = false;
+
+    // How the hand-over was protected, for the caller's records and alerts.
+    /// What the container's network was given (container_instance's
+    /// get_network_isolation()).
+    network_isolation isolation;
+    /// How the client's password reached the setup script: on its standard
+    /// input where the guest announced `setup-password-stdin`, as an
+    /// argument (the reference's form) otherwise.
+    password_delivery client_password_delivery = password_delivery::argument;
+    endpoint_password_source endpoint_password = endpoint_password_source::options;
+    /// Whether the endpoint's password was changed after its first login.
+    bool endpoint_password_rotated = false;
 };
 
 namespace detail {
@@ -138,6 +183,8 @@ struct booted_container {
     std::shared_ptr<endpoint_shell_instance> endpoint; ///< open, as the endpoint account
     endpoint_shell_options shell;  ///< what the logins use (host keys pinned from the console)
     provisioned_container partial; ///< container, ip, host keys, boot timings
+    /// What the guest announced it can do (its console's `features`).
+    std::vector<std::string> guest_features;
     /// Where the hand-over's progress events and `total` count from: the
     /// boot's start in provision(), the take's in container_pool.
     std::chrono::steady_clock::time_point began;

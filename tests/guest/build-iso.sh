@@ -15,7 +15,7 @@ output=$(realpath -m "$output")
 work="$output.d"
 
 die() { echo "build-iso.sh: $*" >&2; exit 1; }
-for tool in xorriso cpio gzip gcc /usr/sbin/sshd /usr/bin/ssh-keygen /bin/busybox \
+for tool in xorriso cpio gzip gcc /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/ssh /bin/busybox \
             /usr/lib/ISOLINUX/isolinux.bin; do
   command -v "$tool" >/dev/null || [[ -e $tool ]] ||
     die "missing $tool: run scripts/setup.sh first"
@@ -42,7 +42,7 @@ stamp=$(
     echo "$kernel_pkg $kernel_version"
     cat "$0"
     find "$here/rootfs" -type f -print0 | sort -z | xargs -0 cat
-    sha256sum /bin/busybox /usr/sbin/sshd /usr/bin/ssh-keygen
+    sha256sum /bin/busybox /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/ssh
   } | sha256sum | cut -d' ' -f1
 )
 if [[ -f $output && -f $output.stamp && $(cat "$output.stamp") == "$stamp" ]]; then
@@ -84,6 +84,9 @@ copy_with_libraries() {
 }
 copy_with_libraries /usr/sbin/sshd
 copy_with_libraries /usr/bin/ssh-keygen
+# OpenSSH's client too: the isolation tests log in from one guest to
+# another, as a hostile tenant would try.
+copy_with_libraries /usr/bin/ssh
 install -m 644 "$here/rootfs/sshd_config" "$root/etc/ssh/sshd_config"
 
 for module in "${modules[@]}"; do
@@ -98,6 +101,7 @@ install -m 755 "$here/rootfs/udhcpc.script" "$root/etc/udhcpc.script"
 install -m 755 "$here/rootfs/power-button" "$root/etc/acpi/PWRF/00000080"
 install -m 755 "$here/rootfs/anweddol_container_setup.sh" \
   "$root/bin/anweddol_container_setup.sh"
+install -m 755 "$here/rootfs/anweddol_net_probe.sh" "$root/bin/anweddol_net_probe.sh"
 gcc -static -Os -Wall -Wextra -Werror -o "$root/usr/bin/sudo" "$here/rootfs/sudo.c"
 chmod 4755 "$root/usr/bin/sudo"
 

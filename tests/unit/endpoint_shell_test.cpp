@@ -605,6 +605,51 @@ TEST_CASE("endpoint shell: administrate_container quotes every argument", "[endp
     run(shell->close_shell());
 }
 
+TEST_CASE("endpoint shell: administrate_container can send the password on standard input, in "
+          "no argument", "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    auto options = shell->get_options();
+    CHECK(options.setup_password_delivery == anweddol::password_delivery::argument); // the reference's
+    options.setup_password_delivery = anweddol::password_delivery::standard_input;
+    shell->set_options(options);
+    run(shell->open_shell());
+    const auto home = sshd->dir() / "home";
+    const auto read_file = [&](const char* name) {
+        std::ifstream in(home / name);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    const auto [user, password] = shell->generate_client_ssh_credentials(120);
+    shell->store_client_ssh_credentials(user, password, 2222);
+    run(shell->administrate_container());
+    CHECK(read_file("sudo.args") ==
+          "/bin/anweddol_container_setup.sh\n--password-stdin\n" + user + "\n2222\n");
+    CHECK(read_file("sudo.stdin") == password + "\n");
+
+    // A password the script would read cut short is refused before it runs.
+    shell->store_client_ssh_credentials(user, "two\nlines", 2222);
+    CHECK(failure_of([&] { return shell->administrate_container(); }).code() ==
+          errc::invalid_argument);
+    run(shell->close_shell());
+}
+
+TEST_CASE("endpoint shell: administrate_container gives up on a setup script that hangs, at its "
+          "deadline", "[endpoint_shell]") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    auto shell = shell_for(*sshd);
+    auto options = shell->get_options();
+    CHECK(options.administration_timeout > 0s); // every hand-over step has a deadline
+    options.administration_timeout = 1s;
+    shell->set_options(options);
+    run(shell->open_shell());
+    shell->store_client_ssh_credentials("slow_user", "password", 2222);
+    const auto began = std::chrono::steady_clock::now();
+    const auto error = failure_of([&] { return shell->administrate_container(); }, 30s);
+    CHECK(error.code() == boost::asio::error::timed_out);
+    CHECK(std::chrono::steady_clock::now() - began < 10s);
+    run(shell->close_shell());
+}
+
 TEST_CASE("endpoint shell: bad arguments are refused before connecting", "[endpoint_shell]") {
     auto executor = anweddol::test::test_context().get_executor();
     endpoint_shell_instance no_ip(executor);

@@ -124,11 +124,18 @@ private:
         // administrate_container() passes to the setup script.
         const auto bin = dir_ / "bin";
         std::filesystem::create_directories(bin);
+        // It keeps its standard input too, and takes the username after
+        // --password-stdin; a user named slow_user makes it hang, as a
+        // guest that stopped answering would.
         std::ofstream(bin / "sudo") << "#!/bin/sh\n"
                                        "printf '%s\\n' \"$@\" > \"$HOME/sudo.args\"\n"
-                                       "case $2 in\n"
+                                       "cat > \"$HOME/sudo.stdin\"\n"
+                                       "user=$2\n"
+                                       "[ \"$user\" = --password-stdin ] && user=$3\n"
+                                       "case $user in\n"
                                        "  '' | *[!a-z0-9_-]* | [!a-z_]*)\n"
-                                       "    echo \"invalid username '$2'\" >&2; exit 1 ;;\n"
+                                       "    echo \"invalid username '$user'\" >&2; exit 1 ;;\n"
+                                       "  slow_user) exec sleep 600 ;;\n"
                                        "esac\n"
                                        "exit 0\n";
         std::filesystem::permissions(bin / "sudo", std::filesystem::perms(0755));

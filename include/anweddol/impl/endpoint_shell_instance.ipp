@@ -250,13 +250,22 @@ ANWEDDOL_DECL boost::asio::awaitable<void> endpoint_shell_instance::administrate
     const client_credentials& client = *client_credentials_;
     // Every argument is one quoted word: a username such as "x; reboot"
     // reaches the script as it is, and the script refuses it.
-    std::string command =
-        detail::setup_script_command(client.username, client.password.reveal(), client.listen_port);
+    command_options running_options;
+    running_options.timeout = options_.administration_timeout;
+    std::string command;
+    if (options_.setup_password_delivery == password_delivery::standard_input) {
+        command = detail::setup_script_stdin_command(client.username, client.listen_port);
+        running_options.std_in = detail::standard_input_password(client.password.reveal());
+    } else {
+        command = detail::setup_script_command(client.username, client.password.reveal(),
+                                               client.listen_port);
+    }
 
-    // run_command owns the command (and so the password) and wipes it.
+    // run_command owns the command and the input (and so the password), and
+    // wipes them.
     auto running = boost::asio::co_spawn(
         executor_,
-        detail::run_command(std::move(connection), std::move(command), command_options{}),
+        detail::run_command(std::move(connection), std::move(command), std::move(running_options)),
         boost::asio::use_awaitable);
     const command_result result = co_await std::move(running);
     if (result.exit_status != 0 || !result.std_out.empty() || !result.std_err.empty()) {

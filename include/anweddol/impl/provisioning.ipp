@@ -6,6 +6,7 @@
 
 #include <anweddol/detail/console_announcement.hpp>
 #include <anweddol/detail/credentials.hpp>
+#include <anweddol/detail/ssh/setup_command.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_pool.hpp>
 #include <anweddol/provisioning.hpp>
@@ -15,6 +16,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <algorithm>
 #include <array>
 #include <exception>
 #include <optional>
@@ -136,11 +138,84 @@ destroy_after_failure(std::shared_ptr<container_instance> container, std::except
     co_return detail::with_guest_console(failure, container->get_console_log());
 }
 
+inline bool announced(const std::vector<std::string>& features, std::string_view feature) {
+    return std::find(features.begin(), features.end(), feature) != features.end();
+}
+
+// The password of the endpoint's first login: the per-boot one the guest
+// announced on its console (its host-key block, awaited before this, comes
+// after it), or the options'. Notes which in `booted`, with the guest's
+// features.
+inline std::string first_endpoint_password(const container_instance& container,
+                                           detail::booted_container& booted,
+                                           const provisioning_options& options) {
+    if (options.use_console_endpoint_password) {
+        const auto ring = detail::console_access::ring(container);
+        if (auto seen = ring ? ring->announcement() : detail::console_announcement();
+            seen.endpoint) {
+            booted.partial.endpoint_password = endpoint_password_source::console;
+            booted.guest_features = seen.endpoint->features;
+            return seen.endpoint->password; // wiped with `seen`; the copy by the caller
+        }
+    }
+    booted.partial.endpoint_password = endpoint_password_source::options;
+    return std::string(options.endpoint_password.reveal());
+}
+
+// Changes the endpoint's password, right after its first login, to a fresh
+// one that only this process knows: whoever else learned the first one (it
+// is public by default) can no longer log in while the container waits in
+// a pool. With the guest's setup script where it announced it, otherwise
+// with `passwd`, which asks for the old password, then twice the new one.
+inline boost::asio::awaitable<void> rotate_endpoint_password(detail::booted_container& booted,
+                                                             const provisioning_options& options) {
+    auto& endpoint = *booted.endpoint;
+    auto [user, old_password, port] = endpoint.get_endpoint_credentials();
+    std::string fresh = detail::generate_password(48);
+    command_options changing;
+    changing.timeout = options.hand_over_step_timeout;
+    std::string command;
+    const bool by_script = announced(booted.guest_features, "rotate-endpoint-password");
+    if (by_script) {
+        command = detail::rotate_endpoint_password_command();
+        changing.std_in = detail::standard_input_password(fresh);
+    } else {
+        command = "passwd";
+        std::string old_line = detail::standard_input_password(old_password);
+        std::string new_line = detail::standard_input_password(fresh);
+        std::string input;
+        input.reserve(old_line.size() + 2 * new_line.size()); // no reallocated copy
+        input += old_line;
+        input += new_line;
+        input += new_line;
+        changing.std_in = std::move(input);
+        detail::cleanse(old_line);
+        detail::cleanse(new_line);
+    }
+    detail::cleanse(old_password);
+    auto running = endpoint.execute(std::move(command), std::move(changing));
+    const command_result changed = co_await std::move(running);
+    if (changed.exit_status != 0 ||
+        (by_script && (!changed.std_out.empty() || !changed.std_err.empty()))) {
+        detail::cleanse(fresh);
+        detail::throw_error(
+            errc::administration_failed,
+            std::string("cannot change the endpoint's password after its first login (") +
+                (by_script ? "the setup script's --rotate-endpoint-password" : "passwd") +
+                " exited with status " + std::to_string(changed.exit_status) +
+                (changed.std_err.empty() ? "" : "; stderr: " + changed.std_err) +
+                "): set provisioning_options::rotate_endpoint_password to false for an image "
+                "that can do neither, and keep its endpoint unreachable for other tenants");
+    }
+    endpoint.set_endpoint_credentials(std::move(user), std::move(fresh), port);
+    booted.partial.endpoint_password_rotated = true;
+}
+
 // The rest of the boot: the host keys the console printed, and the
-// endpoint's login.
+// endpoint's login, after which its password is changed.
 inline boost::asio::awaitable<void>
-log_in_as_endpoint(std::shared_ptr<container_instance> container, detail::booted_container& booted,
-                   const provisioning_options& options) {
+log_in_as_endpoint(std::shared_ptr<container_instance> container,
+                   detail::booted_container& booted, const provisioning_options& options) {
     auto& result = booted.partial;
     result.ip = *container->get_ip();
     if (booted.shell.host_keys == host_key_policy::accept_new) {
@@ -154,10 +229,17 @@ log_in_as_endpoint(std::shared_ptr<container_instance> container, detail::booted
     }
     result.host_keys = booted.shell.host_keys;
     result.host_key_fingerprints = booted.shell.host_key_fingerprints;
-    booted.endpoint =
-        std::make_shared<endpoint_shell_instance>(container->get_executor(), result.ip);
+    result.isolation = container->get_network_isolation();
+    std::string password = first_endpoint_password(*container, booted, options);
+    booted.endpoint = std::make_shared<endpoint_shell_instance>(
+        container->get_executor(), result.ip, options.endpoint_username, std::move(password));
+    detail::cleanse(password);
     booted.endpoint->set_options(booted.shell);
     co_await booted.endpoint->open_shell();
+    if (options.rotate_endpoint_password) {
+        auto rotating = rotate_endpoint_password(booted, options);
+        co_await std::move(rotating);
+    }
 }
 
 // The hand-over's steps: fresh client credentials (in `result`), the setup
@@ -177,6 +259,16 @@ inline boost::asio::awaitable<void> hand_over_steps(detail::booted_container& bo
     // The password lives in result (wiped by the caller on failure) and in
     // the endpoint (wiped when it goes), nowhere else: a short one would stay
     // in its moved-from buffer, so that is wiped too.
+    // The password goes on the setup script's standard input where the
+    // guest takes it there: in no command line that another process of
+    // the endpoint user could read while the script runs.
+    auto shell_options = endpoint->get_options();
+    shell_options.setup_password_delivery =
+        announced(booted.guest_features, "setup-password-stdin") ? password_delivery::standard_input
+                                                                 : password_delivery::argument;
+    shell_options.administration_timeout = options.hand_over_step_timeout;
+    result.client_password_delivery = shell_options.setup_password_delivery;
+    endpoint->set_options(std::move(shell_options));
     auto generated = endpoint->generate_client_ssh_credentials(options.password_length, false);
     result.username = std::move(generated.first);
     result.password = std::move(generated.second);
@@ -192,7 +284,9 @@ inline boost::asio::awaitable<void> hand_over_steps(detail::booted_container& bo
                                        result.password, result.port);
         client.set_options(booted.shell);
         co_await client.open_shell();
-        const command_result whoami = co_await client.execute("id -un");
+        command_options checking;
+        checking.timeout = options.hand_over_step_timeout;
+        const command_result whoami = co_await client.execute("id -un", std::move(checking));
         co_await client.close_shell();
         if (whoami.exit_status != 0 || whoami.std_out != result.username + "\n")
             detail::throw_error(errc::administration_failed,

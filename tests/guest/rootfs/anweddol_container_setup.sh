@@ -1,11 +1,21 @@
 #!/bin/sh
 # anweddol_container_setup.sh USERNAME PASSWORD LISTEN_PORT
+# anweddol_container_setup.sh --password-stdin USERNAME LISTEN_PORT
+# anweddol_container_setup.sh --rotate-endpoint-password
 #
 # Hands the container over to its client, as anweddol's administrate_container
 # expects: creates USERNAME with PASSWORD, serves SSH for it on LISTEN_PORT,
-# and disables the `endpoint` user. Prints nothing on success. Every argument
-# is checked before anything changes; on failure it says why on stderr and
-# exits non-zero.
+# disables the `endpoint` user and ends every process of it but the caller's
+# own session. Prints nothing on success. Every argument is checked before
+# anything changes; on failure it says why on stderr and exits non-zero.
+#
+# The first form is the reference's. The second reads the password from the
+# first line of standard input instead, so that it never appears in a command
+# line (which every process of the same user can read, and, without
+# hidepid, every user). The third reads the endpoint's next password from
+# standard input and sets it: the host changes the per-boot password it read
+# on the console as soon as it has logged in once. The console's
+# `features` line announces the two extra forms.
 set -eu
 
 die() {
@@ -18,10 +28,48 @@ quietly() {
 }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (sudo $0 ...)"
-[ $# -eq 3 ] || die "expected 3 arguments USERNAME PASSWORD LISTEN_PORT, got $#"
-username=$1
-password=$2
-port=$3
+
+# A password: non-empty, at most 4096 printable characters.
+check_password() {
+  [ -n "$1" ] || die "empty password"
+  [ ${#1} -le 4096 ] || die "password longer than 4096 characters"
+  case $1 in
+    *[![:print:]]*) die "password contains a control character" ;;
+  esac
+}
+
+# The first line of standard input, without reading a byte more.
+read_password_line() {
+  IFS= read -r line || [ -n "${line:-}" ] || die "no password on standard input"
+  printf '%s' "$line"
+}
+
+# A SHA-512 crypt hash of $1, computed from standard input: mkpasswd's
+# command line never holds the password.
+hash_of() {
+  printf '%s\n' "$1" | mkpasswd -m sha512 -P 0 || die "cannot hash the password"
+}
+
+if [ "${1:-}" = --rotate-endpoint-password ]; then
+  [ $# -eq 1 ] || die "--rotate-endpoint-password takes no other argument"
+  password=$(read_password_line)
+  check_password "$password"
+  hash=$(hash_of "$password")
+  sed -i "s|^endpoint:[^:]*:|endpoint:$hash:|" /etc/shadow
+  exit 0
+fi
+
+if [ "${1:-}" = --password-stdin ]; then
+  [ $# -eq 3 ] || die "expected --password-stdin USERNAME LISTEN_PORT, got $# arguments"
+  username=$2
+  port=$3
+  password=$(read_password_line)
+else
+  [ $# -eq 3 ] || die "expected 3 arguments USERNAME PASSWORD LISTEN_PORT, got $#"
+  username=$1
+  password=$2
+  port=$3
+fi
 
 case $username in
   '' | *[!a-z0-9_-]* | [!a-z_]*)
@@ -30,11 +78,7 @@ esac
 [ ${#username} -le 32 ] || die "username longer than 32 characters"
 grep -q "^$username:" /etc/passwd && die "user '$username' already exists"
 
-[ -n "$password" ] || die "empty password"
-[ ${#password} -le 4096 ] || die "password longer than 4096 characters"
-case $password in
-  *[![:print:]]*) die "password contains a control character" ;;
-esac
+check_password "$password"
 
 case $port in
   '' | *[!0-9]* | 0*) die "invalid port '$port': expected 1-65535" ;;
@@ -46,12 +90,13 @@ fi
 
 # Create the user; the next uid after the highest one in use.
 uid=$(awk -F: '$3 >= 1001 && $3 > max { max = $3 } END { print (max ? max + 1 : 1001) }' /etc/passwd)
-hash=$(printf '%s\n' "$password" | mkpasswd -m sha512 -P 0) || die "cannot hash the password"
+hash=$(hash_of "$password")
 echo "$username:x:$uid:$uid::/home/$username:/bin/sh" >>/etc/passwd
 echo "$username:x:$uid:" >>/etc/group
 echo "$username:$hash:19000:0:99999:7:::" >>/etc/shadow
 quietly mkdir -p "/home/$username"
 quietly chown "$uid:$uid" "/home/$username"
+quietly chmod 700 "/home/$username"
 
 # Port 22's server, read before another sshd starts and could write a pid
 # file of its own.
@@ -77,4 +122,34 @@ quietly passwd -l endpoint
 if [ "$port" -ne 22 ] && [ -n "$endpoint_server" ]; then
   quietly kill "$endpoint_server"
 fi
+
+# The endpoint account is nobody's now: end each of its processes but this
+# script's own ancestors (the caller's session, which ends when the host
+# closes it), so that no one who logged in as endpoint before, or while the
+# container waited in a pool, keeps a process beside the client's. Their
+# files in the shared temporary directories go too. Processes are listed as
+# root, whom hidepid does not hide anything from.
+endpoint_uid=$(awk -F: '$1 == "endpoint" { print $3 }' /etc/passwd)
+ancestors=" "
+pid=$$
+while [ "$pid" -gt 1 ]; do
+  ancestors="$ancestors$pid "
+  pid=$(awk '/^PPid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 1)
+done
+# Twice: a process may fork while the first pass runs; a forked child is
+# seen by the second (SIGKILL leaves it no time to fork again).
+for pass in 1 2; do
+  for status in /proc/[0-9]*/status; do
+    pid=${status#/proc/}
+    pid=${pid%/status}
+    case $ancestors in *" $pid "*) continue ;; esac
+    uid=$(awk '/^Uid:/ { print $2 }' "$status" 2>/dev/null) || continue
+    [ "$uid" = "$endpoint_uid" ] && kill -KILL "$pid" 2>/dev/null || true
+  done
+done
+# Its processes are dead, so none can swap a path for a symlink meanwhile.
+for dir in /tmp /var/tmp /dev/shm /run; do
+  [ -d "$dir" ] || continue
+  find "$dir" -xdev -user endpoint -exec rm -rf {} \; 2>/dev/null || true
+done
 exit 0

@@ -38,8 +38,13 @@ run_command(std::shared_ptr<ssh_connection> connection, std::string command,
     // command may hold a password: wiped when this ends.
     struct wipe_on_exit {
         std::string& secret;
-        ~wipe_on_exit() { cleanse(secret); }
-    } wipe{command};
+        std::optional<std::string>& input;
+        ~wipe_on_exit() {
+            cleanse(secret);
+            if (input)
+                cleanse(*input);
+        }
+    } wipe{command, options.std_in};
     if (!connection || !connection->is_open())
         throw_error(errc::shell_not_open, "the endpoint shell is not open");
     ssh_connection::operation_guard guard(connection);

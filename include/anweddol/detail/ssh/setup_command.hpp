@@ -59,6 +59,42 @@ inline std::string setup_script_command(std::string_view username, std::string_v
     return command;
 }
 
+/// The command that hands a container over with the password on the setup
+/// script's standard input (`--password-stdin USERNAME PORT`), so that it is
+/// in no command line; send standard_input_password(password) as its input.
+inline std::string setup_script_stdin_command(std::string_view username, std::uint16_t port) {
+    if (username.find('\0') != std::string_view::npos)
+        throw_error(errc::invalid_argument, "a client username contains a NUL byte");
+    std::string command = "sudo ";
+    command += setup_script;
+    command += " --password-stdin ";
+    append_shell_quoted(command, username);
+    command += ' ';
+    append_shell_quoted(command, std::to_string(port));
+    return command;
+}
+
+/// The setup script's input for `--password-stdin` or
+/// `--rotate-endpoint-password`: the password and a newline. The script
+/// reads one line: a password with a line break in it would be cut short,
+/// so it is refused here, as are NUL bytes.
+inline std::string standard_input_password(std::string_view password) {
+    if (password.find_first_of(std::string_view("\0\n\r", 3)) != std::string_view::npos)
+        throw_error(errc::invalid_argument,
+                    "a password sent on standard input must not contain NUL, CR or LF");
+    std::string input;
+    input.reserve(password.size() + 1); // exact: no reallocation leaves a copy behind
+    input += password;
+    input += '\n';
+    return input;
+}
+
+/// The command that sets the endpoint account's password from standard
+/// input, in images that announce `rotate-endpoint-password`.
+inline std::string rotate_endpoint_password_command() {
+    return "sudo " + std::string(setup_script) + " --rotate-endpoint-password";
+}
+
 } // namespace anweddol::detail
 
 #endif
