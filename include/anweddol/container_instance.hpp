@@ -313,6 +313,7 @@ private:
         std::string domain_type_choice;
         network_isolation isolation;
         std::string traffic_filter; // the nwfilter the next boot references
+        std::string dhcp_server;    // and the one DHCP server it learns from
     };
 
     boost::asio::awaitable<std::string> checksum_here();

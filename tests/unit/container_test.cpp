@@ -223,6 +223,7 @@ TEST_CASE("container: the domain XML isolates the guest's port and filters its t
 
     d.isolated_port = true;
     d.traffic_filter = "anweddol-tenant-virbr0";
+    d.dhcp_server = "192.168.122.1";
     const std::string xml = anweddol::detail::domain_xml(d);
     INFO(xml);
     // Inside the <interface>, with the address learned from DHCP only.
@@ -234,6 +235,8 @@ TEST_CASE("container: the domain XML isolates the guest's port and filters its t
     REQUIRE(filter != std::string::npos);
     CHECK((interface < port && port < end && interface < filter && filter < end));
     CHECK(xml.find("<parameter name='CTRL_IP_LEARNING' value='dhcp'/>") != std::string::npos);
+    // Only the gateway's DHCP replies teach the filter an address.
+    CHECK(xml.find("<parameter name='DHCPSERVER' value='192.168.122.1'/>") != std::string::npos);
 }
 
 TEST_CASE("container: the traffic filter drops a guest's IPv4 to its subnet except the gateway, "

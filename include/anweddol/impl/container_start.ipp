@@ -81,6 +81,7 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
     std::string domain_type = std::move(checked.first);
     state_->isolation = std::move(checked.second.applied);
     state_->traffic_filter = std::move(checked.second.filter);
+    state_->dhcp_server = std::move(checked.second.dhcp_server);
 
     // The automatic type is kvm wherever libvirt offers it, but a host may
     // have /dev/kvm and still not run KVM guests: they pause with an
@@ -156,6 +157,7 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
         .owner = options_.owner.empty() ? detail::host_name() : options_.owner,
         .isolated_port = state_->isolation.ports_isolated,
         .traffic_filter = state_->traffic_filter,
+        .dhcp_server = state_->dhcp_server,
     };
 
     // Watch from before the domain exists: a guest that dies (or pauses) at

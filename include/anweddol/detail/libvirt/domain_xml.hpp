@@ -69,6 +69,9 @@ struct domain_definition {
     /// address is learned from DHCP only, so a guest cannot claim another
     /// address by sending from it first.
     std::string traffic_filter;
+    /// With a traffic filter: the only DHCP server whose replies teach it
+    /// the guest's address (DHCPSERVER); empty: any.
+    std::string dhcp_server;
 };
 
 /// The domain's XML, as the reference defines it (hvm, boot from hd then
@@ -135,10 +138,14 @@ inline std::string domain_xml(const domain_definition& d) {
            "      <rom enabled='no'/>\n";
     if (d.isolated_port)
         xml += "      <port isolated='yes'/>\n";
-    if (!d.traffic_filter.empty())
+    if (!d.traffic_filter.empty()) {
         xml += "      <filterref filter='" + xml_escape(d.traffic_filter) +
-               "'>\n        <parameter name='CTRL_IP_LEARNING' value='dhcp'/>\n"
-               "      </filterref>\n";
+               "'>\n        <parameter name='CTRL_IP_LEARNING' value='dhcp'/>\n";
+        if (!d.dhcp_server.empty())
+            xml += "        <parameter name='DHCPSERVER' value='" + xml_escape(d.dhcp_server) +
+                   "'/>\n";
+        xml += "      </filterref>\n";
+    }
     xml += "    </interface>\n";
     // The guest's serial console, which anweddol reads into the container's
     // console log (its boot messages, and the SSH host key fingerprints the

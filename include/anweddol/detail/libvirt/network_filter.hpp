@@ -140,10 +140,15 @@ inline std::string tenant_filter_xml(const std::string& bridge) {
            "</filter>\n";
 }
 
-/// What a start applies, and the filter its interface references.
+/// What a start applies, and the filter its interface references. The
+/// filter learns the guest's address from DHCP replies of the gateway only
+/// (DHCPSERVER): otherwise a guest could have a server of its own, reached
+/// through the NAT, answer its DHCP request with another guest's address,
+/// and the filter would let it claim that address too.
 struct isolation_plan {
     network_isolation applied;
-    std::string filter; ///< empty: none
+    std::string filter;      ///< empty: none
+    std::string dhcp_server; ///< the only DHCP server the filter learns addresses from
 };
 
 namespace network_filter_detail {
@@ -203,7 +208,7 @@ inline std::string ensure_filter(virConnectPtr connection, const std::string& na
 /// Why the traffic filter cannot be applied on this host; empty when it
 /// was made ready (the filters defined). `filter` gets its name.
 inline std::string prepare_traffic_filter(virConnectPtr connection, const std::string& uri,
-                                          const std::string& bridge, std::string& filter) {
+                                          const std::string& bridge, isolation_plan& plan) {
     if (virNWFilterPtr clean = virNWFilterLookupByName(connection, "clean-traffic")) {
         virNWFilterFree(clean);
     } else {
@@ -227,8 +232,10 @@ inline std::string prepare_traffic_filter(virConnectPtr connection, const std::s
     if (failure.empty())
         failure = ensure_filter(connection, tenant_filter_name(bridge), tenant_filter_xml(bridge),
                                 "filter='" + routing + "'");
-    if (failure.empty())
-        filter = tenant_filter_name(bridge);
+    if (failure.empty()) {
+        plan.filter = tenant_filter_name(bridge);
+        plan.dhcp_server = network->gateway;
+    }
     return failure;
 }
 
@@ -251,7 +258,7 @@ inline isolation_plan plan_network_isolation(virConnectPtr connection, const std
     if (uri.starts_with("test:"))
         lacking = "libvirt's test driver at " + uri + " has no network to filter";
     else
-        lacking = network_filter_detail::prepare_traffic_filter(connection, uri, bridge, plan.filter);
+        lacking = network_filter_detail::prepare_traffic_filter(connection, uri, bridge, plan);
     if (lacking.empty()) {
         plan.applied.traffic_filtered = true;
     } else if (wanted.traffic_filter == isolation_requirement::required &&
