@@ -85,6 +85,8 @@ inline std::string_view failure_reason(const boost::system::error_code& ec) {
             return "no_host_available";
         case errc::network_isolation_unavailable:
             return "network_isolation_unavailable";
+        case errc::console_host_keys_missing:
+            return "console_host_keys_missing";
         }
         return "other";
     }

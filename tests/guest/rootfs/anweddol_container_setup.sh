@@ -28,6 +28,12 @@ quietly() {
 }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (sudo $0 ...)"
+cd /
+# Once handed over, the container is the client's: nobody, not a process of
+# endpoint that outlived the hand-over either, may run this again (to
+# unlock endpoint, or make an account of their own).
+handed_over=/run/anweddol.handed-over
+[ ! -e "$handed_over" ] || die "this container was already handed over"
 
 # A password: non-empty, at most 4096 printable characters.
 check_password() {
@@ -119,6 +125,7 @@ fi
 # Disable endpoint: lock its password, then stop port 22's listener unless the
 # client uses it. Sessions already open, such as the caller's, keep running.
 quietly passwd -l endpoint
+: >"$handed_over"
 if [ "$port" -ne 22 ] && [ -n "$endpoint_server" ]; then
   quietly kill "$endpoint_server"
 fi
@@ -148,6 +155,13 @@ for pass in 1 2; do
   done
 done
 # Its processes are dead, so none can swap a path for a symlink meanwhile.
+# A process that forks and lets its parent exit, again and again, is never
+# at a pid the loop above checks: once the caller's session has closed
+# (the host closes it as soon as this script ends), a kill of everything the
+# endpoint user runs, sent as that user, gets them all at once. Detached,
+# so that it outlives this script and its session.
+setsid sh -c 'sleep 2; exec su -s /bin/sh endpoint -c "kill -KILL -1"' \
+  </dev/null >/dev/null 2>&1 &
 for dir in /tmp /var/tmp /dev/shm /run; do
   [ -d "$dir" ] || continue
   find "$dir" -xdev -user endpoint -exec rm -rf {} \; 2>/dev/null || true

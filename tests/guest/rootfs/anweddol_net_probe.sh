@@ -20,7 +20,10 @@ die() {
   echo "anweddol_net_probe.sh: $*" >&2
   exit 2
 }
+# Digits and dots only (grep alone checks line by line: a newline would let
+# an option through to nc), in the shape of an address.
 is_ipv4() {
+  case $1 in '' | *[!0-9.]*) return 1 ;; esac
   echo "$1" | grep -Eq '^([0-9]{1,3}\.){3}[0-9]{1,3}$'
 }
 
@@ -39,6 +42,7 @@ target=$1
 port=$2
 is_ipv4 "$target" || die "invalid target address '$target'"
 case $port in '' | *[!0-9]*) die "invalid port '$port'" ;; esac
+cd /
 
 interface=eth0
 gateway=$(ip route show default | awk '{ print $3; exit }')
@@ -58,6 +62,7 @@ case $mode in
       ip addr del "$source/32" dev "$interface"
     } ;;
   mac)
+    case $source in '' | *[!0-9a-f:]*) die "invalid MAC '$source'" ;; esac
     echo "$source" | grep -Eq '^([0-9a-f]{2}:){5}[0-9a-f]{2}$' || die "invalid MAC '$source'"
     own_mac=$(cat "/sys/class/net/$interface/address")
     ip link set dev "$interface" address "$source"
@@ -70,6 +75,6 @@ case $mode in
     } ;;
 esac
 
-answer=$(nc -w 3 "$target" "$port" </dev/null 2>/dev/null | head -c 64 | wc -c) || answer=0
+answer=$(nc -w 3 -- "$target" "$port" </dev/null 2>/dev/null | head -c 64 | wc -c) || answer=0
 undo
 if [ "$answer" -gt 0 ]; then echo reached; else echo blocked; fi
