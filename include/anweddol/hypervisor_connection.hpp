@@ -215,6 +215,9 @@ private:
     shared_for(anweddol::runtime& rt, const std::string& uri, const options& opts);
     static boost::asio::awaitable<void> reopen(std::shared_ptr<hypervisor_connection> self);
     void adopt_blocking(detail::connect_handle fresh);
+    std::function<void()> take_libvirt_connection();
+    friend class anweddol::runtime; // closes what is left when its io_context goes
+    void close_at_shutdown() noexcept;
     int register_lifecycle(virConnectPtr connection);
     void register_lifecycle_blocking(virConnectPtr connection);
     boost::asio::awaitable<domain_lifecycle_event>

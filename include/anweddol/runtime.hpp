@@ -129,6 +129,7 @@ private:
     // A connection's lanes, joined by shutdown().
     void track_lanes(const std::shared_ptr<detail::worker_threads>& lanes);
     void join_lanes() noexcept;
+    void close_connections() noexcept;
 
     std::once_flag bound_;
     boost::asio::any_io_executor executor_;

@@ -3,6 +3,7 @@
 // services (the event loop's strand). A use after free here shows only
 // under AddressSanitizer: scripts/sanitize.sh asan, which CI runs.
 #include <anweddol/detail/async/blocking_call.hpp>
+#include <anweddol/detail/async/deadline_threads.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 #include <anweddol/runtime.hpp>
 
@@ -167,7 +168,12 @@ struct silent_listener {
         REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
         port = ntohs(address.sin_port);
     }
-    ~silent_listener() { ::close(fd); }
+    ~silent_listener() { close(); }
+    void close() {
+        if (fd >= 0)
+            ::close(fd);
+        fd = -1;
+    }
     silent_listener(const silent_listener&) = delete;
     silent_listener& operator=(const silent_listener&) = delete;
 
@@ -215,8 +221,8 @@ TEST_CASE("runtime: opening a host that never answers times out naming its URI, 
     // the opens began.
     bool worked = false;
     bool worked_before_opens_ended = false;
-    boost::asio::steady_timer later(*context, 100ms);
-    later.async_wait([&](boost::system::error_code) {
+    auto later = std::make_unique<boost::asio::steady_timer>(*context, 100ms);
+    later->async_wait([&](boost::system::error_code) {
         anweddol::detail::async_run_blocking_on(
             rt.workers(), nullptr, nullptr, [] { return 42; },
             boost::asio::bind_executor(
@@ -236,8 +242,56 @@ TEST_CASE("runtime: opening a host that never answers times out naming its URI, 
         CHECK(o.error == std::errc::timed_out);
         CHECK_THAT(o.diag.client_message(), Catch::Contains(uri));
     }
-    // The opens' threads are still blocked in libvirt: destruction gives up
-    // on them after a bound, and they end on their own once the listener
-    // goes (at the end of this test).
+    later.reset(); // an I/O object of the io_context goes first
+    // The opens' threads are still blocked in libvirt; once the host goes
+    // (the listener closes), they end, and destruction does not wait long.
+    silent.close();
     CHECK(destroyed_within(std::move(context), 15s));
+}
+
+TEST_CASE("runtime: a blocking open still running when its io_context goes is waited for a "
+          "bounded time, then left to end on its own") {
+    slow_call blocked;
+    std::optional<boost::system::error_code> outcome;
+    auto context = std::make_unique<boost::asio::io_context>();
+    auto openers = std::make_unique<anweddol::detail::deadline_threads>();
+    boost::asio::co_spawn(
+        *context,
+        [&]() -> boost::asio::awaitable<void> {
+            auto running = openers->run<int>(
+                [&blocked] {
+                    blocked.pass(60s);
+                    return 1;
+                },
+                100ms, "the test's work did not end in time");
+            co_await std::move(running);
+        },
+        [&](std::exception_ptr e) {
+            try {
+                if (e)
+                    std::rethrow_exception(e);
+                outcome.emplace();
+            } catch (const boost::system::system_error& error) {
+                outcome = error.code();
+            }
+        });
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!outcome && std::chrono::steady_clock::now() < deadline)
+        context->run_for(10ms);
+    REQUIRE(outcome);
+    CHECK(*outcome == std::errc::timed_out);
+    CHECK(blocked.began);
+
+    const std::size_t detached_before = anweddol::detail::deadline_threads::detached_running();
+    openers->shutdown(200ms); // what the runtime does when its io_context goes
+    CHECK(anweddol::detail::deadline_threads::detached_running() == detached_before + 1);
+    openers.reset();
+    context.reset();
+    blocked.release(); // it ends now, touching nothing that is gone
+    const auto limit = std::chrono::steady_clock::now() + 10s;
+    while (anweddol::detail::deadline_threads::detached_running() > detached_before &&
+           std::chrono::steady_clock::now() < limit)
+        std::this_thread::sleep_for(10ms); // polling a count no event reports
+    CHECK(anweddol::detail::deadline_threads::detached_running() == detached_before);
+    CHECK(blocked.ended);
 }

@@ -62,20 +62,65 @@ ANWEDDOL_DECL hypervisor_connection::~hypervisor_connection() {
     runtime_.run_detached([lanes = std::move(lanes_)] { lanes->join(); });
     // Deregister and close on a worker: both are RPCs. Closing lets libvirt
     // remove its watches and timers, and the io_context can run out of work.
+    std::function<void()> close;
+    try {
+        close = take_libvirt_connection();
+    } catch (...) {
+        return; // out of memory: the connection was closed here, with its callbacks
+    }
+    runtime_.run_detached([close = std::move(close)]() mutable { close(); });
+}
+
+// The libvirt connection, its callbacks deregistered and closed when the
+// result is called (or destroyed); null once taken.
+ANWEDDOL_DECL std::function<void()> hypervisor_connection::take_libvirt_connection() {
     std::lock_guard lock(mutex_);
-    if (connection_)
-        runtime_.run_detached([close = std::move(close_opaque_),
-                               connection = std::move(connection_), id = lifecycle_callback_,
-                               loop = &runtime_.event_loop()]() mutable {
-            const detail::libvirt_event_loop::scope on_our_loop(loop);
-            if (id >= 0)
-                virConnectDomainEventDeregisterAny(connection.get(), id);
-            if (close)
-                virConnectUnregisterCloseCallback(connection.get(), &on_closed);
-            virResetLastError();
-            connection.reset();
-            close.reset(); // the callback cannot run any more
-        });
+    if (!connection_)
+        return [] {
+        };
+    return [close = std::shared_ptr<close_opaque>(std::move(close_opaque_)),
+            connection = std::shared_ptr<virConnect>(connection_.release(), virConnectClose),
+            id = std::exchange(lifecycle_callback_, -1), loop = &runtime_.event_loop()]() mutable {
+        if (!connection)
+            return;
+        const detail::libvirt_event_loop::scope on_our_loop(loop);
+        if (id >= 0)
+            virConnectDomainEventDeregisterAny(connection.get(), id);
+        if (close)
+            virConnectUnregisterCloseCallback(connection.get(), &on_closed);
+        virResetLastError();
+        connection.reset();
+        close.reset(); // the callback cannot run any more
+    };
+}
+
+// The io_context is going, its lanes joined: no call can come any more.
+// Closed now, while libvirt's event loop is still attached, so that libvirt
+// removes its timers and watches through it; a holder that lets go later
+// (a coroutine frame the io_context destroys) finds nothing left to close.
+ANWEDDOL_DECL void hypervisor_connection::close_at_shutdown() noexcept {
+    try {
+        const detail::sigpipe_suppressed no_sigpipe;
+        take_libvirt_connection()();
+    } catch (...) {
+        // out of memory: the destructor closes it
+    }
+}
+
+// The runtime's, here where both classes are complete: closes every
+// connection still held (by coroutine frames that the io_context destroys
+// after this); see hypervisor_connection::close_at_shutdown.
+ANWEDDOL_DECL void runtime::close_connections() noexcept {
+    std::vector<std::shared_ptr<hypervisor_connection>> live;
+    {
+        std::lock_guard lock(connections_mutex_);
+        for (const auto& [key, weak] : connections_)
+            if (auto connection = weak.lock())
+                live.push_back(std::move(connection));
+    }
+    for (const auto& connection : live)
+        connection->close_at_shutdown();
+    // The last reference may go here: its destructor takes connections_mutex_.
 }
 
 ANWEDDOL_DECL boost::asio::awaitable<std::shared_ptr<hypervisor_connection>>

@@ -6,6 +6,9 @@
 
 #include <anweddol/detail/diagnostics.hpp>
 #include <anweddol/runtime.hpp>
+// runtime::close_connections() is defined with the connection's bodies:
+// header-only, a program that includes runtime.hpp alone gets them too.
+#include <anweddol/hypervisor_connection.hpp>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/query.hpp>
@@ -142,6 +145,7 @@ ANWEDDOL_DECL void runtime::shutdown() {
     if (workers)
         workers->join();
     join_lanes();
+    close_connections();
     if (completions_)
         completions_->discard();
     if (event_loop_)

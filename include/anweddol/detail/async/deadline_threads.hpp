@@ -15,6 +15,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <exception>
@@ -66,11 +67,16 @@ public:
         return entries_.size();
     }
 
+    /// Threads that shutdown() detached and that still run, in this
+    /// process: each counts itself out when it ends.
+    static std::size_t detached_running() noexcept { return detached_.load(); }
+
 private:
     // What a thread shares with its caller and with shutdown().
     struct attempt_base {
         std::mutex mutex;
         std::condition_variable ended_cv;
+        bool detached = false;      // shutdown() let the thread go: it counts itself out
         bool delivered = false;     // the caller has the outcome to collect
         bool abandoned = false;     // nobody waits any more: keep the result
         bool ended = false;         // the thread's function returned
@@ -91,6 +97,9 @@ private:
     mutable std::mutex mutex_;
     std::vector<entry> entries_;
     bool shut_down_ = false;
+    // What a detached thread may still touch beside its attempt: it lives as
+    // long as the process.
+    static inline std::atomic<std::size_t> detached_{0};
 };
 
 template <class T, class Work>
@@ -178,6 +187,8 @@ inline void deadline_threads::start(std::shared_ptr<attempt_base> shared,
             std::lock_guard ended_lock(shared->mutex);
             shared->ended = true;
             shared->ended_cv.notify_all();
+            if (shared->detached)
+                --detached_;
         });
     });
     entries_.push_back({std::move(thread), std::move(shared)});
@@ -201,11 +212,16 @@ inline void deadline_threads::shutdown(std::chrono::steady_clock::duration bound
         std::unique_lock lock(e.shared->mutex);
         const bool ended =
             e.shared->ended_cv.wait_until(lock, until, [&] { return e.shared->ended; });
+        if (!ended) {
+            // Blocked in libvirt: it ends on its own, touching nothing of ours.
+            e.shared->detached = true;
+            ++detached_;
+        }
         lock.unlock();
         if (ended)
             e.thread.join();
         else
-            e.thread.detach(); // blocked in libvirt: it ends on its own, touching nothing of ours
+            e.thread.detach();
     }
 }
 
