@@ -98,13 +98,15 @@ struct domain_spec {
     unsigned vcpus = 1;
     std::string bridge = "virbr0";
     std::string type = "qemu";
+    /// Where virtlogd writes the serial console; empty: no serial console.
+    std::string console_log;
 };
 
 /// The spec's values are the caller's own (paths, generated names), so they
 /// are only checked, not escaped.
 inline std::string transient_domain_xml(const domain_spec& spec) {
     for (const std::string* value :
-         {&spec.name, &spec.uuid, &spec.iso_path, &spec.bridge, &spec.type})
+         {&spec.name, &spec.uuid, &spec.iso_path, &spec.bridge, &spec.type, &spec.console_log})
         if (value->find_first_of("<>&'\"") != std::string::npos)
             throw std::invalid_argument("domain spec value with XML metacharacters: " + *value);
     return "<domain type='" + spec.type +
@@ -132,7 +134,11 @@ inline std::string transient_domain_xml(const domain_spec& spec) {
            "      <source bridge='" +
            spec.bridge +
            "'/><model type='virtio'/></interface>\n"
-           "    <memballoon model='virtio'/>\n"
+           "    <memballoon model='virtio'/>\n" +
+           (spec.console_log.empty()
+                ? std::string()
+                : "    <serial type='pty'><log file='" + spec.console_log +
+                      "' append='off'/><target port='0'/></serial>\n") +
            "  </devices>\n"
            "</domain>\n";
 }

@@ -3,6 +3,7 @@
 // stopping them leaves no domain behind.
 #include "../unit/libvirt_domains.hpp"
 #include "../unit/test_context.hpp"
+#include "endpoint_secret.hpp"
 #include "sandbox_settings.hpp"
 
 #include <anweddol/container_instance.hpp>
@@ -113,7 +114,9 @@ TEST_CASE("a container's endpoint shell hands it over to a client, and endpoint 
     run_coroutine(
         [&]() -> awaitable<bool> {
             co_await container->start_domain(true, 240, system_uri);
-            auto endpoint = co_await container->create_endpoint_shell();
+            const std::string endpoint_password =
+                anweddol::test::console_endpoint_password(*container);
+            auto endpoint = co_await container->create_endpoint_shell("endpoint", endpoint_password);
             CHECK_FALSE(endpoint->is_closed());
             CHECK((co_await endpoint->execute("id -un")).std_out == "endpoint\n");
 
@@ -138,7 +141,7 @@ TEST_CASE("a container's endpoint shell hands it over to a client, and endpoint 
             for (const std::uint16_t port : {std::uint16_t{2222}, std::uint16_t{22}}) {
                 anweddol::endpoint_shell_instance locked_out(
                     co_await boost::asio::this_coro::executor, *container->get_ip(), "endpoint",
-                    "endpoint", port);
+                    endpoint_password, port);
                 locked_out.set_options(quick);
                 boost::system::error_code refusal;
                 try {

@@ -2,6 +2,7 @@
 // domain, dnsmasq leases it an address, and the guest's setup script hands it
 // over from `endpoint` to a client user.
 #include "blocking_container.hpp"
+#include "endpoint_secret.hpp"
 #include "sandbox_settings.hpp"
 
 #include <catch2/catch.hpp>
@@ -25,13 +26,20 @@ TEST_CASE("a transient domain booted from the test ISO is handed over from endpo
     spec.name = "anweddol-it-foundation-" + spec.mac.substr(12, 2) + spec.mac.substr(15, 2);
     spec.iso_path = anweddol::test::test_iso();
     spec.type = anweddol::test::test_domain_type();
+    spec.console_log = "/tmp/" + spec.name + ".console";
     {
         transient_domain domain(connection.get(), spec);
         CHECK(virDomainIsPersistent(domain.get()) == 0);
 
         const std::string ip = wait_for_lease(status_file, spec.mac, 3min);
         INFO("guest " << spec.name << " leased " << ip);
-        auto endpoint = ssh_login::connect(ip, 22, "endpoint", "endpoint", 1min);
+        // The endpoint's password of this boot, from the console.
+        const std::string endpoint_password =
+            anweddol::test::logged_endpoint_password(spec.console_log, 1min);
+        auto endpoint = ssh_login::connect(ip, 22, "endpoint", endpoint_password, 1min);
+        // The public one opens nothing.
+        CHECK(ssh_login(ip, 22, "endpoint", "endpoint").failure() ==
+              login_failure::refused_credentials);
 
         SECTION("the setup script refuses bad arguments loudly and changes nothing") {
             for (const std::string arguments :
@@ -46,7 +54,8 @@ TEST_CASE("a transient domain booted from the test ISO is handed over from endpo
                 CHECK(result.std_err.find("anweddol_container_setup.sh: ") != std::string::npos);
             }
             CHECK(endpoint.run("id -u user_10001").exit_status != 0);
-            CHECK(ssh_login(ip, 22, "endpoint", "endpoint").failure() == login_failure::none);
+            CHECK(ssh_login(ip, 22, "endpoint", endpoint_password).failure() ==
+                  login_failure::none);
         }
 
         SECTION("the client logs in on its port and endpoint is refused afterwards") {
@@ -65,9 +74,10 @@ TEST_CASE("a transient domain booted from the test ISO is handed over from endpo
             CHECK(whoami.std_err == "to-stderr\n");
             CHECK(whoami.exit_status == 3);
 
-            CHECK(ssh_login(ip, 2222, "endpoint", "endpoint").failure() ==
+            CHECK(ssh_login(ip, 2222, "endpoint", endpoint_password).failure() ==
                   login_failure::refused_credentials);
-            CHECK(ssh_login(ip, 22, "endpoint", "endpoint").failure() != login_failure::none);
+            CHECK(ssh_login(ip, 22, "endpoint", endpoint_password).failure() !=
+                  login_failure::none);
             CHECK(ssh_login(ip, 2222, username, password + "x").failure() ==
                   login_failure::refused_credentials);
 

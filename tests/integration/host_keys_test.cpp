@@ -3,6 +3,7 @@
 // an endpoint shell pinned to them logs in; pinned to a tampered set, it is
 // refused before the password is sent.
 #include "../unit/test_context.hpp"
+#include "endpoint_secret.hpp"
 #include "sandbox_settings.hpp"
 
 #include <anweddol/container_instance.hpp>
@@ -70,7 +71,8 @@ TEST_CASE("a real guest's console fingerprints pin its SSH server: the guest is 
             endpoint_shell_options pinned;
             pinned.host_keys = host_key_policy::pinned_fingerprints;
             pinned.host_key_fingerprints = fingerprints;
-            endpoint_shell_instance endpoint(executor, *container->get_ip());
+            endpoint_shell_instance endpoint(executor, *container->get_ip(), "endpoint",
+                                             anweddol::test::console_endpoint_password(*container));
             endpoint.set_options(pinned);
             co_await endpoint.open_shell();
             CHECK(std::count(fingerprints.begin(), fingerprints.end(),
@@ -91,7 +93,8 @@ TEST_CASE("a real guest's console fingerprints pin its SSH server: the guest is 
             pinned.host_key_fingerprints = fingerprints;
             for (auto& fingerprint : pinned.host_key_fingerprints)
                 fingerprint[20] = fingerprint[20] == 'A' ? 'B' : 'A';
-            endpoint_shell_instance tampered(executor, *container->get_ip());
+            endpoint_shell_instance tampered(executor, *container->get_ip(), "endpoint",
+                                             anweddol::test::console_endpoint_password(*container));
             tampered.set_options(pinned);
             boost::system::error_code refusal;
             std::string message;
