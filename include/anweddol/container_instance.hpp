@@ -138,9 +138,7 @@ public:
     /// What the last start applied of options::isolation, and what the host
     /// could not give where that was allowed (if_available); all false
     /// before the first start.
-    const network_isolation& get_network_isolation() const noexcept {
-        return state_->isolation;
-    }
+    const network_isolation& get_network_isolation() const noexcept { return state_->isolation; }
     unsigned get_memory() const noexcept { return memory_; }
     unsigned get_vcpus() const noexcept { return vcpus_; }
     const options& get_options() const noexcept { return options_; }

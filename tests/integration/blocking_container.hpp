@@ -135,10 +135,9 @@ inline std::string transient_domain_xml(const domain_spec& spec) {
            spec.bridge +
            "'/><model type='virtio'/></interface>\n"
            "    <memballoon model='virtio'/>\n" +
-           (spec.console_log.empty()
-                ? std::string()
-                : "    <serial type='pty'><log file='" + spec.console_log +
-                      "' append='off'/><target port='0'/></serial>\n") +
+           (spec.console_log.empty() ? std::string()
+                                     : "    <serial type='pty'><log file='" + spec.console_log +
+                                           "' append='off'/><target port='0'/></serial>\n") +
            "  </devices>\n"
            "</domain>\n";
 }

@@ -116,7 +116,8 @@ TEST_CASE("a container's endpoint shell hands it over to a client, and endpoint 
             co_await container->start_domain(true, 240, system_uri);
             const std::string endpoint_password =
                 anweddol::test::console_endpoint_password(*container);
-            auto endpoint = co_await container->create_endpoint_shell("endpoint", endpoint_password);
+            auto endpoint =
+                co_await container->create_endpoint_shell("endpoint", endpoint_password);
             CHECK_FALSE(endpoint->is_closed());
             CHECK((co_await endpoint->execute("id -un")).std_out == "endpoint\n");
 

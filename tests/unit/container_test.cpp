@@ -250,14 +250,17 @@ TEST_CASE("container: the traffic filter drops a guest's IPv4 to its subnet exce
     CHECK(network->gateway == "192.168.122.1");
     CHECK(network->address == "192.168.122.0");
     CHECK(network->prefix == 24);
-    const auto by_prefix = ipv4_network_of("<network><ip address='10.9.8.7' prefix='20'/></network>");
+    const auto by_prefix =
+        ipv4_network_of("<network><ip address='10.9.8.7' prefix='20'/></network>");
     REQUIRE(by_prefix);
     CHECK(by_prefix->address == "10.9.0.0");
     CHECK(by_prefix->prefix == 20);
     // Nothing usable: no <ip>, IPv6 only, a mask with holes, a bad prefix.
     CHECK_FALSE(ipv4_network_of("<network><name>x</name></network>"));
-    CHECK_FALSE(ipv4_network_of("<network><ip family='ipv6' address='fd00::1' prefix='64'/></network>"));
-    CHECK_FALSE(ipv4_network_of("<network><ip address='10.0.0.1' netmask='255.0.255.0'/></network>"));
+    CHECK_FALSE(
+        ipv4_network_of("<network><ip family='ipv6' address='fd00::1' prefix='64'/></network>"));
+    CHECK_FALSE(
+        ipv4_network_of("<network><ip address='10.0.0.1' netmask='255.0.255.0'/></network>"));
     CHECK_FALSE(ipv4_network_of("<network><ip address='10.0.0.1' prefix='33'/></network>"));
 
     const std::string routing = anweddol::detail::routing_filter_xml("virbr0", *network);

@@ -18,8 +18,8 @@
 // the network's addresses written in, defined on the host the first time a
 // container starts there and again only if its network's addresses change.
 
-#include <anweddol/detail/errc.hpp>
 #include <anweddol/detail/diagnostics.hpp>
+#include <anweddol/detail/errc.hpp>
 #include <anweddol/detail/libvirt/domain_description.hpp>
 #include <anweddol/detail/libvirt/domain_xml.hpp>
 #include <anweddol/network_isolation.hpp>
@@ -77,7 +77,8 @@ inline std::optional<ipv4_network> ipv4_network_of(std::string_view network_xml)
         } else {
             continue;
         }
-        const std::uint32_t mask = prefix == 32 ? ~std::uint32_t{0} : ~((std::uint32_t{1} << (32 - prefix)) - 1);
+        const std::uint32_t mask =
+            prefix == 32 ? ~std::uint32_t{0} : ~((std::uint32_t{1} << (32 - prefix)) - 1);
         in_addr network{htonl(ntohl(gateway.s_addr) & mask)};
         char text[INET_ADDRSTRLEN];
         inet_ntop(AF_INET, &network, text, sizeof text);
@@ -105,10 +106,10 @@ inline std::string filter_uuid(const std::string& name) {
     digest[8] = static_cast<unsigned char>((digest[8] & 0x3f) | 0x80);
     char text[37];
     std::snprintf(text, sizeof text,
-                  "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-                  digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6],
-                  digest[7], digest[8], digest[9], digest[10], digest[11], digest[12], digest[13],
-                  digest[14], digest[15]);
+                  "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", digest[0],
+                  digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+                  digest[8], digest[9], digest[10], digest[11], digest[12], digest[13], digest[14],
+                  digest[15]);
     return text;
 }
 
@@ -118,14 +119,20 @@ inline std::string filter_uuid(const std::string& name) {
 /// gateway hands the packet back to the root chain, which checks the rest.
 inline std::string routing_filter_xml(const std::string& bridge, const ipv4_network& network) {
     const std::string name = routing_filter_name(bridge);
-    return "<filter name='" + xml_escape(name) + "' chain='ipv4-anwdl' priority='-690'>\n"
-           "  <uuid>" + filter_uuid(name) + "</uuid>\n"
+    return "<filter name='" + xml_escape(name) +
+           "' chain='ipv4-anwdl' priority='-690'>\n"
+           "  <uuid>" +
+           filter_uuid(name) +
+           "</uuid>\n"
            "  <rule action='return' direction='out' priority='100'>\n"
-           "    <ip dstipaddr='" + xml_escape(network.gateway) + "'/>\n"
+           "    <ip dstipaddr='" +
+           xml_escape(network.gateway) +
+           "'/>\n"
            "  </rule>\n"
            "  <rule action='drop' direction='out' priority='200'>\n"
-           "    <ip dstipaddr='" + xml_escape(network.address) + "' dstipmask='" +
-           std::to_string(network.prefix) + "'/>\n"
+           "    <ip dstipaddr='" +
+           xml_escape(network.address) + "' dstipmask='" + std::to_string(network.prefix) +
+           "'/>\n"
            "  </rule>\n"
            "</filter>\n";
 }
@@ -133,10 +140,15 @@ inline std::string routing_filter_xml(const std::string& bridge, const ipv4_netw
 /// The XML of the filter a container's interface references.
 inline std::string tenant_filter_xml(const std::string& bridge) {
     const std::string name = tenant_filter_name(bridge);
-    return "<filter name='" + xml_escape(name) + "' chain='root'>\n"
-           "  <uuid>" + filter_uuid(name) + "</uuid>\n"
+    return "<filter name='" + xml_escape(name) +
+           "' chain='root'>\n"
+           "  <uuid>" +
+           filter_uuid(name) +
+           "</uuid>\n"
            "  <filterref filter='clean-traffic'/>\n"
-           "  <filterref filter='" + xml_escape(routing_filter_name(bridge)) + "'/>\n"
+           "  <filterref filter='" +
+           xml_escape(routing_filter_name(bridge)) +
+           "'/>\n"
            "</filter>\n";
 }
 
@@ -191,7 +203,8 @@ inline std::string ensure_filter(virConnectPtr connection, const std::string& na
                                  const std::string& xml, const std::string& must_contain) {
     if (virNWFilterPtr existing = virNWFilterLookupByName(connection, name.c_str())) {
         char* current = virNWFilterGetXMLDesc(existing, 0);
-        const bool same = current && std::string_view(current).find(must_contain) != std::string_view::npos;
+        const bool same =
+            current && std::string_view(current).find(must_contain) != std::string_view::npos;
         std::free(current);
         virNWFilterFree(existing);
         if (same)
@@ -225,10 +238,10 @@ inline std::string prepare_traffic_filter(virConnectPtr connection, const std::s
                     : " belongs to no active libvirt network") +
                ", so anweddol cannot tell its guests' subnet from the gateway";
     const std::string routing = routing_filter_name(bridge);
-    const std::string drop_rule = "dstipaddr='" + network->address + "' dstipmask='" +
-                                  std::to_string(network->prefix) + "'";
-    std::string failure = ensure_filter(connection, routing, routing_filter_xml(bridge, *network),
-                                        drop_rule);
+    const std::string drop_rule =
+        "dstipaddr='" + network->address + "' dstipmask='" + std::to_string(network->prefix) + "'";
+    std::string failure =
+        ensure_filter(connection, routing, routing_filter_xml(bridge, *network), drop_rule);
     if (failure.empty())
         failure = ensure_filter(connection, tenant_filter_name(bridge), tenant_filter_xml(bridge),
                                 "filter='" + routing + "'");
