@@ -630,6 +630,10 @@ server_configuration parse_configuration(std::string_view yaml_text,
 }
 
 server_configuration load_configuration(const std::filesystem::path& file) {
+    std::error_code error;
+    if (std::filesystem::is_directory(file, error))
+        throw configuration_error(file, "", 0,
+                                  "is a directory: give the configuration file with --config");
     std::ifstream in(file, std::ios::binary);
     if (!in)
         throw configuration_error(file, "", 0,
