@@ -8,8 +8,10 @@
 #include <charconv>
 #include <cstring>
 #include <fstream>
+#include <istream>
+#include <iterator>
 #include <limits>
-#include <sstream>
+#include <streambuf>
 #include <utility>
 
 namespace anweddol::server {
@@ -585,6 +587,15 @@ void read_port_forwarding(mapping_reader& root, const server_configuration& conf
     m.finish();
 }
 
+// An input stream over text it does not copy.
+class view_buffer : public std::streambuf {
+public:
+    explicit view_buffer(std::string_view text) {
+        char* begin = const_cast<char*>(text.data()); // only ever read
+        setg(begin, begin, begin + text.size());
+    }
+};
+
 } // namespace
 
 configuration_error::configuration_error(std::filesystem::path file, std::string key,
@@ -599,7 +610,11 @@ server_configuration parse_configuration(std::string_view yaml_text,
                                          const std::filesystem::path& file) {
     YAML::Node document;
     try {
-        document = YAML::Load(std::string(yaml_text));
+        // Parsed in place: the text holds passwords, and a copy would be
+        // freed without being wiped (yaml-cpp's own scalars are, alas).
+        view_buffer buffer(yaml_text);
+        std::istream stream(&buffer);
+        document = YAML::Load(stream);
     } catch (const YAML::Exception& e) {
         const std::size_t line = e.mark.is_null() ? 0 : static_cast<std::size_t>(e.mark.line) + 1;
         throw configuration_error(file, "", line, "is not valid YAML: " + e.msg);
@@ -639,11 +654,22 @@ server_configuration load_configuration(const std::filesystem::path& file) {
         throw configuration_error(file, "", 0,
                                   "cannot be opened ("s + std::strerror(errno) +
                                       "): check the path given with --config");
-    std::ostringstream text;
-    text << in.rdbuf();
-    if (in.bad())
-        throw configuration_error(file, "", 0, "cannot be read ("s + std::strerror(errno) + ")");
-    return parse_configuration(text.str(), file);
+    std::string text;
+    const auto wipe_text = [&text] {
+        anweddol::wipe(text);
+    };
+    try {
+        text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        if (in.bad())
+            throw configuration_error(file, "", 0,
+                                      "cannot be read ("s + std::strerror(errno) + ")");
+        auto config = parse_configuration(text, file);
+        wipe_text();
+        return config;
+    } catch (...) {
+        wipe_text();
+        throw;
+    }
 }
 
 } // namespace anweddol::server

@@ -233,6 +233,7 @@ constexpr const char* expired_sql =
 constexpr const char* insert_sql =
     "INSERT INTO containers (uuid, token_sha256, forwarded_port, host, guest_ip, guest_port, "
     "created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+constexpr const char* port_sql = "SELECT 1 FROM containers WHERE forwarded_port = ?1";
 constexpr const char* erase_sql = "DELETE FROM containers WHERE uuid = ?1";
 
 void create_schema(sqlite_connection& db) {
@@ -334,10 +335,13 @@ state_database::insert_result state_database::insert(const container_record& rec
         return insert_result::inserted;
     if ((result & 0xff) != SQLITE_CONSTRAINT)
         db_->fail("cannot record container " + record.uuid);
-    // Which constraint: the UUID's, or else the port's.
-    query q(*db_, find_sql);
-    q.bind(1, record.uuid);
-    return q.step() ? insert_result::uuid_taken : insert_result::port_taken;
+    // Which constraint: the UUID's or the port's (the others are checked
+    // above).
+    if (query q(*db_, find_sql); q.bind(1, record.uuid).step())
+        return insert_result::uuid_taken;
+    if (query q(*db_, port_sql); q.bind(1, std::int64_t{record.forwarded_port}).step())
+        return insert_result::port_taken;
+    db_->fail("cannot record container " + record.uuid);
 }
 
 std::optional<container_record> state_database::find(std::string_view uuid) {
