@@ -6,8 +6,11 @@
 #include "classic_protocol.hpp"
 #include "protocol.hpp"
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json/parse.hpp>
 
 #include <catch2/catch.hpp>
@@ -20,6 +23,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -442,6 +446,8 @@ namespace {
 // handler that counts its calls and the events the listener logs.
 struct running_listener {
     explicit running_listener(classic::listener_options options = {}) {
+        // Keys first: generating one takes longer than the deadlines here.
+        (void)client_key();
         options.endpoint = {asio::ip::make_address("127.0.0.1"), 0};
         if (options.timeout == classic::listener_options{}.timeout)
             options.timeout = 2s;
@@ -684,4 +690,39 @@ TEST_CASE("classic listener: the Python test client gets the handler's answer") 
     CHECK(reply.at("success").as_bool());
     CHECK(reply.at("data").at("uptime").as_int64() == 1);
     CHECK(server.handled == 1);
+}
+
+TEST_CASE("classic listener: cancelling async_run stops it as stop() does") {
+    asio::io_context context;
+    classic::listener_options options;
+    options.endpoint = {asio::ip::make_address("127.0.0.1"), 0};
+    options.timeout = 60s;
+    auto handler = [](server::request) -> asio::awaitable<server::response> {
+        co_return server::make_response(true, server::message::ok);
+    };
+    classic::listener l(context.get_executor(), server_key(), handler, options);
+    l.listen();
+    asio::cancellation_signal cancel;
+    bool finished = false;
+    asio::co_spawn(
+        context, l.async_run(),
+        asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr) { finished = true; }));
+    std::thread peer([port = l.local_endpoint().port()] {
+        socket_wire stalled(port);
+        stalled.send("80");
+        CHECK(stalled.closed_within(10s));
+    });
+    // Cancels once the stalled peer is being served.
+    asio::steady_timer poll_timer(context);
+    std::function<void()> cancel_when_served = [&] {
+        if (l.live_connections() == 1)
+            return cancel.emit(asio::cancellation_type::terminal);
+        poll_timer.expires_after(10ms);
+        poll_timer.async_wait([&](boost::system::error_code) { cancel_when_served(); });
+    };
+    cancel_when_served();
+    context.run_for(20s);
+    peer.join();
+    CHECK(finished);
+    CHECK(l.live_connections() == 0);
 }
