@@ -261,8 +261,18 @@ asio::awaitable<void> listener::answer(connection& c, server_session& session) {
             req.peer = c.peer;
             req.via = transport::classic;
             c.deadline.cancel();
-            auto handled = handler_(std::move(req));
-            reply = co_await std::move(handled);
+            try {
+                auto handled = handler_(std::move(req));
+                reply = co_await std::move(handled);
+            } catch (const std::exception& e) {
+                // The handler promises not to throw; if it does anyway, the
+                // peer gets what the reference sends for an exception.
+                // Cancellation (stop) ends the connection instead.
+                if (stopped_)
+                    throw;
+                note(c.peer, std::string("the request handler failed: ") + e.what());
+                reply = make_response(false, message::internal_error);
+            }
             if (c.timed_out)
                 throw std::runtime_error("past its deadline");
             arm_deadline(c);

@@ -457,6 +457,8 @@ struct running_listener {
         };
         auto handler = [this](server::request r) -> asio::awaitable<server::response> {
             handled.fetch_add(1);
+            if (throw_in_handler)
+                throw std::runtime_error("a handler bug");
             last_via_classic = r.via == server::transport::classic;
             last_peer = r.peer.to_string();
             co_return server::make_response(true, server::message::ok,
@@ -495,6 +497,7 @@ struct running_listener {
     std::thread thread;
     std::uint16_t port = 0;
     std::atomic<int> handled{0};
+    std::atomic<bool> throw_in_handler{false};
     std::atomic<bool> last_via_classic{false};
     std::string last_peer;
     std::mutex mutex;
@@ -567,6 +570,19 @@ TEST_CASE("classic listener: a client's STAT is served by the handler over a rea
     CHECK(w.closed_within(5s));
     server.stop();
     CHECK(server.last_peer == "127.0.0.1");
+}
+
+TEST_CASE("classic listener: a handler that throws anyway gets the peer an Internal error") {
+    running_listener server;
+    server.throw_in_handler = true;
+    socket_wire w(server.port);
+    test_client client(w);
+    client.handshake();
+    client.send_message(R"({"verb": "STAT", "parameters": {}})");
+    const auto reply = boost::json::parse(client.receive_message());
+    CHECK(reply.at("message").as_string() == "Internal error");
+    server.stop();
+    CHECK(server.logged("a handler bug"));
 }
 
 TEST_CASE("classic listener: a malformed envelope is answered Bad request without the handler") {
