@@ -191,12 +191,14 @@ std::shared_ptr<asio::ssl::context> make_tls_context(const std::string& private_
                          asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
     boost::system::error_code ec;
     ERR_clear_error();
-    context->use_certificate_chain_file(certificate_file, ec);
-    if (ec)
-        throw std::runtime_error(pem_problem(certificate_file, "certificate", ec));
+    // The key first: with the certificate loaded after it, a mismatch drops
+    // the key and check_private_key names it, instead of an OpenSSL reason.
     context->use_private_key_file(private_key_file, asio::ssl::context::pem, ec);
     if (ec)
         throw std::runtime_error(pem_problem(private_key_file, "private key", ec));
+    context->use_certificate_chain_file(certificate_file, ec);
+    if (ec)
+        throw std::runtime_error(pem_problem(certificate_file, "certificate", ec));
     if (SSL_CTX_check_private_key(context->native_handle()) != 1) {
         ERR_clear_error();
         throw std::runtime_error("the private key " + private_key_file +
@@ -422,6 +424,12 @@ asio::awaitable<std::optional<http_request>> read_request(state& s, Stream& stre
     co_return parser.release();
 }
 
+// A successful answer nobody received: a CREATE's container to destroy.
+void report_undelivered(state& s, const answer_t& answered) {
+    if (answered.sent && answered.sent->success && s.options.undelivered)
+        s.options.undelivered(*answered.sent);
+}
+
 // Requests one after the other on a connection, until one ends it.
 template <class Stream>
 asio::awaitable<void> serve_requests(state& s, Stream& stream, connection_slot& slot,
@@ -436,15 +444,17 @@ asio::awaitable<void> serve_requests(state& s, Stream& stream, connection_slot& 
         slot.set_busy(true);
         auto answering = answer(s, *req, peer);
         auto answered = co_await std::move(answering);
-        if (s.stopped)
+        if (s.stopped) {
+            report_undelivered(s, answered);
             co_return;
+        }
         const bool keep_alive = answered.reply.keep_alive();
         tcp_layer(stream).expires_after(s.options.write_timeout);
         auto writing =
             http::async_write(stream, answered.reply, asio::as_tuple(asio::use_awaitable));
         auto [written, size] = co_await std::move(writing);
-        if (written && answered.sent && answered.sent->success && s.options.undelivered)
-            s.options.undelivered(*answered.sent);
+        if (written)
+            report_undelivered(s, answered);
         if (written || !keep_alive)
             co_return;
     }
