@@ -106,10 +106,10 @@ struct guest_bed {
     asio::io_context io;
     tcp::acceptor guest{io, tcp::endpoint(loopback, 0)};
     std::optional<server::port_allocator> ports;
-    std::size_t open = 0;  // guest connections alive
+    std::size_t open = 0; // guest connections alive
     std::size_t connects = 0;
     bool hang = false;
-    std::size_t hanging = 0;  // connections that hung
+    std::size_t hanging = 0; // connections that hung
     asio::steady_timer changed{io};
 };
 
@@ -126,21 +126,21 @@ asio::awaitable<std::string> round_trip(tcp::socket& socket, std::string text) {
     co_await std::move(writing);
     socket.shutdown(tcp::socket::shutdown_send);
     std::string reply;
-    auto reading = asio::async_read(socket, asio::dynamic_buffer(reply),
-                                    asio::as_tuple(asio::use_awaitable));
+    auto reading =
+        asio::async_read(socket, asio::dynamic_buffer(reply), asio::as_tuple(asio::use_awaitable));
     auto [ec, bytes] = co_await std::move(reading);
     CHECK(ec == asio::error::eof);
     co_return reply;
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("port forward: relays a client to the guest and back, a half-close going through both "
           "ways, and counts the bytes") {
     guest_bed bed;
     server::port_forward forward(bed.ports->acquire(bed.io.get_executor()), bed.connect());
     forward.start();
-    const std::string text(100 * 1024, 'x');  // more than a relay buffer
+    const std::string text(100 * 1024, 'x'); // more than a relay buffer
     run(bed.io, [&]() -> asio::awaitable<void> {
         auto connecting = connect_to(forward.port());
         auto client = co_await std::move(connecting);
@@ -189,10 +189,10 @@ TEST_CASE("port allocator: threads acquiring at once never get the same port, an
     }
     CHECK(distinct.size() == bound.size());
     CHECK(bound.size() + refusals.size() == 64);
-    CHECK(bound.size() >= 30);  // a few may be held by other programs
+    CHECK(bound.size() >= 30); // a few may be held by other programs
     REQUIRE_FALSE(refusals.empty());
-    CHECK_THAT(refusals.front(), Catch::Contains("[" + std::to_string(low) + ", " +
-                                                 std::to_string(high) + "]"));
+    CHECK_THAT(refusals.front(),
+               Catch::Contains("[" + std::to_string(low) + ", " + std::to_string(high) + "]"));
     CHECK(ports.in_use() == bound.size());
     bound.clear();
     CHECK(ports.in_use() == 0);
@@ -214,7 +214,7 @@ TEST_CASE("port allocator: a port another program holds is skipped") {
             continue;
         probe.close();
         server::port_allocator ports(loopback, held, static_cast<std::uint16_t>(held + 1));
-        for (int i = 0; i < 4; ++i) {  // whichever port it tries first
+        for (int i = 0; i < 4; ++i) { // whichever port it tries first
             auto port = ports.acquire(io.get_executor());
             CHECK(port.port() == held + 1);
         }
@@ -336,7 +336,9 @@ TEST_CASE("port forward: beyond max_connections a client is accepted and closed 
 TEST_CASE("port forward: a client the IP filter refuses is closed without reaching the guest") {
     guest_bed bed;
     server::port_forward_options options;
-    options.allow = [](const asio::ip::address& a) { return a != loopback; };
+    options.allow = [](const asio::ip::address& a) {
+        return a != loopback;
+    };
     server::port_forward forward(bed.ports->acquire(bed.io.get_executor()), bed.connect(), options);
     forward.start();
     run(bed.io, [&]() -> asio::awaitable<void> {
@@ -359,7 +361,7 @@ TEST_CASE("port forward: a guest that refuses the connection, or does not answer
     server::port_forward forward(bed.ports->acquire(bed.io.get_executor()), bed.connect(), options);
     forward.start();
     run(bed.io, [&]() -> asio::awaitable<void> {
-        bed.guest.close();  // connection refused
+        bed.guest.close(); // connection refused
         auto connecting = connect_to(forward.port());
         auto refused = co_await std::move(connecting);
         auto closing = until_closed(refused);
