@@ -529,7 +529,9 @@ void read_anweddol(mapping_reader& root, const server_configuration& config, anw
         const auto& cap = config.container.max_allowed_running_container_domains;
         if (cap && a.warm_pool_size > *cap)
             v.fail("is more than container.max_allowed_running_container_domains (" +
-                   std::to_string(*cap) + "), which warm containers count against");
+                   std::to_string(*cap) +
+                   "): a pool larger than the clients' capacity "
+                   "would boot containers no client can ever take");
     }
     if (value_reader v(m, "max_container_lifetime"); v.present())
         a.max_container_lifetime = std::chrono::seconds(
@@ -545,6 +547,8 @@ void read_anweddol(mapping_reader& root, const server_configuration& config, anw
                   "serve");
     a.forward_bind_address = config.server.bind_address;
     read(value_reader(m, "forward_bind_address"), a.forward_bind_address);
+    read(value_reader(m, "owner"), a.owner);
+    read(value_reader(m, "require_console_host_keys"), a.require_console_host_keys);
     m.finish();
 }
 

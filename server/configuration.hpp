@@ -35,6 +35,8 @@
 //     enable_classic_server: true
 //     enable_web_server: true
 //     forward_bind_address: 0.0.0.0         # default: server.bind_address
+//     owner: anweddol-server                # tags this server's domains
+//     require_console_host_keys: true       # false for ISOs that print none
 #ifndef ANWEDDOL_SERVER_CONFIGURATION_HPP
 #define ANWEDDOL_SERVER_CONFIGURATION_HPP
 
@@ -159,8 +161,9 @@ struct hypervisor_settings {
 struct anweddol_settings {
     // Never empty: one host named "local" on qemu:///system by default.
     std::vector<hypervisor_settings> hypervisors;
-    // Containers kept booted ahead of CREATEs; they count against
-    // container.max_allowed_running_container_domains.
+    // Containers kept booted ahead of CREATEs, beyond the clients'
+    // container.max_allowed_running_container_domains (which counts the
+    // containers handed out, as STAT's `available` does); at most that many.
     std::uint32_t warm_pool_size = 0;
     // 0: a container lives until DESTROY.
     std::chrono::seconds max_container_lifetime{0};
@@ -170,6 +173,14 @@ struct anweddol_settings {
     bool enable_web_server = true;
     // Where forwarded ports listen; default: server.bind_address.
     boost::asio::ip::address forward_bind_address = boost::asio::ip::address_v4::any();
+    // The tag in the domains' metadata by which a restarted server finds
+    // its own containers (and destroys the unrecorded ones): two servers
+    // on one libvirt host need two owners.
+    std::string owner = "anweddol-server";
+    // Hand a container over only when its guest printed its SSH host keys
+    // on its serial console (pinned for every login); false: trust the
+    // first key seen, as the reference does (for ISOs that print none).
+    bool require_console_host_keys = true;
 };
 
 struct server_configuration {

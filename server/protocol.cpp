@@ -3,7 +3,6 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
-
 namespace anweddol::server {
 
 namespace json = boost::json;
@@ -40,11 +39,15 @@ bool all_of(std::string_view s, bool (*accept)(char)) {
     return true;
 }
 
-bool is_upper(char c) { return c >= 'A' && c <= 'Z'; }
-bool is_lower_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+bool is_upper(char c) {
+    return c >= 'A' && c <= 'Z';
+}
+bool is_lower_hex(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
 bool is_token_char(char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           c == '-' || c == '_';
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' ||
+           c == '_';
 }
 
 // ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$
@@ -63,7 +66,7 @@ response bad_request(std::string_view reason) {
     return make_response(false, message::bad_request, {}, reason);
 }
 
-}  // namespace
+} // namespace
 
 std::variant<request, response> validate_request(const json::value& document) {
     const auto* envelope = document.if_object();
@@ -102,4 +105,4 @@ std::variant<request, response> parse_request(std::string_view json_text) {
     return validate_request(document);
 }
 
-}  // namespace anweddol::server
+} // namespace anweddol::server

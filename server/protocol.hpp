@@ -27,7 +27,7 @@ inline constexpr std::string_view bad_request = "Bad request";
 inline constexpr std::string_view refused_request = "Refused request";
 inline constexpr std::string_view unavailable = "Unavailable";
 inline constexpr std::string_view internal_error = "Internal error";
-}  // namespace message
+} // namespace message
 
 // The verbs the reference serves; any other upper-case verb is answered
 // "Bad request".
@@ -35,7 +35,7 @@ namespace verb {
 inline constexpr std::string_view create = "CREATE";
 inline constexpr std::string_view stat = "STAT";
 inline constexpr std::string_view destroy = "DESTROY";
-}  // namespace verb
+} // namespace verb
 
 enum class transport { rest, classic };
 
@@ -53,7 +53,7 @@ struct request {
 
 struct response {
     bool success = false;
-    std::string message;  // one of `message::*`, maybe with " (reason)"
+    std::string message; // one of `message::*`, maybe with " (reason)"
     boost::json::object data;
 };
 
@@ -79,6 +79,6 @@ std::variant<request, response> parse_request(std::string_view json_text);
 // call it once per request; it never throws (failures are responses).
 using request_handler = std::function<boost::asio::awaitable<response>(request)>;
 
-}  // namespace anweddol::server
+} // namespace anweddol::server
 
 #endif
