@@ -12,6 +12,10 @@ packages=(
   # The container server example's /metrics: prometheus-cpp's registry and
   # text serializer.
   prometheus-cpp-dev
+  # anweddol-server: its configuration file (yaml-cpp) and its state
+  # database (SQLite); its tests speak both protocols with Debian's requests
+  # and cryptography.
+  libyaml-cpp-dev libsqlite3-dev python3-requests python3-cryptography
   # libxml2: the domain XML fuzz harness reads the XML back with it.
   libxml2-dev
   # Fuzzing (scripts/fuzz.sh): clang, and the runtimes of libFuzzer and of
