@@ -110,6 +110,12 @@ container_service::container_service(asio::any_io_executor executor,
 
 container_service::~container_service() = default;
 
+// The configured name of the host a container runs on ("local" for the
+// single hypervisor_uri), as its record keeps it.
+std::string container_service::host_name(const provisioned_container& provisioned) const {
+    return provisioned.host.empty() ? config_.anweddol.hypervisors.front().name : provisioned.host;
+}
+
 container_instance::options container_service::container_options() const {
     container_instance::options o;
     o.domain_type = config_.container.domain_type;
@@ -144,7 +150,8 @@ asio::awaitable<void> container_service::start() {
             co_await reconcile_host(host.uri, host.name, std::move(jump));
         }
     } else {
-        co_await reconcile_host(config_.anweddol.hypervisors.front().uri, {}, nullptr);
+        const auto& local = config_.anweddol.hypervisors.front();
+        co_await reconcile_host(local.uri, local.name, nullptr);
     }
     // Records whose host is gone from the configuration, or whose domain
     // was not found running: their containers are gone.
@@ -457,7 +464,7 @@ asio::awaitable<response> container_service::create(const request& r) {
     record.uuid = uuid;
     record.token_sha256 = sha256_hex(client_token.reveal());
     record.forwarded_port = forward->port();
-    record.host = provisioned.host;
+    record.host = host_name(provisioned);
     record.guest_ip = provisioned.ip;
     record.guest_port = provisioned.port;
     record.created_at = std::chrono::time_point_cast<std::chrono::seconds>(now);
@@ -465,9 +472,17 @@ asio::awaitable<response> container_service::create(const request& r) {
         record.expires_at = std::chrono::time_point_cast<std::chrono::seconds>(*expires);
     // Durable before the answer leaves: a server killed after answering
     // adopts this container at its next start.
-    if (database_.insert(record) != state_database::insert_result::inserted) {
-        log::error("CREATE: container ", uuid, " or port ", record.forwarded_port,
-                   " is recorded already: the state database does not match this server's");
+    std::string unrecorded;
+    try {
+        if (database_.insert(record) != state_database::insert_result::inserted)
+            unrecorded = "its UUID or port is recorded already: the state database does not "
+                         "match this server's containers";
+    } catch (const std::exception& e) {
+        unrecorded = e.what();
+    }
+    if (!unrecorded.empty()) {
+        log::error("CREATE: container ", uuid, " cannot be recorded (", unrecorded,
+                   "): destroying it");
         forward->close();
         auto stopping = provisioned.container->stop_domain(stop_options{}, tuple_awaitable);
         co_await std::move(stopping);
@@ -476,7 +491,7 @@ asio::awaitable<response> container_service::create(const request& r) {
     }
     const std::uint16_t listen_port = forward->port();
     keep(uuid, provisioned.container, std::move(forward), std::move(place), expires);
-    containers_.at(uuid)->host = provisioned.host;
+    containers_.at(uuid)->host = record.host;
 
     boost::json::object data;
     data["container_uuid"] = uuid;

@@ -90,6 +90,7 @@ private:
     boost::asio::awaitable<void> reconcile_host(std::string driver_uri, std::string host_name,
                                                 std::shared_ptr<ssh_jump> jump);
     provisioning_options provisioning() const;
+    std::string host_name(const provisioned_container& provisioned) const;
     container_instance::options container_options() const;
 
     boost::asio::any_io_executor executor_;

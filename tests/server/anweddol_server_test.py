@@ -156,7 +156,7 @@ class Server:
         self.lines = []
         self.process = subprocess.Popen([self.binary, "--config", self.config],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True)
+                                        text=True, errors="backslashreplace")
         threading.Thread(target=self._collect, args=(self.process,), daemon=True).start()
         if not wait_until(self._answers, ready_within, 0.25):
             self.process.kill()
@@ -187,6 +187,14 @@ class Server:
               f"{verb}: HTTP {answer.status_code}, the reference always answers 200")
         return answer.json()
 
+    def gauge(self, state):
+        """anweddol_server_containers{state=...} from /metrics, or None."""
+        text = requests.get(f"http://127.0.0.1:{self.rest_port}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line.startswith(f'anweddol_server_containers{{state="{state}"}}'):
+                return float(line.split()[-1])
+        return None
+
     def classic(self, verb, parameters=None, timeout=900):
         """The classic protocol's exchange, one request per connection (the
         server's key is its persistent RSA-4096; ours is 2048 bits, which
@@ -205,9 +213,16 @@ class Server:
         check(code == 0, f"the server exited with {code} after SIGTERM:\n{self.log()}")
 
     def kill(self):
+        """The clean-up of a test that failed: SIGTERM first, so that the
+        server destroys its containers (they outlive a SIGKILL, for the
+        next start to adopt), then SIGKILL."""
         if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(300)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def ssh(port, username, password, command="echo anweddol-ok", timeout=120):
@@ -394,8 +409,9 @@ def test_lifecycle(binary, iso):
     before = domains()
     server = Server(binary, iso, capacity=2, pool=1)
     try:
-        check(wait_until(lambda: len(domains() - before) == 1, 600, 1),
-              "the warm pool should boot one container")
+        check(wait_until(lambda: server.gauge("pool_ready") == 1, 600, 0.5),
+              "the warm pool should hold one booted container")
+        check(len(domains() - before) == 1, "the warm pool booted more than one domain")
         began = time.monotonic()
         first = check_create_answer(server.rest("create"), "REST CREATE")
         warm = time.monotonic() - began
