@@ -78,7 +78,7 @@ def domain_type():
 
 
 def config_text(directory, iso, *, uri, rest_port, classic_port, port_range, capacity=2,
-                pool=0, lifetime=0, access_token=False, extra=""):
+                pool=0, lifetime=0, access_token=False, hypervisors=None):
     """A configuration file with every section of the reference's, and ours."""
     return f"""\
 container:
@@ -126,11 +126,11 @@ access_token:
   enabled: {access_token}
   access_token_database_file_path: {directory}/access_token.db
 anweddol:
-  hypervisor_uri: {uri}
+{f"  hypervisors:{chr(10)}{hypervisors}" if hypervisors else f"  hypervisor_uri: {uri}"}
   warm_pool_size: {pool}
   max_container_lifetime: {lifetime}
   state_database_file_path: {directory}/state.db
-{extra}"""
+"""
 
 
 class Server:
@@ -526,9 +526,62 @@ def test_lifetime(binary, iso, lifetime=20):
           "its forward closed, its place given back")
 
 
+# ---- hosts (the sandbox's two-host mode) ------------------------------------------
+
+def sandbox_hosts():
+    """The two-host sandbox's hosts, as scripts/sandbox.sh exec describes them."""
+    def pairs(name):
+        return dict(word.split("=", 1) for word in os.environ[name].split() if "=" in word)
+    jumps = pairs("ANWEDDOL_SANDBOX_JUMP_ADDRESSES")
+    return [(name, uri, jumps[name]) for name, uri in sorted(pairs("ANWEDDOL_SANDBOX_HOSTS").items())]
+
+
+def host_domains(uri):
+    out = subprocess.run(["virsh", "-q", "-c", uri, "list", "--all", "--uuid"],
+                         check=True, capture_output=True, text=True).stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def test_hosts(binary, iso):
+    hosts = sandbox_hosts()
+    check(len(hosts) >= 2, f"the two-host sandbox should describe two hosts, not {hosts}")
+    listing = "".join(
+        f"""    - name: {name}
+      uri: {uri}
+      jump:
+        host: {address}
+        username: {os.environ["ANWEDDOL_SANDBOX_JUMP_USER"]}
+        private_key_file: {os.environ["ANWEDDOL_SANDBOX_JUMP_KEY"]}
+        known_hosts_file: {os.environ["ANWEDDOL_SANDBOX_KNOWN_HOSTS"]}
+""" for name, uri, address in hosts)
+    before = {uri: host_domains(uri) for _, uri, _ in hosts}
+    server = Server(binary, iso, uri=None, capacity=2, hypervisors=listing)
+    try:
+        created = [check_create_answer(server.rest("create"), f"CREATE {i}") for i in range(2)]
+        placed = {uri: host_domains(uri) - before[uri] for _, uri, _ in hosts}
+        check(all(len(new) == 1 for new in placed.values()),
+              f"two containers should go one to each host: {placed}")
+        for data in created:
+            check_login(data, "a container on a remote host, through its jump")
+        for data in created:
+            answer = server.rest("destroy", {"container_uuid": data["container_uuid"],
+                                             "client_token": data["client_token"]})
+            check(answer["success"], f"DESTROY: {answer}")
+        server.stop()
+        left = {uri: host_domains(uri) - before[uri] for _, uri, _ in hosts}
+        check(not any(left.values()), f"left behind: {left}")
+    except BaseException:
+        print(server.log(), file=sys.stderr)
+        raise
+    finally:
+        server.kill()
+    print("hosts: one container on each of two hosts, each reached with OpenSSH through its "
+          "forwarded port and its host's SSH jump; nothing left on either host")
+
+
 def main():
     tests = {"config": test_config, "hostile": test_hostile, "lifecycle": test_lifecycle,
-             "restart": test_restart, "lifetime": test_lifetime}
+             "restart": test_restart, "lifetime": test_lifetime, "hosts": test_hosts}
     if len(sys.argv) != 4 or sys.argv[3] not in tests:
         print(__doc__, file=sys.stderr)
         return 2
