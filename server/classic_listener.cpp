@@ -14,6 +14,7 @@
 
 #include <array>
 #include <exception>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -45,6 +46,8 @@ struct listener::connection : std::enable_shared_from_this<connection> {
     asio::steady_timer deadline;
     asio::cancellation_signal cancel;
     bool timed_out = false;
+    // The handler's answer, until the peer has taken it.
+    std::optional<response> answered;
 };
 
 listener::listener(asio::any_io_executor executor, rsa_key key, request_handler handler,
@@ -192,13 +195,20 @@ void listener::arm_deadline(connection& c) {
 }
 
 asio::awaitable<void> listener::serve(std::shared_ptr<connection> c) {
+    bool served = false;
     try {
         server_session session(key_, options_.bounds);
-        if (co_await exchange(*c, session))
+        served = co_await exchange(*c, session);
+        if (served)
             note(c->peer, "served");
     } catch (const std::exception& e) {
         note(c->peer, std::string("dropped: ") + e.what());
     }
+    // A successful answer the peer never took (it hung up, stalled past
+    // its deadline, or the listener stopped): a CREATE's container that no
+    // one has the credentials of.
+    if (!served && c->answered && c->answered->success && options_.undelivered)
+        options_.undelivered(*c->answered);
     c->deadline.cancel();
     error_code ignored;
     c->socket.close(ignored);
@@ -273,6 +283,7 @@ asio::awaitable<void> listener::answer(connection& c, server_session& session) {
                 note(c.peer, std::string("the request handler failed: ") + e.what());
                 reply = make_response(false, message::internal_error);
             }
+            c.answered = reply;
             if (c.timed_out)
                 throw std::runtime_error("past its deadline");
             arm_deadline(c);

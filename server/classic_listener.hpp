@@ -51,6 +51,11 @@ struct listener_options {
     // What happened to a connection (refused, dropped and why, served), for
     // the server's log. Called on the listener's strand; must not throw.
     std::function<void(const boost::asio::ip::address& peer, std::string_view event)> log;
+    // Called with a successful answer the peer never took (it hung up or
+    // stalled before the end of the exchange, or the listener stopped): a
+    // CREATE's container nobody will ever see, for the caller to destroy.
+    // Runs on the listener's strand.
+    std::function<void(const response&)> undelivered;
 };
 
 class listener {

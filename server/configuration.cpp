@@ -339,7 +339,15 @@ void read_container(mapping_reader& root, container_settings& c) {
     read(value_reader(m, "wait_max_tryout"), c.wait_max_tryout, -1, 86400, "seconds; -1: no limit");
     read(value_reader(m, "endpoint_username"), c.endpoint_username);
     read(value_reader(m, "endpoint_password"), c.endpoint_password);
-    read_port(value_reader(m, "endpoint_listen_port"), c.endpoint_listen_port);
+    if (value_reader v(m, "endpoint_listen_port"); v.present()) {
+        read_port(v, c.endpoint_listen_port);
+        // The library logs in to the endpoint on the guest's port 22, as the
+        // reference's ISO serves it: another port would be ignored.
+        if (c.endpoint_listen_port != 22)
+            v.fail("must be 22: anweddol-server reaches the endpoint on the guest's port 22, "
+                   "not " +
+                   std::to_string(c.endpoint_listen_port));
+    }
     m.finish();
 }
 

@@ -9,6 +9,8 @@
 #include <anweddol/version.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -99,7 +101,8 @@ container_service::container_service(asio::any_io_executor executor,
                 }())
     , ports_(config.anweddol.forward_bind_address, config.port_forwarding.low,
              config.port_forwarding.high)
-    , stopped_(std::make_shared<asio::steady_timer>(executor)) {
+    , idle_(std::make_shared<idle_signal>(asio::steady_timer(executor)))
+    , stopped_(std::make_shared<idle_signal>(asio::steady_timer(executor))) {
     if (uses_hypervisor_pool(config)) {
         hypervisor_pool_options o;
         for (const auto& host : config.anweddol.hypervisors)
@@ -142,17 +145,23 @@ provisioning_options container_service::provisioning() const {
 }
 
 asio::awaitable<void> container_service::start() {
+    // stop() waits for the start, which gives up after its current step.
+    const activity counted(*this);
     if (hosts_) {
         for (const auto& host : config_.anweddol.hypervisors) {
             std::shared_ptr<ssh_jump> jump;
             if (host.jump)
                 jump = ssh_jump::create(executor_, *host_options(host, config_).jump);
             co_await reconcile_host(host.uri, host.name, std::move(jump));
+            if (stopping_)
+                co_return;
         }
     } else {
         const auto& local = config_.anweddol.hypervisors.front();
         co_await reconcile_host(local.uri, local.name, nullptr);
     }
+    if (stopping_)
+        co_return;
     // Records whose host is gone from the configuration, or whose domain
     // was not found running: their containers are gone.
     for (const auto& record : database_.list()) {
@@ -324,20 +333,34 @@ asio::awaitable<bool> container_service::take_down(std::string uuid, std::string
     auto node = containers_.extract(uuid);
     if (!node)
         co_return false;
-    auto& entry = *node.mapped();
-    entry.watch->cancel();
-    entry.forward->close();
+    auto entry = std::move(node.mapped());
+    entry->watch->cancel();
+    entry->forward->close();
     // The record goes before the domain: a server killed in between finds
     // a domain of its own with no record at its next start, and destroys it.
     database_.erase(uuid);
     log::info("container ", uuid, " ends: ", why);
-    if (entry.container->is_domain_running()) {
-        auto stopping = entry.container->stop_domain(stop_options{}, tuple_awaitable);
-        auto [failed] = co_await std::move(stopping);
-        if (failed && entry.container->is_domain_running())
-            log::error("container ", uuid, " could not be destroyed: ", failed.message());
-    }
+    // The destruction runs to its end whoever cancels the caller (a
+    // listener that stops cancels its requests' handlers): a domain given
+    // up halfway would run on, unrecorded, holding no place.
+    auto destroying =
+        asio::co_spawn(executor_, destroy_domain(std::move(entry), std::move(uuid)),
+                       asio::bind_cancellation_slot(asio::cancellation_slot(), tuple_awaitable));
+    co_await std::move(destroying);
     co_return true;
+}
+
+// Destroys a container's domain; its place goes back with `entry`.
+asio::awaitable<void> container_service::destroy_domain(std::unique_ptr<handed_out> entry,
+                                                        std::string uuid) {
+    const activity counted(*this);
+    if (!entry->container->is_domain_running())
+        co_return;
+    auto stopping = entry->container->stop_domain(stop_options{}, tuple_awaitable);
+    auto [failed] = co_await std::move(stopping);
+    if (failed && entry->container->is_domain_running())
+        log::error("container ", uuid, " could not be destroyed (", failed.message(),
+                   "): it runs on unrecorded, and the next start destroys it");
 }
 
 void container_service::discard(const response& undelivered) {
@@ -416,9 +439,13 @@ asio::awaitable<response> container_service::create(const request& r) {
     const auto began = std::chrono::steady_clock::now();
     if (stopping_ || !pool_)
         co_return make_response(false, message::unavailable, {}, "The server is stopping");
+    // stop() waits for this CREATE, which gives up at its next step.
+    const activity counted(*this);
     diagnostics diag;
     auto reserving = capacity_.reserve(config_.container.container_memory, diag, tuple_awaitable);
     auto [refused, place] = co_await std::move(reserving);
+    if (stopping_)
+        co_return make_response(false, message::unavailable, {}, "The server is stopping");
     if (refused == errc::over_capacity) {
         metrics_.refused("over_capacity");
         log::warning("CREATE from ", r.peer.to_string(), " refused: ", diag.server_message());
@@ -442,6 +469,13 @@ asio::awaitable<response> container_service::create(const request& r) {
     }
     place.mark_booted();
     const std::string uuid = provisioned.container->get_uuid();
+    if (stopping_) {
+        log::info("CREATE: container ", uuid, " is ready as the server stops: destroying it");
+        auto stopping = provisioned.container->stop_domain(stop_options{}, tuple_awaitable);
+        co_await std::move(stopping);
+        wipe(provisioned.password);
+        co_return make_response(false, message::unavailable, {}, "The server is stopping");
+    }
 
     // From here a failure destroys the container: its credentials never
     // leave this process.
@@ -530,18 +564,23 @@ asio::awaitable<response> container_service::destroy(const request& r) {
 
 asio::awaitable<void> container_service::stop() {
     if (stopping_) {
-        auto waiting = stopped_->async_wait(tuple_awaitable);
+        auto waiting = wait_until_idle(stopped_);
         co_await std::move(waiting);
         co_return;
     }
     stopping_ = true;
-    stopped_->expires_at(asio::steady_timer::time_point::max());
+    const activity counted(stopped_);
+    // Waiting takes fail at once, boots under way are cancelled; a take in
+    // its hand-over finishes, and its CREATE, seeing stopping_, destroys it.
     if (pool_) {
         auto stopping = pool_->shutdown(tuple_awaitable);
         auto [failed] = co_await std::move(stopping);
         if (failed)
             log::error("the warm pool did not shut down: ", failed.message());
     }
+    // A start or CREATEs under way, and destructions begun before.
+    auto settling = wait_until_idle(idle_);
+    co_await std::move(settling);
     std::vector<std::string> uuids;
     for (const auto& [uuid, entry] : containers_)
         uuids.push_back(uuid);
@@ -553,7 +592,15 @@ asio::awaitable<void> container_service::stop() {
         auto stopping = hosts_->shutdown(tuple_awaitable);
         co_await std::move(stopping);
     }
-    stopped_->cancel();
+}
+
+// Waits until no activity counted on `signal` runs.
+asio::awaitable<void> container_service::wait_until_idle(std::shared_ptr<idle_signal> signal) {
+    while (signal->busy > 0) {
+        signal->timer.expires_at(asio::steady_timer::time_point::max());
+        auto waiting = signal->timer.async_wait(tuple_awaitable);
+        co_await std::move(waiting);
+    }
 }
 
 } // namespace anweddol::server

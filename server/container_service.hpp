@@ -65,6 +65,38 @@ public:
 private:
     struct handed_out;
 
+    // How many coroutines of a kind run, and a timer that wakes whoever
+    // waits for none to run.
+    struct idle_signal {
+        boost::asio::steady_timer timer;
+        std::size_t busy = 0;
+    };
+    // Counts a start, a CREATE or a destruction under way (on `idle_`), or
+    // the stop (on `stopped_`), while it lives.
+    // Shares the signal: a coroutine frame that the io_context destroys
+    // unfinished, after the service, still finds it.
+    class activity {
+    public:
+        explicit activity(const container_service& service)
+            : activity(service.idle_) {}
+        explicit activity(std::shared_ptr<idle_signal> signal)
+            : signal_(std::move(signal)) {
+            ++signal_->busy;
+        }
+        activity(const activity&) = delete;
+        activity& operator=(const activity&) = delete;
+        ~activity() {
+            if (--signal_->busy == 0)
+                signal_->timer.cancel();
+        }
+
+    private:
+        std::shared_ptr<idle_signal> signal_;
+    };
+    static boost::asio::awaitable<void> wait_until_idle(std::shared_ptr<idle_signal> signal);
+    boost::asio::awaitable<void> destroy_domain(std::unique_ptr<handed_out> entry,
+                                                std::string uuid);
+
     boost::asio::awaitable<response> create(const request& r);
     boost::asio::awaitable<response> destroy(const request& r);
     response stat() const;
@@ -105,7 +137,8 @@ private:
     std::unique_ptr<hypervisor_pool> hosts_;
     std::map<std::string, std::unique_ptr<handed_out>> containers_;
     bool stopping_ = false;
-    std::shared_ptr<boost::asio::steady_timer> stopped_;
+    std::shared_ptr<idle_signal> idle_;
+    std::shared_ptr<idle_signal> stopped_;
     // Last: destroyed first, with the containers it holds.
     std::unique_ptr<container_pool> pool_;
 };

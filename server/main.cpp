@@ -24,8 +24,14 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl/context.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -160,7 +166,7 @@ prepared_files prepare_files(const server::server_configuration& config) {
             files.tls = server::make_tls_context(config.web_server.ssl_pem_private_key_file_path,
                                                  config.web_server.ssl_pem_certificate_file_path);
         } catch (const std::exception& e) {
-            fail("web_server.ssl_pem_private_key_file_path", "", e);
+            throw std::runtime_error(config.file.string() + ": web_server: " + e.what());
         }
     }
     return files;
@@ -194,8 +200,14 @@ public:
             } catch (const std::exception& e) {
                 server::log::error("anweddol-server cannot start: ", e.what());
             }
+            // Nothing is destroyed: the containers it adopted run on,
+            // recorded, for the next start (a port in use, a host down a
+            // moment, must not cost the clients their containers).
             exit_code_ = 1;
-            begin_stop();
+            stopping_ = true;
+            close_listeners();
+            signals_.cancel();
+            io_.stop();
         });
         io_.run();
         return exit_code_;
@@ -205,6 +217,8 @@ private:
     asio::awaitable<void> start() {
         auto starting = service_.start();
         co_await std::move(starting);
+        if (stopping_) // a signal came while it started: nothing listens
+            co_return;
         const auto handler = [this](server::request r) {
             return service_.handle(std::move(r));
         };
@@ -233,13 +247,14 @@ private:
             o.log = [](const asio::ip::address& peer, std::string_view event) {
                 server::log::info("classic: ", peer.to_string(), ": ", event);
             };
+            o.undelivered = [this](const server::response& r) {
+                service_.discard(r);
+            };
             classic_.emplace(io_.get_executor(), std::move(*files_.rsa), handler, std::move(o));
             classic_->listen();
             server::log::info("classic protocol on ", classic_->local_endpoint());
             asio::co_spawn(io_, classic_->async_run(), asio::detached);
         }
-        if (stopping_) // a signal came while it started
-            close_listeners();
     }
 
     // The first signal stops the server; later ones change nothing, so
@@ -291,7 +306,33 @@ private:
     int exit_code_ = 0;
 };
 
+// One server per state database: a second one would adopt the first's
+// containers, fail to bind their ports and destroy them. The lock is the
+// database's name plus ".lock", held (flock) until the process ends.
+void lock_state_database(const server::server_configuration& config) {
+    const std::string database = config.anweddol.state_database_file_path;
+    const std::string lock = database + ".lock";
+    const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        throw std::runtime_error(config.file.string() +
+                                 ": anweddol.state_database_file_path: cannot open " + lock + ": " +
+                                 std::strerror(errno));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        const int error = errno;
+        ::close(fd);
+        throw std::runtime_error(
+            error == EWOULDBLOCK
+                ? "another anweddol-server serves from " + database + " (it holds " + lock +
+                      "): stop it first, or give this one a state_database_file_path and an "
+                      "owner of its own in the anweddol: section"
+                : "cannot lock " + lock + ": " + std::strerror(error));
+    }
+    // Left open on purpose: the lock lasts as long as the process.
+}
+
 int serve(const server::server_configuration& config, bool check_only) {
+    if (!check_only)
+        lock_state_database(config);
     prepared_files files = prepare_files(config);
     server::state_database database(config.anweddol.state_database_file_path);
     std::optional<server::access_token_store> tokens;

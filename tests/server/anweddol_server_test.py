@@ -293,6 +293,9 @@ def test_config(binary, iso):
          "port_forwarding.port_range"),
         ("a missing ISO", good.replace(iso, directory + "/no-such.iso"),
          "container.container_iso_file_path"),
+        ("an endpoint port the library cannot use", good.replace("endpoint_listen_port: 22",
+                                                                 "endpoint_listen_port: 2022"),
+         "container.endpoint_listen_port"),
     ]
     config = os.path.join(directory, "config.yaml")
     for what, text, key in cases:
@@ -304,7 +307,21 @@ def test_config(binary, iso):
         check(result.returncode != 0, f"{what}: the server started:\n{output}")
         check(config in output and key in output,
               f"{what}: the error should name {config} and {key}:\n{output}")
-    print(f"config: {len(cases)} bad configurations refused, each naming the file and the key")
+    # A second server on the same state database would adopt the first's
+    # containers and destroy them: it is refused, and the first serves on.
+    first = Server(binary, iso, uri="test:///default", directory=directory)
+    try:
+        result = subprocess.run([binary, "--config", first.config], capture_output=True,
+                                text=True, timeout=60)
+        output = result.stdout + result.stderr
+        check(result.returncode != 0 and "another anweddol-server" in output,
+              f"a second server on one state database should be refused:\n{output}")
+        check(first.rest("stat")["success"], "the first server stopped serving")
+        first.stop()
+    finally:
+        first.kill()
+    print(f"config: {len(cases)} bad configurations refused, each naming the file and the key; "
+          "a second server on one state database refused")
 
 
 # ---- hostile (no hypervisor) ---------------------------------------------------
@@ -515,15 +532,30 @@ def test_lifetime(binary, iso, lifetime=20):
         ended = time.monotonic() - handed
         check(port_closed(data["container_listen_port"]), "the forward outlived the container")
         check(server.rest("stat")["data"]["available"] == 1, "its place was not given back")
+
+        # SIGTERM once the CREATE's container has booted, while it is handed
+        # over (a few seconds of SSH): the CREATE gives up, its domain is
+        # destroyed, the server exits cleanly.
+        answers = []
+        creating = threading.Thread(target=lambda: answers.append(server.rest("create")))
+        creating.start()
+        check(wait_until(lambda: any(" ready" in line and "pool: " in line
+                                     for line in server.lines), 300, 0.05),
+              "the CREATE's container never booted")
         server.stop()
-        check(domains() == before, f"left behind: {domains() - before}")
+        creating.join(60)
+        check(not answers or not answers[0]["success"],
+              f"a CREATE interrupted by SIGTERM handed out a container: {answers}")
+        check(domains() == before, f"left behind after SIGTERM mid-CREATE: {domains() - before}")
+        caught = any("ready as the server stops" in line for line in server.lines)
     except BaseException:
         print(server.log(), file=sys.stderr)
         raise
     finally:
         server.kill()
     print(f"lifetime: a container with a lifetime of {lifetime} s ended after {ended:.1f} s, "
-          "its forward closed, its place given back")
+          "its forward closed, its place given back; SIGTERM during a hand-over left nothing "
+          f"({'the CREATE destroyed its container' if caught else 'the pool shutdown ended it'})")
 
 
 # ---- hosts (the sandbox's two-host mode) ------------------------------------------
