@@ -157,6 +157,12 @@ asio::awaitable<void> listener::accept_loop() {
             note(peer.address(), "refused by the IP filter");
             continue;
         }
+        if (connections_from(peer.address()) >= options_.max_connections_per_address) {
+            note(peer.address(),
+                 "refused: " + std::to_string(options_.max_connections_per_address) +
+                     " connections from this address already");
+            continue;
+        }
         start_connection(std::move(socket), peer.address());
     }
     close_everything();
@@ -165,6 +171,14 @@ asio::awaitable<void> listener::accept_loop() {
         auto wait = connection_ended_.async_wait(as_values);
         co_await std::move(wait);
     }
+}
+
+// A scan: live_ holds at most max_connections entries.
+std::size_t listener::connections_from(const asio::ip::address& peer) const {
+    std::size_t n = 0;
+    for (const auto& entry : live_)
+        n += entry.second->peer == peer;
+    return n;
 }
 
 void listener::start_connection(tcp::socket socket, const asio::ip::address& peer) {

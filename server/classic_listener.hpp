@@ -8,7 +8,9 @@
 // - at most `max_connections` connections at a time: when they are all
 //   taken, the listener stops accepting until one ends, so further peers
 //   wait in the kernel's backlog (rather than being accepted and closed: an
-//   honest client queued behind a burst is then served, not refused);
+//   honest client queued behind a burst is then served, not refused); and
+//   at most `max_connections_per_address` from one address, beyond which a
+//   peer is closed at once;
 // - a deadline: the peer has `timeout` from its accept to deliver its whole
 //   request, and `timeout` again to take the response. The handler's own
 //   time is not counted (a CREATE may boot a guest for longer than that),
@@ -45,6 +47,10 @@ struct listener_options {
     // The reference's `server.timeout` (seconds); see the deadline above.
     std::chrono::steady_clock::duration timeout = std::chrono::seconds(10);
     std::size_t max_connections = 64;
+    // From one address at a time: a peer beyond it is closed at once, so
+    // that one host cannot hold every slot (a slowloris from one address
+    // otherwise shuts everyone out for as long as it keeps trickling).
+    std::size_t max_connections_per_address = 8;
     limits bounds;
     // The IP filter; empty allows every peer.
     std::function<bool(const boost::asio::ip::address&)> allow;
@@ -104,6 +110,7 @@ private:
                           const boost::asio::ip::address& peer);
     void arm_deadline(connection& c);
     void close_everything();
+    std::size_t connections_from(const boost::asio::ip::address& peer) const;
     void note(const boost::asio::ip::address& peer, std::string_view event) const;
 
     boost::asio::strand<boost::asio::any_io_executor> strand_;

@@ -163,10 +163,12 @@ std::size_t port_allocator::in_use() const {
 // One forwarded client: its socket, the guest's once connected, and the
 // deadline of the connection to the guest (which close() cancels too).
 struct relay_connection {
-    explicit relay_connection(tcp::socket socket)
+    relay_connection(tcp::socket socket, asio::ip::address from)
         : client(std::move(socket))
+        , peer(std::move(from))
         , deadline(client.get_executor()) {}
     tcp::socket client;
+    asio::ip::address peer;
     std::optional<generic_socket> guest;
     asio::steady_timer deadline;
 
@@ -260,8 +262,16 @@ asio::awaitable<void> relay(std::shared_ptr<state> s, std::list<relay_connection
     --s->now;
 }
 
-// Accepts until closed. A client over the cap, or refused by the filter, is
-// closed at once: a flood costs an accept and a close each.
+// A scan: a forward holds at most max_connections.
+std::size_t connections_from(const state& s, const asio::ip::address& peer) {
+    std::size_t n = 0;
+    for (const auto& connection : s.connections)
+        n += connection.peer == peer;
+    return n;
+}
+
+// Accepts until closed. A client over the caps, or refused by the filter,
+// is closed at once: a flood costs an accept and a close each.
 asio::awaitable<void> accept_loop(std::shared_ptr<state> s) {
     auto& acceptor = s->port.acceptor();
     asio::steady_timer backoff(acceptor.get_executor());
@@ -281,6 +291,7 @@ asio::awaitable<void> accept_loop(std::shared_ptr<state> s) {
         boost::system::error_code peer_error;
         const auto peer = socket.remote_endpoint(peer_error).address();
         if (peer_error || s->now >= s->options.max_connections ||
+            connections_from(*s, peer) >= s->options.max_connections_per_address ||
             (s->options.allow && !s->options.allow(peer))) {
             boost::system::error_code ignored;
             socket.close(ignored);
@@ -289,7 +300,7 @@ asio::awaitable<void> accept_loop(std::shared_ptr<state> s) {
         }
         ++s->now;
         ++s->total;
-        s->connections.emplace_back(std::move(socket));
+        s->connections.emplace_back(std::move(socket), peer);
         asio::co_spawn(acceptor.get_executor(), relay(s, std::prev(s->connections.end())),
                        asio::detached);
     }

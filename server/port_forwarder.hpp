@@ -96,6 +96,10 @@ using connect_function =
 struct port_forward_options {
     /// Clients relayed at once; one more is accepted and closed at once.
     std::size_t max_connections = 16;
+    /// Of them, from one address: beyond it a client is accepted and closed
+    /// at once, so that a stranger who found the port cannot take every
+    /// place and lock the tenant out of its own container.
+    std::size_t max_connections_per_address = 8;
     /// Per direction and connection.
     std::size_t buffer_bytes = 16 * 1024;
     /// For `connect_function` to reach the guest.

@@ -508,12 +508,20 @@ struct running_listener {
 
 // A blocking loopback socket with a receive timeout, so that a broken test
 // fails instead of hanging.
+// `source`: the loopback address it connects from (127.0.0.1 by default;
+// any of 127.0.0.0/8 is this host's), to stand for another peer.
 struct socket_wire : wire {
-    explicit socket_wire(std::uint16_t port) {
+    explicit socket_wire(std::uint16_t port, const char* source = nullptr) {
         fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         REQUIRE(fd >= 0);
         timeval tv{15, 0};
         ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        if (source) {
+            sockaddr_in from{};
+            from.sin_family = AF_INET;
+            REQUIRE(::inet_pton(AF_INET, source, &from.sin_addr) == 1);
+            REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
+        }
         sockaddr_in addr{};
         addr.sin_family = AF_INET;
         addr.sin_port = htons(port);
@@ -674,6 +682,25 @@ TEST_CASE("classic listener: over max_connections, a peer waits until a connecti
     CHECK(::poll(&p, 1, 500) == 0);
     first.reset(); // the first ends; the second is served
     CHECK(second.recv(1) == "0");
+}
+
+TEST_CASE("classic listener: one address holds at most max_connections_per_address, the rest are "
+          "served") {
+    classic::listener_options options;
+    options.max_connections = 8;
+    options.max_connections_per_address = 2;
+    options.timeout = 10s;
+    running_listener server(options);
+    socket_wire first(server.port);
+    first.send("8"); // each holds a slot, trickling
+    socket_wire second(server.port);
+    second.send("8");
+    socket_wire third(server.port);
+    CHECK(third.closed_within(5s)); // closed at once, not queued
+    // Another address still gets a slot, and is served.
+    socket_wire other(server.port, "127.0.0.2");
+    other.send("garbage!");
+    CHECK(other.recv(1) == "0");
 }
 
 TEST_CASE("classic listener: stop() closes the acceptor and live connections, leaving no fd") {

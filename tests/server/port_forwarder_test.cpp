@@ -113,8 +113,15 @@ struct guest_bed {
     asio::steady_timer changed{io};
 };
 
-asio::awaitable<tcp::socket> connect_to(std::uint16_t port) {
+// `source`: the loopback address to connect from (any of 127.0.0.0/8 is
+// this host's), to stand for another peer; unspecified: the kernel's choice.
+asio::awaitable<tcp::socket> connect_to(std::uint16_t port,
+                                        asio::ip::address source = asio::ip::address()) {
     tcp::socket socket(co_await asio::this_coro::executor);
+    if (!source.is_unspecified()) {
+        socket.open(tcp::v4());
+        socket.bind(tcp::endpoint(source, 0));
+    }
     auto connecting = socket.async_connect(tcp::endpoint(loopback, port), asio::use_awaitable);
     co_await std::move(connecting);
     co_return socket;
@@ -330,6 +337,34 @@ TEST_CASE("port forward: beyond max_connections a client is accepted and closed 
         CHECK(fourth_reply == "fourth");
         CHECK(forward.stats().refused == 1);
         CHECK(forward.stats().total == 3);
+    }());
+}
+
+TEST_CASE(
+    "port forward: one address holds at most max_connections_per_address, another is relayed") {
+    guest_bed bed;
+    server::port_forward_options options;
+    options.max_connections = 4;
+    options.max_connections_per_address = 1;
+    server::port_forward forward(bed.ports->acquire(bed.io.get_executor()), bed.connect(), options);
+    forward.start();
+    run(bed.io, [&]() -> asio::awaitable<void> {
+        auto connecting = connect_to(forward.port());
+        auto first = co_await std::move(connecting);
+        auto again = connect_to(forward.port());
+        auto second = co_await std::move(again);
+        auto closing = until_closed(second);
+        const auto closed = co_await std::move(closing);
+        CHECK(is_closed_by_peer(closed));
+        CHECK(forward.stats().refused == 1);
+        auto other_connecting = connect_to(forward.port(), asio::ip::make_address("127.0.0.2"));
+        auto other = co_await std::move(other_connecting);
+        auto exchanging = round_trip(other, "other");
+        const auto reply = co_await std::move(exchanging);
+        CHECK(reply == "other");
+        auto first_exchanging = round_trip(first, "first");
+        const auto first_reply = co_await std::move(first_exchanging);
+        CHECK(first_reply == "first");
     }());
 }
 

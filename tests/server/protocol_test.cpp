@@ -23,12 +23,12 @@ std::string bad_reason(std::string_view text) {
     return r.message;
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("server protocol: a well-formed envelope becomes a request, unknown parameters kept") {
-    auto parsed = server::parse_request(R"({"verb":"DESTROY","parameters":{"container_uuid":")" +
-                                        uuid + R"(","client_token":")" + token +
-                                        R"(","extra":1}})");
+    auto parsed =
+        server::parse_request(R"({"verb":"DESTROY","parameters":{"container_uuid":")" + uuid +
+                              R"(","client_token":")" + token + R"(","extra":1}})");
     REQUIRE(std::holds_alternative<server::request>(parsed));
     const auto& r = std::get<server::request>(parsed);
     CHECK(r.verb == "DESTROY");
