@@ -6,7 +6,8 @@
 #     --seconds N  how long each harness runs (default: $ANWEDDOL_FUZZ_SECONDS, or 30)
 #     --merge      add the inputs that reach new code to tests/fuzz/corpus/,
 #                  minimised (libFuzzer's -merge=1): commit them
-#     HARNESS      lease_file domain_xml shell_quote setup_arguments (default: all)
+#     HARNESS      lease_file domain_xml shell_quote setup_arguments console_scanner
+#                  classic_framing request_envelope (default: all)
 # A failure leaves its input in build-fuzz/artifacts/HARNESS/; copy it into
 # the corpus once fixed, so that the unit tests replay it from then on.
 set -euo pipefail
@@ -24,7 +25,8 @@ while (($#)); do
     *) harnesses+=("$1"); shift ;;
   esac
 done
-((${#harnesses[@]})) || harnesses=(lease_file domain_xml shell_quote setup_arguments)
+((${#harnesses[@]})) || harnesses=(lease_file domain_xml shell_quote setup_arguments console_scanner
+  classic_framing request_envelope)
 
 if [[ $(id -u) -eq 0 ]]; then
   "$repo/scripts/setup.sh"
