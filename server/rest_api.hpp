@@ -8,6 +8,7 @@
 #define ANWEDDOL_SERVER_REST_API_HPP
 
 #include "protocol.hpp"
+#include "rest_route.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -61,25 +62,6 @@ struct rest_api_options {
 /// not PEM, or saying that the key does not belong to the certificate.
 std::shared_ptr<boost::asio::ssl::context> make_tls_context(const std::string& private_key_file,
                                                             const std::string& certificate_file);
-
-/// The welcome of `GET /`, with the reference's text and `data.links`.
-response home_page();
-
-/// What one HTTP request asks, decided from its method, target and body
-/// alone (no I/O): a request for the handler, an answer to send as is
-/// (a "Bad request"), the home page, or the metrics.
-struct rest_home {};
-struct rest_metrics {};
-using rest_route = std::variant<request, response, rest_home, rest_metrics>;
-
-/// The reference's rules: the target's one path segment, percent-decoded and
-/// upper-cased, is the verb (none: the home page; two or more: "Bad
-/// request"); a POST's body is the parameters, a JSON object; a GET (or
-/// HEAD) has none, and is served for STAT and the home page only, so that
-/// `GET /create` boots nothing. `serve_metrics`: `GET /metrics` is the
-/// metrics. The request's `peer` is left for the caller to fill.
-rest_route route_rest_request(boost::beast::http::verb method, std::string_view target,
-                              std::string_view body, bool serve_metrics);
 
 /// The listener and its connections. Everything runs on the executor given
 /// to the constructor: with an io_context run by several threads, give it a
