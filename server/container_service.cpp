@@ -329,7 +329,7 @@ container_service::watch(std::string uuid, std::shared_ptr<asio::steady_timer> t
     }
 }
 
-asio::awaitable<bool> container_service::take_down(std::string uuid, std::string_view why) {
+asio::awaitable<bool> container_service::take_down(std::string uuid, std::string why) {
     auto node = containers_.extract(uuid);
     if (!node)
         co_return false;

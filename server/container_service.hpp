@@ -117,7 +117,7 @@ private:
     watch(std::string uuid, std::shared_ptr<boost::asio::steady_timer>,
           std::optional<std::chrono::system_clock::time_point> expires);
     // Forgets a container (record, forward, place) and destroys its domain.
-    boost::asio::awaitable<bool> take_down(std::string uuid, std::string_view why);
+    boost::asio::awaitable<bool> take_down(std::string uuid, std::string why);
 
     boost::asio::awaitable<void> reconcile_host(std::string driver_uri, std::string host_name,
                                                 std::shared_ptr<ssh_jump> jump);
