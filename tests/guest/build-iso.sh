@@ -14,7 +14,7 @@
 # only one the reference knows, where the default image makes a secret one
 # each boot and announces it on the console), the console carries no
 # ANWEDDOL ENDPOINT block (the host keys are still printed), and busybox's
-# `passwd` is setuid root, so that a host can change the public password
+# `passwd` works as setuid root, so that a host can change the public password
 # right after logging in (anweddol does; busybox drops root for every other
 # applet). Give it an OUTPUT of its own, such as
 # build/guest/anweddol-bench-public-endpoint.iso.
@@ -122,10 +122,13 @@ chmod 4755 "$root/usr/bin/sudo"
 if [[ $public_endpoint == 1 ]]; then
   # rcS keeps endpoint's public password when this file exists.
   : >"$root/etc/anweddol-public-endpoint"
-  # passwd must write /etc/shadow for endpoint: a setuid copy of busybox,
-  # which keeps root only for the applets that need it (passwd, su, ...).
-  rm -f "$root/usr/bin/passwd"
-  install -m 4755 /bin/busybox "$root/usr/bin/passwd"
+  # passwd must write /etc/shadow for endpoint. busybox's shell runs its
+  # applets from /bin/busybox whatever PATH holds, so a setuid copy under
+  # another name would never run: busybox itself is setuid here. It drops
+  # root at start for the applets that do not need it (the shells, and most),
+  # but keeps it for those that may use it (such as mount): one more reason
+  # this image is for benchmarks only.
+  chmod 4755 "$root/bin/busybox"
 fi
 
 endpoint_hash=$(printf 'endpoint\n' | /bin/busybox mkpasswd -m sha512 -P 0)
