@@ -91,9 +91,8 @@ def process_cpu(pid):
     return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
 
 
-def tree_cpu(root):
-    """CPU seconds of root and every live descendant, with their reaped
-    children (cutime, cstime)."""
+def process_tree():
+    """{ppid: [pid]} of every process."""
     children = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -104,12 +103,22 @@ def tree_cpu(root):
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    total, pending = 0.0, [root]
+    return children
+
+
+def descendants(root):
+    children, found, pending = process_tree(), [], [root]
     while pending:
         pid = pending.pop()
-        total += process_cpu(pid)
-        pending.extend(children.get(pid, []))
-    return total
+        found += children.get(pid, [])
+        pending += children.get(pid, [])
+    return found
+
+
+def tree_cpu(root):
+    """CPU seconds of root and every live descendant, with their reaped
+    children (cutime, cstime)."""
+    return sum(process_cpu(pid) for pid in [root] + descendants(root))
 
 
 def domains():
@@ -222,12 +231,22 @@ class server:
         return took, answer
 
     def stop(self):
+        """SIGTERM; SIGKILL to it and its children (socat) after 60 s. The
+        reference, stopped while a CREATE runs in its thread pool, may never
+        exit."""
+        children = descendants(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=300)
+            self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
+            print("  %s did not stop within 60 s of SIGTERM: killed" % self.kind, flush=True)
             self.process.kill()
             self.process.wait()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.log.close()
 
 
@@ -262,6 +281,9 @@ def run_server(kind, args):
             s.settle(args.pool)
             entries = []
             create(s, entries, "sequential", index)
+            # A client keeps its container for a while: the pool has
+            # refilled by its DESTROY, which then runs on an idle host.
+            s.settle(args.pool)
             destroy(s, entries[0])
             rows.append(entries[0][0])
             print("  %s sequential %d: CREATE %.2f s, DESTROY %s s, %s" % (
@@ -278,6 +300,7 @@ def run_server(kind, args):
             thread.start()
         for thread in threads:
             thread.join()
+        s.settle(args.pool)
         for entry in entries:
             destroy(s, entry)
             rows.append(entry[0])
@@ -384,10 +407,12 @@ def main():
     for kind in args.servers.split(","):
         print("%s:" % kind, flush=True)
         known = domains()
-        kind_rows, kind_cpu, work = run_server(kind, args)
+        try:
+            kind_rows, kind_cpu, work = run_server(kind, args)
+        finally:
+            left = clean_reference_definitions(known)
         rows += kind_rows
         cpu[kind] = kind_cpu
-        left = clean_reference_definitions(known)
         if kind == "ours":
             leftovers += left  # ours leaves nothing: anything here is a bug
         elif any(state == "running" for _, state in left):
