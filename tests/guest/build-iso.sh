@@ -7,6 +7,17 @@
 # from the CD, and nothing reads the CD afterwards.
 # The ISO is rebuilt only when its inputs change: this script, rootfs/, the
 # kernel package and the host binaries copied into the image.
+#
+# ANWEDDOL_ISO_PUBLIC_ENDPOINT=1 build-iso.sh OUTPUT.iso builds a variant for
+# benchmarks against the reference server (benchmarks/server) ONLY, never for
+# tenants: the `endpoint` account keeps the public password `endpoint` (the
+# only one the reference knows, where the default image makes a secret one
+# each boot and announces it on the console), the console carries no
+# ANWEDDOL ENDPOINT block (the host keys are still printed), and busybox's
+# `passwd` works as setuid root, so that a host can change the public password
+# right after logging in (anweddol does; busybox drops root for every other
+# applet). Give it an OUTPUT of its own, such as
+# build/guest/anweddol-bench-public-endpoint.iso.
 set -euo pipefail
 
 output=${1:?usage: build-iso.sh OUTPUT.iso}
@@ -15,6 +26,9 @@ output=$(realpath -m "$output")
 work="$output.d"
 
 die() { echo "build-iso.sh: $*" >&2; exit 1; }
+public_endpoint=${ANWEDDOL_ISO_PUBLIC_ENDPOINT:-0}
+[[ $public_endpoint == [01] ]] ||
+  die "ANWEDDOL_ISO_PUBLIC_ENDPOINT must be 0 or 1, not '$public_endpoint'"
 for tool in xorriso cpio gzip gcc /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/ssh /bin/busybox \
             /usr/lib/ISOLINUX/isolinux.bin; do
   command -v "$tool" >/dev/null || [[ -e $tool ]] ||
@@ -40,6 +54,7 @@ modules=(
 stamp=$(
   {
     echo "$kernel_pkg $kernel_version"
+    [[ $public_endpoint == 0 ]] || echo "public endpoint"
     cat "$0"
     find "$here/rootfs" -type f -print0 | sort -z | xargs -0 cat
     sha256sum /bin/busybox /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/ssh
@@ -104,6 +119,17 @@ install -m 755 "$here/rootfs/anweddol_container_setup.sh" \
 install -m 755 "$here/rootfs/anweddol_net_probe.sh" "$root/bin/anweddol_net_probe.sh"
 gcc -static -Os -Wall -Wextra -Werror -o "$root/usr/bin/sudo" "$here/rootfs/sudo.c"
 chmod 4755 "$root/usr/bin/sudo"
+if [[ $public_endpoint == 1 ]]; then
+  # rcS keeps endpoint's public password when this file exists.
+  : >"$root/etc/anweddol-public-endpoint"
+  # passwd must write /etc/shadow for endpoint. busybox's shell runs its
+  # applets from /bin/busybox whatever PATH holds, so a setuid copy under
+  # another name would never run: busybox itself is setuid here. It drops
+  # root at start for the applets that do not need it (the shells, and most),
+  # but keeps it for those that may use it (such as mount): one more reason
+  # this image is for benchmarks only.
+  chmod 4755 "$root/bin/busybox"
+fi
 
 endpoint_hash=$(printf 'endpoint\n' | /bin/busybox mkpasswd -m sha512 -P 0)
 cat >"$root/etc/passwd" <<PASSWD
