@@ -8,7 +8,8 @@
 // byte sets the size of the chunks the bytes are fed in. Properties: a feed
 // never takes more than the session asked for; its buffer never grows past
 // the limits; a finished or failed session takes nothing more; a failed one
-// sends nothing but the protocol's "0"; a decrypted request is the body sent.
+// sends nothing but the protocol's "0"; a request decrypted under an honest
+// length is the body sent.
 #include "classic_crypto.hpp"
 #include "classic_protocol.hpp"
 #include "fuzz_support.hpp"
@@ -106,6 +107,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
     classic::server_session s(server_key(), bounds);
     std::string body;
+    bool honest_length = false; // mode 2: the length text is the frames' own
     if (mode == 0) {
         feed(s, rest, chunk);
     } else {
@@ -116,10 +118,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             const auto fields = anweddol::fuzz::split_fields(
                 reinterpret_cast<const std::uint8_t*>(rest.data()), rest.size(), 2);
             body = fields[1];
+            const std::size_t cipher = (body.size() / 16 + 1) * 16; // PKCS7
+            honest_length = fields[0] == std::to_string(cipher + 16);
             feed(s, encrypted_request(k, fields[0], body), chunk);
         }
     }
-    if (s.current() == phase::request_ready && mode == 2)
+    // Only an honest length yields the body sent: CBC has no MAC, so a
+    // shorter length whose last block happens to end in valid padding
+    // decrypts to a prefix of it (the reference's channel is as malleable).
+    if (s.current() == phase::request_ready && mode == 2 && honest_length)
         ANWEDDOL_FUZZ_CHECK(s.request_json() == body, anweddol::fuzz::escaped(s.request_json()));
     if (s.current() == phase::request_ready || s.current() == phase::request_rejected) {
         s.respond(R"({"success":false,"message":"Bad request","data":{}})");
