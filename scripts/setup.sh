@@ -35,6 +35,10 @@ packages=(
   # Tests and benchmarks: a real sshd on loopback, and the reference peers.
   openssh-server openssh-client python3 python3-libvirt python3-asyncssh
   python3-paramiko gnuplot-nox
+  # benchmarks/server: the reference Anweddol server's own dependencies
+  # (it runs from a checkout beside ours), and the driver's YAML.
+  python3-twisted python3-sqlalchemy python3-cerberus python3-daemon
+  python3-psutil python3-defusedxml python3-yaml socat
   # promtool, which checks the container server's /metrics. The package also
   # brings a Prometheus server, which must not run here: see the end.
   prometheus
