@@ -11,9 +11,11 @@ function(run)
   endif()
 endfunction()
 
+# The library's package alone: anweddol-server is a program to build before
+# it can be installed, and no part of what a consumer compiles against.
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/library -G ${GENERATOR}
     -DANWEDDOL_BUILD_TESTS=OFF -DANWEDDOL_BUILD_EXAMPLES=OFF -DANWEDDOL_BUILD_BENCHMARKS=OFF
-    -DCMAKE_INSTALL_PREFIX=${WORK_DIR}/prefix)
+    -DANWEDDOL_BUILD_SERVER=OFF -DCMAKE_INSTALL_PREFIX=${WORK_DIR}/prefix)
 run(${CMAKE_COMMAND} --install ${WORK_DIR}/library)
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer -B ${WORK_DIR}/consumer -G ${GENERATOR}
     -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
