@@ -27,8 +27,8 @@ namespace http = boost::beast::http;
 namespace {
 
 bool token_char(char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           c == '-' || c == '_';
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' ||
+           c == '_';
 }
 
 void check_request(const server::request& r) {
@@ -46,7 +46,8 @@ void check_request(const server::request& r) {
             anweddol::fuzz::fail("a client_token passed that is not 255 characters");
         for (char c : token->get_string())
             if (!token_char(c))
-                anweddol::fuzz::fail("a client_token passed with a character outside [0-9a-zA-Z_-]");
+                anweddol::fuzz::fail(
+                    "a client_token passed with a character outside [0-9a-zA-Z_-]");
     }
 }
 
