@@ -344,8 +344,4 @@ void wipe(std::span<std::uint8_t> secret) noexcept {
     OPENSSL_cleanse(secret.data(), secret.size());
 }
 
-void wipe(std::string& secret) noexcept {
-    OPENSSL_cleanse(secret.data(), secret.size());
-}
-
 } // namespace anweddol::server::classic

@@ -9,6 +9,8 @@
 
 #include <openssl/types.h>
 
+#include <anweddol/secret.hpp>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -117,9 +119,10 @@ bytes aes_decrypt(const aes_key& k, std::span<const std::uint8_t> ciphertext);
 // Bytes from OpenSSL's CSPRNG; throws when it fails.
 void random_bytes(std::span<std::uint8_t> out);
 
-// Wipes a buffer that held a secret (OPENSSL_cleanse).
+// Wipes a buffer that held a secret (OPENSSL_cleanse); strings go to the
+// library's anweddol::wipe, which wipes up to their capacity.
 void wipe(std::span<std::uint8_t> secret) noexcept;
-void wipe(std::string& secret) noexcept;
+using anweddol::wipe;
 
 } // namespace anweddol::server::classic
 

@@ -62,12 +62,6 @@ hypervisor_host_options host_options(const hypervisor_settings& host,
     return o;
 }
 
-void wipe(std::string& s) noexcept {
-    if (s.capacity() > 0)
-        OPENSSL_cleanse(s.data(), s.capacity());
-    s.clear();
-}
-
 } // namespace
 
 struct container_service::handed_out {

@@ -1,5 +1,7 @@
 #include "rest_api.hpp"
 
+#include <anweddol/secret.hpp>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -60,12 +62,6 @@ using buffer_type = beast::basic_flat_buffer<wiping_allocator<char>>;
 using body_type = http::basic_string_body<char, std::char_traits<char>, wiping_allocator<char>>;
 using http_request = http::request<body_type>;
 using http_response = http::response<body_type>;
-
-void wipe(std::string& s) noexcept {
-    if (s.capacity() > 0)
-        OPENSSL_cleanse(s.data(), s.capacity());
-    s.clear();
-}
 
 } // namespace
 
