@@ -357,10 +357,12 @@ TEST_CASE("a guest's console is read from its first line, and a timed-out start 
     const std::size_t feeds_before = feeds.size();
     auto container = sandbox_container();
     run(container->start_domain(options_with(240s)), 5min);
-    // The guest's init says so on its console once DHCP is done.
+    // The guest's init says so on its console once DHCP is done; its line
+    // ends (the newline may come in a later read than the text).
     CHECK(run_until(
         [&] {
-            return container->get_console_log().find("rcS: container ready") != std::string::npos;
+            return container->get_console_log().find("rcS: container ready\n") !=
+                   std::string::npos;
         },
         30s));
     const std::string log = container->get_console_log();
