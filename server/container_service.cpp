@@ -530,9 +530,13 @@ asio::awaitable<response> container_service::create(const request& r) {
     data["container_listen_port"] = listen_port;
     wipe(provisioned.password);
     metrics_.created(provisioned.from_pool, std::chrono::steady_clock::now() - began);
+    const auto& phases = provisioned.timings;
     log::info("CREATE from ", r.peer.to_string(), ": container ", uuid, " on port ", listen_port,
               provisioned.from_pool ? " (warm)" : "", provisioned.host.empty() ? "" : " on ",
-              provisioned.host);
+              provisioned.host, " in ", log::seconds_text(std::chrono::steady_clock::now() - began),
+              " (waiting for a boot ", log::seconds_text(phases.pool_wait), ", setup script ",
+              log::seconds_text(phases.administration), ", client login check ",
+              log::seconds_text(phases.verification), ")");
     co_return make_response(true, message::ok, std::move(data));
 }
 

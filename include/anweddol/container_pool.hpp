@@ -131,7 +131,9 @@ boost::asio::awaitable<pooled_fault> check_pooled_container(const booted_contain
 /// The pool refills itself in the background, through the boot admission,
 /// as containers are taken. A take that finds the pool empty boots one
 /// more container, as provision() would, and takes the first container
-/// that is ready: takes are served in the order they came. Failed boots are
+/// that is ready: takes are served in the order they came. While takes
+/// wait, the pool starts no refill of its own: the boots that clients wait
+/// for get the cores (a refill already under way serves a waiting take). Failed boots are
 /// reported (on_event, get_stats()) and retried with a growing delay; a
 /// failure while takes wait fails the oldest of them, with the boot's
 /// error and diagnostics. Nothing is ever left behind: a failed boot, a

@@ -246,13 +246,19 @@ struct container_pool_state : std::enable_shared_from_this<container_pool_state>
     }
 
     // Starts the boots that are missing: at once those that waiting takes
-    // need, and the pool's own refills unless a failure's delay runs.
+    // need; the pool's own refills once no take waits, and unless a
+    // failure's delay runs. Under software emulation a boot keeps a core
+    // busy, so refills started beside the boots of a burst of takes would
+    // delay the very boots those clients wait for (a burst of 4 beyond a
+    // pool of 2 on 2 cores: 6 boots sharing them instead of 4).
     void refill() {
         if (closed)
             return;
         while (live_boots() < waiters.size())
             start_boot();
-        const std::size_t wanted = options.size + waiters.size();
+        if (!waiters.empty())
+            return; // the last take served calls refill() again
+        const std::size_t wanted = options.size;
         if (ready.size() + live_boots() >= wanted)
             return;
         if (clock::now() < refill_after) {
@@ -627,6 +633,7 @@ container_pool::take_here(std::shared_ptr<detail::container_pool_state> state) {
             if (waiting->container)
                 state->place(std::move(*waiting->container));
             state->cancel_surplus_boots();
+            state->refill(); // the refills this take held back
             throw boost::system::system_error(boost::asio::error::operation_aborted);
         }
         if (waiting->failure)
