@@ -173,12 +173,23 @@ asio::awaitable<void> container_service::start() {
     pool.nat_interface_name = config_.container.nat_interface_name;
     pool.container = container_options();
     pool.provisioning = provisioning();
+    // A CREATE then costs a check and a forward, not the setup script and
+    // a login in front of the client.
+    pool.hand_over_ahead = true;
     pool.on_event = [this](const container_pool_event& event) {
         using type = container_pool_event_type;
         if (event.type == type::boot_failed)
             log::warning("pool: a boot failed (", event.error.message(), "), next in ",
                          std::chrono::duration<double>(event.retry_in).count(),
                          " s: ", event.message);
+        else if (event.type == type::ready)
+            log::info("pool: ", event.uuid, " ready: waited for a boot slot ",
+                      log::seconds_text(event.timings.queued), ", defined in ",
+                      log::seconds_text(event.timings.define), ", address after ",
+                      log::seconds_text(event.timings.boot_to_ip), ", endpoint logged in after ",
+                      log::seconds_text(event.timings.ip_to_ssh), ", handed over ahead in ",
+                      log::seconds_text(event.timings.administration +
+                                        event.timings.verification));
         else if (event.type != type::boot_started && event.type != type::taken)
             log::info("pool: ", event.uuid, " ", to_string(event.type));
     };
@@ -534,9 +545,9 @@ asio::awaitable<response> container_service::create(const request& r) {
     log::info("CREATE from ", r.peer.to_string(), ": container ", uuid, " on port ", listen_port,
               provisioned.from_pool ? " (warm)" : "", provisioned.host.empty() ? "" : " on ",
               provisioned.host, " in ", log::seconds_text(std::chrono::steady_clock::now() - began),
-              " (waiting for a boot ", log::seconds_text(phases.pool_wait), ", setup script ",
-              log::seconds_text(phases.administration), ", client login check ",
-              log::seconds_text(phases.verification), ")");
+              " (waiting for a boot ", log::seconds_text(phases.pool_wait),
+              "; handed over ahead: setup script ", log::seconds_text(phases.administration),
+              ", client login check ", log::seconds_text(phases.verification), ")");
     co_return make_response(true, message::ok, std::move(data));
 }
 

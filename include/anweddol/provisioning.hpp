@@ -191,6 +191,9 @@ struct booted_container {
     /// Its host, with a hypervisor_pool: the hand-over fails with
     /// errc::host_down if that host goes down.
     host_placement placement;
+    /// hand_over_ahead() has run: `partial` holds the client's credentials
+    /// and `endpoint` is the client's own session (the endpoint's is closed).
+    bool handed_over_ahead = false;
 };
 
 /// Boots `container`, reads its host keys from the console and logs in as
@@ -203,6 +206,14 @@ boot_and_log_in(std::shared_ptr<container_instance> container, const provisionin
 /// and wipes the password.
 boost::asio::awaitable<provisioned_container> hand_over(booted_container booted,
                                                         const provisioning_options& options);
+
+/// The hand-over's steps before anyone asks for the container: fresh
+/// client credentials (into booted.partial), the setup script, and the
+/// client's login, whose session stays open in booted.endpoint for checks.
+/// hand_over() then only closes that session. Any failure or cancellation
+/// destroys the domain and wipes the password.
+boost::asio::awaitable<void> hand_over_ahead(booted_container& booted,
+                                             const provisioning_options& options);
 
 boost::asio::awaitable<provisioned_container>
 provision_here(std::shared_ptr<container_instance> container, provisioning_options options);

@@ -225,6 +225,54 @@ TEST_CASE("a warm pool hands out working containers, refills, replaces one that 
     CHECK(none_runs(log.booted));
 }
 
+TEST_CASE("a pool that hands over ahead gives out working credentials without running the "
+          "hand-over in the take, and leaves no domain") {
+    event_log log;
+    auto options = pool_options(1);
+    options.hand_over_ahead = true;
+    options.on_event = log.recorder();
+    bool taking = false;
+    std::vector<anweddol::provisioning_phase> phases_in_take;
+    options.provisioning.on_progress = [&](const anweddol::provisioning_event& e) {
+        if (taking)
+            phases_in_take.push_back(e.phase);
+    };
+    std::optional<container_pool> pool;
+    pool.emplace(test_context().get_executor(), options);
+    REQUIRE(run_until([&] { return pool->get_stats().ready == 1; }, 5min));
+    // The setup script and the client's login ran while it waited.
+    REQUIRE(log.count(container_pool_event_type::ready) == 1);
+    const auto ready = *std::find_if(log.events.begin(), log.events.end(), [](const auto& e) {
+        return e.type == container_pool_event_type::ready;
+    });
+    CHECK(ready.timings.administration > 0s);
+    CHECK(ready.timings.verification > 0s);
+
+    taking = true;
+    auto taken = run_coroutine(pool->take(), 2min);
+    taking = false;
+    CHECK(taken.from_pool);
+    CHECK(taken.container->get_uuid() == ready.uuid);
+    // Only its end: no setup script, no login in the take.
+    CHECK(phases_in_take == std::vector{anweddol::provisioning_phase::ready});
+    CHECK(taken.timings.administration == ready.timings.administration);
+    CHECK(taken.timings.total < taken.timings.administration);
+    CHECK(taken.username.rfind("user_", 0) == 0);
+    CHECK(client_whoami(taken) == taken.username + "\n");
+
+    // A take that waits for a boot gets it handed over ahead as well.
+    const auto second = run_coroutine(pool->take(), 5min);
+    CHECK_FALSE(second.from_pool);
+    CHECK(second.timings.verification > 0s);
+    CHECK(client_whoami(second) == second.username + "\n");
+    CHECK(second.password != taken.password);
+
+    stop(taken);
+    stop(second);
+    pool.reset();
+    CHECK(none_runs(log.booted));
+}
+
 TEST_CASE("a warm pool recycles a container that waited too long, and its destructor destroys "
           "what it holds") {
     event_log log;

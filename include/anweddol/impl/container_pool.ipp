@@ -6,6 +6,7 @@
 
 #include <anweddol/container_pool.hpp>
 #include <anweddol/detail/async/initiate.hpp>
+#include <anweddol/detail/credentials.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/detail/libvirt/domain_ops.hpp>
 #include <anweddol/error.hpp>
@@ -297,6 +298,10 @@ struct container_pool_state : std::enable_shared_from_this<container_pool_state>
         try {
             auto booting = detail::boot_and_log_in(container, self->options.provisioning);
             booted = co_await std::move(booting);
+            if (self->options.hand_over_ahead) {
+                auto handing_over = detail::hand_over_ahead(*booted, self->options.provisioning);
+                co_await std::move(handing_over);
+            }
         } catch (...) {
             failure = std::current_exception();
         }
@@ -377,6 +382,7 @@ struct container_pool_state : std::enable_shared_from_this<container_pool_state>
     // session first).
     void discard(booted_container booted) {
         booted.endpoint.reset();
+        detail::cleanse(booted.partial.password); // set when handed over ahead
         auto container = std::move(booted.partial.container);
         if (!container || !container->is_domain_running())
             return;

@@ -11,6 +11,7 @@
 #include <anweddol/hypervisor_pool.hpp>
 #include <anweddol/provisioning.hpp>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -244,10 +245,15 @@ log_in_as_endpoint(std::shared_ptr<container_instance> container,
 
 // The hand-over's steps: fresh client credentials (in `result`), the setup
 // script, and the client's own login.
+// With `keep_client_session`, the client's login is made whatever
+// verify_client_login says, and its session stays open in booted.endpoint
+// (the endpoint's own is closed): the container is then handed over ahead
+// of its take, and that session is what a pool's check probes.
 inline boost::asio::awaitable<void> hand_over_steps(detail::booted_container& booted,
                                                     provisioned_container& result,
                                                     phase_clock& phases,
-                                                    const provisioning_options& options) {
+                                                    const provisioning_options& options,
+                                                    bool keep_client_session = false) {
     using P = provisioning_phase;
     auto container = result.container;
     auto& endpoint = booted.endpoint;
@@ -278,22 +284,35 @@ inline boost::asio::awaitable<void> hand_over_steps(detail::booted_container& bo
     co_await endpoint->administrate_container();
     co_await endpoint->close_shell();
 
-    if (options.verify_client_login) {
+    if (options.verify_client_login || keep_client_session) {
         phases.enter(P::verifying);
-        endpoint_shell_instance client(container->get_executor(), result.ip, result.username,
-                                       result.password, result.port);
-        client.set_options(booted.shell);
-        co_await client.open_shell();
+        auto client = std::make_shared<endpoint_shell_instance>(
+            container->get_executor(), result.ip, result.username, result.password, result.port);
+        client->set_options(booted.shell);
+        co_await client->open_shell();
         command_options checking;
         checking.timeout = options.hand_over_step_timeout;
-        const command_result whoami = co_await client.execute("id -un", std::move(checking));
-        co_await client.close_shell();
+        const command_result whoami = co_await client->execute("id -un", std::move(checking));
         if (whoami.exit_status != 0 || whoami.std_out != result.username + "\n")
             detail::throw_error(errc::administration_failed,
                                 "the client logged in but is not " + result.username +
                                     ": 'id -un' said '" + whoami.std_out + "'");
+        if (keep_client_session)
+            endpoint = std::move(client);
+        else
+            co_await client->close_shell();
     }
-    phases.enter(P::ready);
+    if (!keep_client_session)
+        phases.enter(P::ready);
+}
+
+// The phases' durations, into `t`.
+inline void record_hand_over_timings(provisioning_timings& t, const phase_clock& phases,
+                                     bool verified, provisioning_phase last) {
+    using P = provisioning_phase;
+    t.administration = phases.between(P::administering, verified ? P::verifying : last);
+    t.verification =
+        verified ? phases.between(P::verifying, last) : provisioning_timings::duration::zero();
 }
 
 } // namespace provisioning_impl
@@ -383,6 +402,17 @@ detail::hand_over(booted_container booted, const provisioning_options& options) 
     phases.on_progress = &options.on_progress;
     provisioned_container result = std::move(booted.partial);
 
+    if (booted.handed_over_ahead) {
+        // Only the client's session, opened by the check, is left to close.
+        auto closing = booted.endpoint->close_shell(
+            boost::asio::as_tuple(boost::asio::use_awaitable));
+        co_await std::move(closing); // a session that broke is closed all the same
+        booted.endpoint.reset();
+        phases.enter(P::ready);
+        result.timings.total = *phases.starts[static_cast<std::size_t>(P::ready)] - phases.began;
+        co_return result;
+    }
+
     std::exception_ptr failure;
     try {
         auto steps = provisioning_impl::hand_over_steps(booted, result, phases, options);
@@ -402,12 +432,43 @@ detail::hand_over(booted_container booted, const provisioning_options& options) 
     }
 
     auto& t = result.timings;
-    t.administration =
-        phases.between(P::administering, options.verify_client_login ? P::verifying : P::ready);
-    t.verification = options.verify_client_login ? phases.between(P::verifying, P::ready)
-                                                 : provisioning_timings::duration::zero();
+    provisioning_impl::record_hand_over_timings(t, phases, options.verify_client_login, P::ready);
     t.total = *phases.starts[static_cast<std::size_t>(P::ready)] - phases.began;
     co_return result;
+}
+
+ANWEDDOL_DECL boost::asio::awaitable<void> detail::hand_over_ahead(booted_container& booted,
+                                                                  const provisioning_options& options) {
+    using provisioning_impl::phase_clock;
+    using P = provisioning_phase;
+    auto container = booted.partial.container;
+    phase_clock phases;
+    phases.began = booted.began;
+    phases.uuid = container->get_uuid();
+    phases.on_progress = &options.on_progress;
+
+    std::exception_ptr failure;
+    try {
+        auto steps = provisioning_impl::hand_over_steps(booted, booted.partial, phases, options,
+                                                        true);
+        auto guarded = detail::unless_host_down(booted.placement, std::move(steps),
+                                                "while it was handed over ahead of its take");
+        co_await std::move(guarded);
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    if (failure) {
+        detail::cleanse(booted.partial.password);
+        booted.endpoint.reset();
+        co_await boost::asio::this_coro::reset_cancellation_state();
+        auto destroying = provisioning_impl::destroy_after_failure(container, failure);
+        auto with_console = co_await std::move(destroying);
+        std::rethrow_exception(with_console);
+    }
+    // The check's login is the last step: everything up to now.
+    phases.enter(P::ready);
+    provisioning_impl::record_hand_over_timings(booted.partial.timings, phases, true, P::ready);
+    booted.handed_over_ahead = true;
 }
 
 ANWEDDOL_DECL boost::asio::awaitable<provisioned_container>
