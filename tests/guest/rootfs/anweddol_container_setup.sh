@@ -136,22 +136,22 @@ fi
 # container waited in a pool, keeps a process beside the client's. Their
 # files in the shared temporary directories go too. Processes are listed as
 # root, whom hidepid does not hide anything from.
+# Each process's status is read by one awk for all of them, not one awk per
+# process: under software emulation every fork and exec costs milliseconds,
+# and this ran in a second and more of each hand-over.
 endpoint_uid=$(awk -F: '$1 == "endpoint" { print $3 }' /etc/passwd)
-ancestors=" "
-pid=$$
-while [ "$pid" -gt 1 ]; do
-  ancestors="$ancestors$pid "
-  pid=$(awk '/^PPid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 1)
-done
+all_status() {
+  cat /proc/[0-9]*/status 2>/dev/null || true # a process may end meanwhile
+}
+ancestors="$(all_status | awk -v self=$$ '/^Pid:/ { pid = $2 } /^PPid:/ { parent[pid] = $2 }
+  END { for (p = self; p > 1 && (p in parent); p = parent[p]) printf " %s", p }') "
 # Twice: a process may fork while the first pass runs; a forked child is
 # seen by the second (SIGKILL leaves it no time to fork again).
 for pass in 1 2; do
-  for status in /proc/[0-9]*/status; do
-    pid=${status#/proc/}
-    pid=${pid%/status}
+  for pid in $(all_status | awk -v uid="$endpoint_uid" '/^Pid:/ { pid = $2 }
+                 /^Uid:/ && $2 == uid { print pid }'); do
     case $ancestors in *" $pid "*) continue ;; esac
-    uid=$(awk '/^Uid:/ { print $2 }' "$status" 2>/dev/null) || continue
-    [ "$uid" = "$endpoint_uid" ] && kill -KILL "$pid" 2>/dev/null || true
+    kill -KILL "$pid" 2>/dev/null || true
   done
 done
 # Its processes are dead, so none can swap a path for a symlink meanwhile.
