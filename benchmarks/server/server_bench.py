@@ -23,7 +23,7 @@ Runs inside the sandbox (scripts/sandbox.sh exec), as root:
   server_bench.py --ours build/server/anweddol-server --reference-dir DIR
                   --iso ISO [--servers reference,ours] [--sequential 5]
                   [--burst 4] [--pool 2] [--memory 512] [--vcpus 1]
-                  [--csv FILE] [--summary-csv FILE]
+                  [--csv FILE] [--summary-csv FILE] [--log-dir DIR]
 
 DIR is a checkout of Darnethal0z/Anweddol-server (its anwdlserver package);
 it is imported, never copied. Prints the table; exits 1 if any request
@@ -396,6 +396,8 @@ def main():
     parser.add_argument("--machine", default="")
     parser.add_argument("--csv")
     parser.add_argument("--summary-csv")
+    parser.add_argument("--log-dir", help="keep each server's log here, as KIND.log (ours logs "
+                        "each CREATE's phases)")
     args = parser.parse_args()
     args.iso = os.path.abspath(args.iso)
     args.reference_dir = os.path.abspath(args.reference_dir)
@@ -417,6 +419,9 @@ def main():
             leftovers += left  # ours leaves nothing: anything here is a bug
         elif any(state == "running" for _, state in left):
             leftovers += [x for x in left if x[1] == "running"]
+        if args.log_dir:
+            os.makedirs(args.log_dir, exist_ok=True)
+            shutil.copy(os.path.join(work, "stdout.log"), os.path.join(args.log_dir, kind + ".log"))
         shutil.rmtree(work, ignore_errors=True)
 
     summary = summarize(rows, cpu)
