@@ -9,8 +9,8 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache git clang-format
   libboost1.81-dev libboost-json1.81-dev
   libvirt-dev libssh-dev libssl-dev catch2
-  # The container server example's /metrics: prometheus-cpp's registry and
-  # text serializer.
+  # anweddol-server's /metrics: prometheus-cpp's registry and text
+  # serializer.
   prometheus-cpp-dev
   # anweddol-server: its configuration file (yaml-cpp) and its state
   # database (SQLite); its tests speak both protocols with Debian's requests
@@ -39,7 +39,7 @@ packages=(
   # (it runs from a checkout beside ours), and the driver's YAML.
   python3-twisted python3-sqlalchemy python3-cerberus python3-daemon
   python3-psutil python3-defusedxml python3-yaml socat
-  # promtool, which checks the container server's /metrics. The package also
+  # promtool, which checks anweddol-server's /metrics. The package also
   # brings a Prometheus server, which must not run here: see the end.
   prometheus
 )

@@ -1,21 +1,22 @@
 #!/usr/bin/env python3
-"""The hand-out latency benchmark: how long a client of the container server
-waits from "give me a container" (POST /containers) to working credentials
-(the 201), for a stream of requests, with a warm pool of K = 0, 1, 2 and the
-reference's way: one request after another, each booting its own container.
+"""The hand-out latency benchmark: how long a client of anweddol-server
+waits from "give me a container" (REST POST /create) to working credentials
+(its answer), for a stream of requests, with a warm pool of K = 0, 1, 2 and
+the reference's way: one request after another, each booting its own
+container.
 
 The stream (the same for every mode): --requests requests one every
 --interval seconds, then a burst of --burst at once. Each container is
-deleted as soon as its credentials arrive, as a short lab session would.
-Latency counts from when a request was due, so waiting behind another
-request counts too (that is what a one-at-a-time server makes its clients
-do).
+destroyed (POST /destroy with its token) as soon as its credentials arrive,
+as a short lab session would. Latency counts from when a request was due,
+so waiting behind another request counts too (that is what a one-at-a-time
+server makes its clients do).
 
 Runs inside the sandbox (scripts/sandbox.sh exec), against the real
-container_server over loopback; prints p50/p95 per mode and the ratios,
+anweddol-server over loopback; prints p50/p95 per mode and the ratios,
 writes a CSV per request and a summary CSV for plot.gp.
 
-  latency.py --server build/examples/container_server --iso ISO
+  latency.py --server build/server/anweddol-server --iso ISO
              [--modes reference,0,1,2] [--requests 8] [--interval 10] [--burst 4]
              [--csv FILE] [--summary-csv FILE]
 """
@@ -23,9 +24,11 @@ import argparse
 import http.client
 import json
 import socket
-import statistics
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -59,33 +62,66 @@ def metric(port, name):
     return None
 
 
+def configuration(work, iso, pool):
+    """anweddol-server's configuration, as JSON (which YAML reads as is)."""
+    return {
+        "container": {
+            "container_iso_file_path": iso,
+            "max_allowed_running_container_domains": 16,
+            "container_memory": 512,
+            "container_vcpus": 1,
+            "nat_interface_name": "virbr0",
+            "domain_type": "qemu",  # no KVM in the sandbox
+            "wait_max_tryout": 600,
+            "endpoint_username": "endpoint",
+            "endpoint_password": "endpoint",
+            "endpoint_listen_port": 22,
+        },
+        "server": {
+            "public_rsa_key_file_path": os.path.join(work, "public.pem"),
+            "private_rsa_key_file_path": os.path.join(work, "private.pem"),
+            "bind_address": "127.0.0.1",
+            "listen_port": free_port(),
+        },
+        "web_server": {"listen_port": free_port(), "enable_ssl": False},
+        "port_forwarding": {"port_range": [22000, 22999]},
+        "access_token": {"enabled": False},
+        "anweddol": {
+            "hypervisor_uri": "qemu:///system",
+            "warm_pool_size": pool,
+            "state_database_file_path": os.path.join(work, "state.db"),
+            "owner": "anweddol-latency",
+            "enable_classic_server": False,
+        },
+    }
+
+
 class server:
     def __init__(self, binary, iso, pool):
-        self.port = free_port()
-        command = [binary, iso, "--port", str(self.port), "--uri", "qemu:///system",
-                   "--domain-type", "qemu", "--max-containers", "0",
-                   "--memory-headroom", "0",
-                   # one local client: no bearer tokens; a DELETE shows the
-                   # container's owner token
-                   "--no-auth"]
-        if pool:
-            command += ["--pool", str(pool)]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+        self.work = tempfile.mkdtemp(prefix="anweddol-latency-")
+        config = configuration(self.work, iso, pool)
+        self.port = config["web_server"]["listen_port"]
+        path = os.path.join(self.work, "config.yaml")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        self.process = subprocess.Popen([binary, "--config", path], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("anweddol-server exited at start: " + self.process.stderr.read())
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError("container_server did not listen")
+        raise RuntimeError("anweddol-server did not listen")
 
     def wait_warm(self, pool, limit=600):
         """Until the pool holds `pool` ready containers."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            ready = metric(self.port, "anweddol_pool_ready")
+            ready = metric(self.port, 'anweddol_server_containers{state="pool_ready"}')
             if ready is not None and ready >= pool:
                 return
             time.sleep(0.5)
@@ -98,6 +134,7 @@ class server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def schedule(requests, interval, burst):
@@ -118,14 +155,17 @@ def run_mode(mode, args):
         start = time.monotonic()
 
         def one(index, at):
-            status, data = request(s.port, "POST", "/containers", body='{"memory": 512}')
+            status, data = request(s.port, "POST", "/create", body="{}")
             done = time.monotonic() - start
-            created = json.loads(data) if status == 201 else {}
-            if created.get("uuid"):
-                request(s.port, "DELETE", "/containers/" + created["uuid"],
-                        headers={"Owner-Token": created["owner_token"]})
+            answer = json.loads(data) if status == 200 else {}
+            created = answer.get("data") or {}
+            ok = answer.get("success") is True and "container_uuid" in created
+            if ok:
+                request(s.port, "POST", "/destroy", body=json.dumps({
+                    "container_uuid": created["container_uuid"],
+                    "client_token": created["client_token"]}))
             with lock:
-                results.append((index, at, done - at, status))
+                results.append((index, at, done - at, 200 if ok else 0))
 
         if mode == "reference":
             # One at a time, in order: a request that is due waits for the
@@ -180,8 +220,8 @@ def main():
             results = run_mode(mode, args)
             for index, at, latency, status in results:
                 out.write("%s,%d,%.1f,%.3f,%d\n" % (mode, index, at, latency, status))
-            latencies = [latency for _, _, latency, status in results if status == 201]
-            failed = sum(1 for r in results if r[3] != 201)
+            latencies = [latency for _, _, latency, status in results if status == 200]
+            failed = sum(1 for r in results if r[3] != 200)
             name = "reference (boot per request, one at a time)" if mode == "reference" \
                 else "pool K=%s" % mode
             if not latencies:

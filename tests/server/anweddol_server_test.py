@@ -6,12 +6,13 @@ and a client's SSH with OpenSSH through the forwarded port.
 
   anweddol_server_test.py SERVER ISO config       a bad configuration is refused, naming file, key and reason
   anweddol_server_test.py SERVER ISO hostile      malformed, oversized, truncated, lying and slow requests on both ports
+  anweddol_server_test.py SERVER ISO descriptors  out of descriptors (ulimit -n 64): no spinning, served again after
   anweddol_server_test.py SERVER ISO lifecycle    CREATE (warm pool, REST) and CREATE (classic), SSH through
                                                   the forwarded ports, capacity, a wrong token, DESTROY (sandbox)
   anweddol_server_test.py SERVER ISO restart      kill -9 with containers handed out, start again (sandbox)
   anweddol_server_test.py SERVER ISO lifetime     the maximum lifetime ends a container and its forward (sandbox)
 
-The first two need no daemon: they run on libvirt's test driver, whose
+The first three need no daemon: they run on libvirt's test driver, whose
 3 MiB of free memory refuse every CREATE before anything boots. The others
 boot real guests with the sandbox's libvirtd (scripts/sandbox.sh exec sets
 ANWEDDOL_SANDBOX=1); elsewhere they exit with 77 (skipped), unless CI=true,
@@ -21,6 +22,7 @@ Every request goes to 127.0.0.1.
 
 import json
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -37,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import classic_client  # noqa: E402
 
 SKIPPED = 77
-UNIT = ("config", "hostile")
+UNIT = ("config", "hostile", "descriptors")
 URI = "qemu:///system"
 UUID_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
@@ -136,8 +138,10 @@ anweddol:
 class Server:
     """anweddol-server on free loopback ports, its output collected."""
 
-    def __init__(self, binary, iso, uri=URI, directory=None, port_range=None, **settings):
+    def __init__(self, binary, iso, uri=URI, directory=None, port_range=None, descriptors=None,
+                 **settings):
         self.binary = binary
+        self.descriptors = descriptors  # RLIMIT_NOFILE, when set
         self.directory = directory or tempfile.mkdtemp(prefix="anweddol-server-test-")
         self.rest_port = free_port()
         self.classic_port = free_port()
@@ -154,9 +158,12 @@ class Server:
 
     def start(self, ready_within=120):
         self.lines = []
-        self.process = subprocess.Popen([self.binary, "--config", self.config],
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, errors="backslashreplace")
+        limit = self.descriptors
+        self.process = subprocess.Popen(
+            [self.binary, "--config", self.config], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, errors="backslashreplace",
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
+            if limit else None)
         threading.Thread(target=self._collect, args=(self.process,), daemon=True).start()
         if not wait_until(self._answers, ready_within, 0.25):
             self.process.kill()
@@ -409,6 +416,14 @@ def test_hostile(binary, iso):
         answer = server.classic("CREATE", timeout=60)
         check(answer["success"] is False and answer["message"].startswith("Unavailable"),
               f"classic CREATE on a host without memory: {answer}")
+        # /metrics, with the refusals above counted, passes Prometheus's own
+        # check (promtool, from Debian's prometheus).
+        metrics = requests.get(f"{base}/metrics", timeout=10).text
+        checked = subprocess.run(["promtool", "check", "metrics"], input=metrics,
+                                 capture_output=True, text=True)
+        check(checked.returncode == 0,
+              f"promtool check metrics: {checked.stdout}{checked.stderr}\n{metrics}")
+        check("anweddol_server_" in metrics, f"/metrics has no server metric:\n{metrics}")
         server.stop()
     except BaseException:
         print(server.log(), file=sys.stderr)
@@ -417,10 +432,54 @@ def test_hostile(binary, iso):
         server.kill()
     print("hostile: malformed JSON, wrong types, extra segments, GET /create, a 10 MB body, "
           "a slowloris on both ports, truncated, lying and garbage handshakes: refused or "
-          "dropped; the server serves on")
+          "dropped; the server serves on, and its /metrics pass promtool")
 
 
 # ---- lifecycle (sandbox) ---------------------------------------------------------
+
+def cpu_seconds(pid):
+    """The user and system CPU time a process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_descriptors(binary, iso, descriptors=64, connections=200, window=3.0):
+    """A client that holds many connections open, without a request, runs
+    the server out of descriptors: accept must back off rather than spin,
+    and the server must serve both ports again once they close."""
+    server = Server(binary, iso, uri="test:///default", descriptors=descriptors)
+    held = []
+    used = 0.0
+    try:
+        for _ in range(connections):
+            held.append(socket.create_connection(("127.0.0.1", server.rest_port), timeout=30))
+        pid = server.process.pid
+        check(wait_until(lambda: len(os.listdir(f"/proc/{pid}/fd")) >= descriptors - 1, 30),
+              f"the server never ran out of descriptors: it has "
+              f"{len(os.listdir(f'/proc/{pid}/fd'))} of {descriptors}")
+        before = cpu_seconds(pid)
+        time.sleep(window)  # CPU use over a window: nothing to wait for
+        used = cpu_seconds(pid) - before
+        check(used < 0.15 * window,
+              f"the server used {used:.2f} s of CPU in {window} s while out of descriptors")
+        for s in held:
+            s.close()
+        held = []
+        check(wait_until(lambda: server._answers(), 30, 0.5),
+              "REST does not answer once the connections closed")
+        check(server.classic("STAT")["success"], "the classic port does not answer after")
+        server.stop()
+    except Failure:
+        print(server.log(), file=sys.stderr)
+        raise
+    finally:
+        for s in held:
+            s.close()
+        server.kill()
+    print(f"descriptors: with {descriptors} descriptors and {connections} connections held, "
+          f"{used:.2f} s of CPU in {window} s; both ports served again once they closed")
+
 
 def test_lifecycle(binary, iso):
     before = domains()
@@ -615,7 +674,8 @@ def test_hosts(binary, iso):
 
 
 def main():
-    tests = {"config": test_config, "hostile": test_hostile, "lifecycle": test_lifecycle,
+    tests = {"config": test_config, "hostile": test_hostile, "descriptors": test_descriptors,
+             "lifecycle": test_lifecycle,
              "restart": test_restart, "lifetime": test_lifetime, "hosts": test_hosts}
     if len(sys.argv) != 4 or sys.argv[3] not in tests:
         print(__doc__, file=sys.stderr)
