@@ -188,8 +188,7 @@ asio::awaitable<void> container_service::start() {
                       log::seconds_text(event.timings.define), ", address after ",
                       log::seconds_text(event.timings.boot_to_ip), ", endpoint logged in after ",
                       log::seconds_text(event.timings.ip_to_ssh), ", handed over ahead in ",
-                      log::seconds_text(event.timings.administration +
-                                        event.timings.verification));
+                      log::seconds_text(event.timings.administration + event.timings.verification));
         else if (event.type != type::boot_started && event.type != type::taken)
             log::info("pool: ", event.uuid, " ", to_string(event.type));
     };
@@ -545,8 +544,8 @@ asio::awaitable<response> container_service::create(const request& r) {
     log::info("CREATE from ", r.peer.to_string(), ": container ", uuid, " on port ", listen_port,
               provisioned.from_pool ? " (warm)" : "", provisioned.host.empty() ? "" : " on ",
               provisioned.host, " in ", log::seconds_text(std::chrono::steady_clock::now() - began),
-              " (waiting for a boot ", log::seconds_text(phases.pool_wait),
-              "; handed over ahead: setup script ", log::seconds_text(phases.administration),
+              " (waiting for a boot and its hand-over ", log::seconds_text(phases.pool_wait),
+              "; the hand-over, ahead: setup script ", log::seconds_text(phases.administration),
               ", client login check ", log::seconds_text(phases.verification), ")");
     co_return make_response(true, message::ok, std::move(data));
 }

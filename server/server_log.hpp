@@ -26,8 +26,8 @@ inline std::string utc_text(std::chrono::system_clock::time_point t) {
 // A duration as "1.23 s", for the phases a log line reports.
 inline std::string seconds_text(std::chrono::steady_clock::duration d) {
     char text[32];
-    const int length = std::snprintf(text, sizeof text, "%.2f s",
-                                     std::chrono::duration<double>(d).count());
+    const int length =
+        std::snprintf(text, sizeof text, "%.2f s", std::chrono::duration<double>(d).count());
     return std::string(text, static_cast<std::size_t>(length));
 }
 

@@ -6,10 +6,10 @@
 
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/config.hpp>
-#include <anweddol/network_isolation.hpp>
-#include <anweddol/secret.hpp>
 #include <anweddol/detail/host_placement.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
+#include <anweddol/network_isolation.hpp>
+#include <anweddol/secret.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -134,8 +134,8 @@ struct provisioning_options {
 
 /// Where the password of the endpoint's first login came from.
 enum class endpoint_password_source {
-    options,     ///< provisioning_options::endpoint_password
-    console,     ///< the per-boot password the guest announced on its console
+    options, ///< provisioning_options::endpoint_password
+    console, ///< the per-boot password the guest announced on its console
 };
 
 /// A container that a client can log in to.

@@ -273,6 +273,38 @@ TEST_CASE("a pool that hands over ahead gives out working credentials without ru
     CHECK(none_runs(log.booted));
 }
 
+// A hand-over ahead that fails (here its setup script overruns its step
+// deadline) has destroyed its container: the boot failed, and the take
+// waiting for it gets that failure, never the dead container.
+TEST_CASE("a pool whose hand-over ahead fails fails the waiting take with its error, counts a "
+          "failed boot, and leaves no domain") {
+    event_log log;
+    auto options = pool_options(0);
+    options.hand_over_ahead = true;
+    options.on_event = log.recorder();
+    options.provisioning.rotate_endpoint_password = false; // its step would overrun first
+    options.provisioning.hand_over_step_timeout = 1ms;
+    std::optional<container_pool> pool;
+    pool.emplace(test_context().get_executor(), options);
+    std::optional<boost::system::error_code> taken;
+    pool->take([&](boost::system::error_code ec, provisioned_container c) {
+        CHECK_FALSE(c.container);
+        taken = ec;
+    });
+    REQUIRE(run_until([&] { return taken.has_value(); }, 5min));
+    CHECK(*taken == boost::asio::error::timed_out);
+    CHECK(pool->get_stats().boots_failed == 1);
+    CHECK(log.count(container_pool_event_type::boot_failed) == 1);
+    CHECK(log.count(container_pool_event_type::ready) == 0);
+    CHECK(pool->get_stats().ready == 0);
+    CHECK(none_runs(log.booted));
+    run_coroutine([&]() -> awaitable<bool> {
+        co_await pool->shutdown();
+        co_return true;
+    }());
+    CHECK(none_runs(log.booted));
+}
+
 TEST_CASE("a warm pool recycles a container that waited too long, and its destructor destroys "
           "what it holds") {
     event_log log;

@@ -17,7 +17,9 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
+#include <boost/asio/post.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -404,6 +406,46 @@ TEST_CASE("container pool: the check before a hand-over passes a running contain
     // Gone behind the container's back.
     REQUIRE(virDomainDestroy(container.get_domain_descriptor()) == 0);
     CHECK(check(booted).error == errc::domain_not_running);
+}
+
+// A take of a container handed over ahead only closes the client's
+// session; cancelled meanwhile, it must still destroy the container, as
+// any take cancelled in its hand-over does, and never return it.
+TEST_CASE("container pool: a take cancelled while it closes the session of a container handed "
+          "over ahead destroys that container") {
+    ANWEDDOL_REQUIRE_LOCAL_SSHD(sshd);
+    scratch s;
+    auto booted = booted_on_test_driver(s, *sshd);
+    auto container = booted.partial.container;
+    booted.handed_over_ahead = true;
+    booted.partial.username = sshd->user();
+    booted.partial.password = "the client's password";
+    anweddol::provisioning_options options;
+    options.driver_uri = test_uri;
+    boost::asio::cancellation_signal cancel;
+    std::optional<std::exception_ptr> outcome;
+    std::optional<anweddol::provisioned_container> handed;
+    boost::asio::co_spawn(
+        test_context().get_executor(),
+        [&]() -> awaitable<void> {
+            auto handing_over = anweddol::detail::hand_over(std::move(booted), options);
+            handed = co_await std::move(handing_over);
+        },
+        boost::asio::bind_cancellation_slot(cancel.slot(),
+                                            [&](std::exception_ptr e) { outcome = e; }));
+    // Runs once the coroutine waits for the session to close.
+    boost::asio::post(test_context().get_executor(),
+                      [&] { cancel.emit(boost::asio::cancellation_type::terminal); });
+    REQUIRE(run_until([&] { return outcome.has_value(); }, 20s));
+    CHECK_FALSE(handed);
+    REQUIRE(*outcome);
+    try {
+        std::rethrow_exception(*outcome);
+    } catch (const boost::system::system_error& e) {
+        CHECK(e.code() == boost::asio::error::operation_aborted);
+    }
+    CHECK_FALSE(container->is_domain_running());
+    CHECK(all_gone({container->get_uuid()}));
 }
 
 // A new user's sequence, as far as test:/// goes (its domains never get an

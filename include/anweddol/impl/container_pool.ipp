@@ -303,6 +303,9 @@ struct container_pool_state : std::enable_shared_from_this<container_pool_state>
                 co_await std::move(handing_over);
             }
         } catch (...) {
+            // A failed hand-over ahead has destroyed its domain: that
+            // container is no more, and this boot failed.
+            booted.reset();
             failure = std::current_exception();
         }
         const bool cancelled = self->boots.at(id)->cancelled;
@@ -593,6 +596,8 @@ ANWEDDOL_DECL container_pool::~container_pool() {
     state_->destroyed = true;
     state_->close();
     // The containers' destructors destroy their domains in the background.
+    for (auto& waiting : state_->ready)
+        detail::cleanse(waiting.booted.partial.password); // set when handed over ahead
     state_->ready.clear();
 }
 

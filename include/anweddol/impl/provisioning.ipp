@@ -215,8 +215,8 @@ inline boost::asio::awaitable<void> rotate_endpoint_password(detail::booted_cont
 // The rest of the boot: the host keys the console printed, and the
 // endpoint's login, after which its password is changed.
 inline boost::asio::awaitable<void>
-log_in_as_endpoint(std::shared_ptr<container_instance> container,
-                   detail::booted_container& booted, const provisioning_options& options) {
+log_in_as_endpoint(std::shared_ptr<container_instance> container, detail::booted_container& booted,
+                   const provisioning_options& options) {
     auto& result = booted.partial;
     result.ip = *container->get_ip();
     if (booted.shell.host_keys == host_key_policy::accept_new) {
@@ -269,9 +269,9 @@ inline boost::asio::awaitable<void> hand_over_steps(detail::booted_container& bo
     // guest takes it there: in no command line that another process of
     // the endpoint user could read while the script runs.
     auto shell_options = endpoint->get_options();
-    shell_options.setup_password_delivery =
-        announced(booted.guest_features, "setup-password-stdin") ? password_delivery::standard_input
-                                                                 : password_delivery::argument;
+    shell_options.setup_password_delivery = announced(booted.guest_features, "setup-password-stdin")
+                                                ? password_delivery::standard_input
+                                                : password_delivery::argument;
     shell_options.administration_timeout = options.hand_over_step_timeout;
     result.client_password_delivery = shell_options.setup_password_delivery;
     endpoint->set_options(std::move(shell_options));
@@ -404,10 +404,22 @@ detail::hand_over(booted_container booted, const provisioning_options& options) 
 
     if (booted.handed_over_ahead) {
         // Only the client's session, opened by the check, is left to close.
-        auto closing = booted.endpoint->close_shell(
-            boost::asio::as_tuple(boost::asio::use_awaitable));
+        auto closing =
+            booted.endpoint->close_shell(boost::asio::as_tuple(boost::asio::use_awaitable));
         co_await std::move(closing); // a session that broke is closed all the same
         booted.endpoint.reset();
+        // Cancelled meanwhile: as with any hand-over under way, the container
+        // goes, with its credentials.
+        const auto cancel_state = co_await boost::asio::this_coro::cancellation_state;
+        if (cancel_state.cancelled() != boost::asio::cancellation_type::none) {
+            detail::cleanse(result.password);
+            co_await boost::asio::this_coro::reset_cancellation_state();
+            auto destroying = provisioning_impl::destroy_after_failure(
+                container, std::make_exception_ptr(
+                               boost::system::system_error(boost::asio::error::operation_aborted)));
+            auto with_console = co_await std::move(destroying);
+            std::rethrow_exception(with_console);
+        }
         phases.enter(P::ready);
         result.timings.total = *phases.starts[static_cast<std::size_t>(P::ready)] - phases.began;
         co_return result;
@@ -437,8 +449,8 @@ detail::hand_over(booted_container booted, const provisioning_options& options) 
     co_return result;
 }
 
-ANWEDDOL_DECL boost::asio::awaitable<void> detail::hand_over_ahead(booted_container& booted,
-                                                                  const provisioning_options& options) {
+ANWEDDOL_DECL boost::asio::awaitable<void>
+detail::hand_over_ahead(booted_container& booted, const provisioning_options& options) {
     using provisioning_impl::phase_clock;
     using P = provisioning_phase;
     auto container = booted.partial.container;
@@ -449,8 +461,8 @@ ANWEDDOL_DECL boost::asio::awaitable<void> detail::hand_over_ahead(booted_contai
 
     std::exception_ptr failure;
     try {
-        auto steps = provisioning_impl::hand_over_steps(booted, booted.partial, phases, options,
-                                                        true);
+        auto steps =
+            provisioning_impl::hand_over_steps(booted, booted.partial, phases, options, true);
         auto guarded = detail::unless_host_down(booted.placement, std::move(steps),
                                                 "while it was handed over ahead of its take");
         co_await std::move(guarded);
@@ -465,8 +477,9 @@ ANWEDDOL_DECL boost::asio::awaitable<void> detail::hand_over_ahead(booted_contai
         auto with_console = co_await std::move(destroying);
         std::rethrow_exception(with_console);
     }
-    // The check's login is the last step: everything up to now.
-    phases.enter(P::ready);
+    // The client's login is the last step: everything up to now. `ready` is
+    // timed but not reported: the take reports it, when the container is.
+    phases.starts[static_cast<std::size_t>(P::ready)] = phase_clock::clock::now();
     provisioning_impl::record_hand_over_timings(booted.partial.timings, phases, true, P::ready);
     booted.handed_over_ahead = true;
 }
