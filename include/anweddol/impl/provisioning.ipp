@@ -402,35 +402,26 @@ detail::hand_over(booted_container booted, const provisioning_options& options) 
     phases.on_progress = &options.on_progress;
     provisioned_container result = std::move(booted.partial);
 
-    if (booted.handed_over_ahead) {
-        // Only the client's session, opened by the check, is left to close.
-        auto closing =
-            booted.endpoint->close_shell(boost::asio::as_tuple(boost::asio::use_awaitable));
-        co_await std::move(closing); // a session that broke is closed all the same
-        booted.endpoint.reset();
-        // Cancelled meanwhile: as with any hand-over under way, the container
-        // goes, with its credentials.
-        const auto cancel_state = co_await boost::asio::this_coro::cancellation_state;
-        if (cancel_state.cancelled() != boost::asio::cancellation_type::none) {
-            detail::cleanse(result.password);
-            co_await boost::asio::this_coro::reset_cancellation_state();
-            auto destroying = provisioning_impl::destroy_after_failure(
-                container, std::make_exception_ptr(
-                               boost::system::system_error(boost::asio::error::operation_aborted)));
-            auto with_console = co_await std::move(destroying);
-            std::rethrow_exception(with_console);
-        }
-        phases.enter(P::ready);
-        result.timings.total = *phases.starts[static_cast<std::size_t>(P::ready)] - phases.began;
-        co_return result;
-    }
-
     std::exception_ptr failure;
     try {
-        auto steps = provisioning_impl::hand_over_steps(booted, result, phases, options);
-        auto guarded = detail::unless_host_down(booted.placement, std::move(steps),
-                                                "while it was handed over");
-        co_await std::move(guarded);
+        if (booted.handed_over_ahead) {
+            // Only the client's session, opened by the check, is left to close.
+            auto closing =
+                booted.endpoint->close_shell(boost::asio::as_tuple(boost::asio::use_awaitable));
+            co_await std::move(closing); // a session that broke is closed all the same
+            booted.endpoint.reset();
+            // Cancelled meanwhile: as with any hand-over under way, the
+            // container goes, with its credentials.
+            const auto cancel_state = co_await boost::asio::this_coro::cancellation_state;
+            if (cancel_state.cancelled() != boost::asio::cancellation_type::none)
+                throw boost::system::system_error(boost::asio::error::operation_aborted);
+            phases.enter(P::ready);
+        } else {
+            auto steps = provisioning_impl::hand_over_steps(booted, result, phases, options);
+            auto guarded = detail::unless_host_down(booted.placement, std::move(steps),
+                                                    "while it was handed over");
+            co_await std::move(guarded);
+        }
     } catch (...) {
         failure = std::current_exception();
     }
@@ -444,7 +435,9 @@ detail::hand_over(booted_container booted, const provisioning_options& options) 
     }
 
     auto& t = result.timings;
-    provisioning_impl::record_hand_over_timings(t, phases, options.verify_client_login, P::ready);
+    if (!booted.handed_over_ahead) // otherwise measured before the take, and kept
+        provisioning_impl::record_hand_over_timings(t, phases, options.verify_client_login,
+                                                    P::ready);
     t.total = *phases.starts[static_cast<std::size_t>(P::ready)] - phases.began;
     co_return result;
 }
