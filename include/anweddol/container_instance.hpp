@@ -9,6 +9,7 @@
 #include <anweddol/detail/async/initiate.hpp>
 #include <anweddol/detail/config.hpp>
 #include <anweddol/detail/libvirt/console_log.hpp>
+#include <anweddol/detail/libvirt/dhcp_reservation.hpp>
 #include <anweddol/detail/libvirt/handle.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 #include <anweddol/network_isolation.hpp>
@@ -92,6 +93,15 @@ public:
         /// gateway (see network_isolation_options). What a start applied is
         /// get_network_isolation().
         network_isolation_options isolation;
+        /// Reserve the guest's address on its libvirt network before the
+        /// guest runs (a <host> entry in the network's DHCP section, live
+        /// only, removed when the domain goes): dnsmasq then answers its
+        /// first DHCP request at once, where it pings a dynamic address for
+        /// 3 s before offering it. Where the bridge has no libvirt network,
+        /// no address is free or the network takes no updates, the guest
+        /// gets a dynamic lease, as with this off. What was reserved is
+        /// get_reserved_address().
+        bool reserve_address = true;
     };
 
     /// A container of `memory` MiB (at least 512) and `vcpus` virtual CPUs (at
@@ -121,6 +131,9 @@ public:
     /// The domain's address once leased, std::nullopt before.
     /// Error: errc::domain_not_created.
     std::optional<std::string> get_ip() const;
+    /// The address reserved for the guest on its network before it booted
+    /// (options::reserve_address); std::nullopt when none was.
+    std::optional<std::string> get_reserved_address() const;
     /// What the guest wrote on its serial console (the last
     /// options::console_log_bytes bytes, as text): its boot log. Kept after
     /// the domain stopped, until the next start. Empty where the hypervisor
@@ -144,7 +157,8 @@ public:
     const options& get_options() const noexcept { return options_; }
 
     /// Adopts `domain` (takes a reference of its own), taken to be running;
-    /// nullptr forgets the current one without stopping it.
+    /// nullptr forgets the current one without stopping it (nor releasing
+    /// its address reservation).
     void set_domain_descriptor(virDomainPtr domain);
     void set_iso_file_path(std::string iso_path) { iso_path_ = std::move(iso_path); }
     /// Error: errc::invalid_memory below 512 MiB; the old value stays.
@@ -312,6 +326,9 @@ private:
         network_isolation isolation;
         std::string traffic_filter; // the nwfilter the next boot references
         std::string dhcp_server;    // and the one DHCP server it learns from
+        // The guest's address, reserved on its network before it booted;
+        // released once the domain is gone.
+        std::optional<detail::dhcp_reservation> reservation;
     };
 
     boost::asio::awaitable<std::string> checksum_here();
@@ -333,6 +350,8 @@ private:
 
     void forget_domain();
     void destroy_in_background() noexcept;
+    // Removes the address reservation, on a worker thread, if there is one.
+    void release_reservation_in_background() noexcept;
     anweddol::runtime& get_runtime() const;
 
     boost::asio::any_io_executor executor_;

@@ -47,6 +47,10 @@ struct sweep_result {
     std::vector<std::string> destroyed;
     /// Running domains left alone: another owner's, or not anweddol's.
     std::size_t left_alone = 0;
+    /// The addresses whose reservation was removed, as no domain has its
+    /// MAC any more: left by a process that died before it could remove
+    /// them (options::reserve_address). Whatever their owner.
+    std::vector<std::string> released_addresses;
 };
 
 namespace detail {

@@ -8,6 +8,7 @@
 
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
+#include <anweddol/detail/libvirt/dhcp_reservation.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/virtualization_interface.hpp>
 
@@ -48,8 +49,10 @@ void prepare(container_instance& container) {
 
 } // namespace
 
-TEST_CASE("three containers boot at once from one thread, and none is left after they stop") {
+TEST_CASE("three containers boot at once from one thread, each on the address reserved for it, "
+          "and none, nor its reservation, is left after they stop") {
     std::vector<std::string> uuids;
+    std::vector<std::string> reservations;
     {
         anweddol::virtualization_interface interface(test_context().get_executor());
         const std::string iso = anweddol::test::test_iso();
@@ -80,6 +83,17 @@ TEST_CASE("three containers boot at once from one thread, and none is left after
             addresses.insert(*ip);
         }
         CHECK(addresses.size() == 3);
+        // Each address was reserved on the network before its guest ran,
+        // and is the one dnsmasq gave it.
+        const auto entries = anweddol::test::dhcp_host_entries(system_uri);
+        for (auto* c : {destroyed.get(), shut_down.get(), left_to_interface.get()}) {
+            const auto name = anweddol::detail::reservation_name(c->get_mac().value());
+            reservations.push_back(name);
+            REQUIRE(c->get_reserved_address());
+            CHECK(c->get_ip() == c->get_reserved_address());
+            REQUIRE(entries.contains(name));
+            CHECK(entries.at(name) == *c->get_reserved_address());
+        }
         const auto known = all_domains();
         for (const auto& uuid : uuids)
             CHECK(known.contains(uuid));
@@ -103,6 +117,13 @@ TEST_CASE("three containers boot at once from one thread, and none is left after
             const auto known = all_domains();
             return std::none_of(uuids.begin(), uuids.end(),
                                 [&](const std::string& u) { return known.contains(u); });
+        },
+        30s));
+    CHECK(run_until(
+        [&] {
+            const auto entries = anweddol::test::dhcp_host_entries(system_uri);
+            return std::none_of(reservations.begin(), reservations.end(),
+                                [&](const std::string& name) { return entries.contains(name); });
         },
         30s));
 }

@@ -2,6 +2,7 @@
 // with SIGKILL leaves no domain; kept domains are found again by owner,
 // adopted or destroyed; a guest that pauses fails its start at once; and
 // every guest's console is read.
+#include "../unit/libvirt_domains.hpp"
 #include "../unit/test_context.hpp"
 #include "sandbox_settings.hpp"
 
@@ -255,18 +256,59 @@ TEST_CASE("kept domains outlive their process, and a sweep adopts or destroys th
         INFO(c->get_uuid());
         REQUIRE(handed_out.contains(c->get_uuid()));
         CHECK(c->get_ip() == handed_out[c->get_uuid()]); // from dnsmasq's status file
+        // The reservation the killed process made is found again, to be
+        // released with the domain.
+        CHECK(c->get_reserved_address() == handed_out[c->get_uuid()]);
         CHECK(c->get_iso_file_path() == anweddol::test::test_iso());
         CHECK(c->get_memory() == 512);
     }
-    // An adopted container stops as its own: destroy the first...
+    const auto reservation_of = [](const std::shared_ptr<anweddol::container_instance>& c) {
+        return anweddol::detail::reservation_name(c->get_mac().value());
+    };
+    const std::string first_reservation = reservation_of(adopted.adopted[0]);
+    const std::string second_reservation = reservation_of(adopted.adopted[1]);
+    const std::string second_address = adopted.adopted[1]->get_reserved_address().value();
+    // An adopted container stops as its own: destroy the first, and its
+    // reservation goes...
     run(adopted.adopted[0]->stop_domain(), 1min);
     CHECK(domains_of(owner).size() == 1);
+    CHECK(run_until(
+        [&] { return !anweddol::test::dhcp_host_entries(system_uri).contains(first_reservation); },
+        10s));
 
-    // ...and sweep the other away.
+    // ...and sweep the other away, with its reservation, one that a process
+    // that died left without a domain, and not an operator's entry.
+    // Planted on addresses no entry has: a guest may hold any of them.
+    const auto plant = [](const std::string& mac, const std::string& name) {
+        for (int last = 254; last > 200; --last) {
+            const std::string entry = "<host mac='" + mac + "' name='" + name +
+                                      "' ip='192.168.122." + std::to_string(last) + "'/>";
+            try {
+                anweddol::test::update_dhcp_host(system_uri, entry, true);
+                return std::pair{entry, "192.168.122." + std::to_string(last)};
+            } catch (const boost::system::system_error&) {
+                // taken: the next one
+            }
+        }
+        FAIL("no address free for a DHCP host entry in 192.168.122.201-254");
+        return std::pair<std::string, std::string>{};
+    };
+    const auto [stale, stale_address] = plant("52:54:00:fe:ed:01", "anweddol-525400feed01");
+    const auto [operators, operators_address] = plant("52:54:00:fe:ed:02", "operators-vm");
     options.action = anweddol::sweep_action::destroy;
     const auto swept =
         run_coroutine(anweddol::sweep_containers(test_context().get_executor(), options), 2min);
     CHECK(swept.destroyed == std::vector<std::string>{adopted.adopted[1]->get_uuid()});
+    const std::set<std::string> released(swept.released_addresses.begin(),
+                                         swept.released_addresses.end());
+    CHECK(released == std::set<std::string>{second_address, stale_address});
+    const auto entries = anweddol::test::dhcp_host_entries(system_uri);
+    CHECK_FALSE(entries.contains(second_reservation));
+    CHECK_FALSE(entries.contains("anweddol-525400feed01"));
+    CHECK(entries.contains("operators-vm"));
+    // The running foreign container's reservation is its own to release.
+    CHECK(entries.contains(anweddol::detail::reservation_name(foreign->get_mac().value())));
+    anweddol::test::update_dhcp_host(system_uri, operators, false);
     CHECK(domains_of(owner).empty());
     CHECK(foreign->is_domain_running());
     CHECK(domains_of(foreign->get_options().owner).size() == 1);
@@ -361,8 +403,7 @@ TEST_CASE("a guest's console is read from its first line, and a timed-out start 
     // ends (the newline may come in a later read than the text).
     CHECK(run_until(
         [&] {
-            return container->get_console_log().find("rcS: container ready\n") !=
-                   std::string::npos;
+            return container->get_console_log().find("rcS: container ready\n") != std::string::npos;
         },
         30s));
     const std::string log = container->get_console_log();

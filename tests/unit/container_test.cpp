@@ -8,6 +8,7 @@
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/cpu_use_window.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
+#include <anweddol/detail/libvirt/dhcp_reservation.hpp>
 #include <anweddol/detail/libvirt/domain_xml.hpp>
 #include <anweddol/detail/libvirt/network_filter.hpp>
 #include <anweddol/provisioning.hpp>
@@ -282,6 +283,57 @@ TEST_CASE("container: the traffic filter drops a guest's IPv4 to its subnet exce
     const std::string tenant = anweddol::detail::tenant_filter_xml("virbr0");
     CHECK(tenant.find("<filterref filter='clean-traffic'/>") != std::string::npos);
     CHECK(tenant.find("<filterref filter='anweddol-guest-routing-virbr0'/>") != std::string::npos);
+}
+
+TEST_CASE("container: an address to reserve is one of the network's first IPv4 DHCP ranges that "
+          "no host entry and no lease holds, and its entry names the MAC") {
+    using namespace anweddol::detail;
+    const auto scope = dhcp_scope_of(
+        "<network><name>default</name><bridge name='virbr0'/>"
+        "<ip family='ipv6' address='fd00::1' prefix='64'><dhcp>"
+        "<range start='fd00::10' end='fd00::20'/></dhcp></ip>"
+        "<ip address='10.0.0.1' netmask='255.255.255.0'><dhcp>"
+        "<range start='10.0.0.2' end='10.0.0.5'/><range start='10.0.0.9' end='10.0.0.9'/>"
+        "<host mac='52:54:00:00:00:01' name='anweddol-525400000001' ip='10.0.0.3'/>"
+        "<host mac='52:54:00:00:00:02' ip='10.0.0.9'/>"
+        "</dhcp></ip>"
+        "<ip address='10.1.0.1' prefix='24'><dhcp><range start='10.1.0.2' end='10.1.0.9'/>"
+        "<host mac='52:54:00:00:00:03' name='other' ip='10.1.0.4'/></dhcp></ip></network>");
+    // The ranges of the first IPv4 <ip> only (virNetworkUpdate's parentIndex
+    // -1); the hosts of all.
+    REQUIRE(scope.ranges.size() == 2);
+    CHECK(format_ipv4(scope.ranges[0].first) == "10.0.0.2");
+    CHECK(format_ipv4(scope.ranges[0].second) == "10.0.0.5");
+    REQUIRE(scope.hosts.size() == 3);
+    CHECK(scope.hosts[0].name == "anweddol-525400000001");
+    CHECK(scope.hosts[1].name.empty());
+    CHECK(scope.hosts[2].ip == "10.1.0.4");
+
+    const auto texts = [](const std::vector<std::uint32_t>& addresses) {
+        std::vector<std::string> out;
+        for (const auto a : addresses)
+            out.push_back(format_ipv4(a));
+        return out;
+    };
+    const std::set<std::uint32_t> leased{*parse_ipv4("10.0.0.4")};
+    // 10.0.0.3 and .9 have entries, .4 a lease: .2 and .5 are left, from
+    // wherever the start falls, wrapping around.
+    CHECK(texts(free_addresses(scope, leased, 8, 0)) ==
+          std::vector<std::string>{"10.0.0.2", "10.0.0.5"});
+    CHECK(texts(free_addresses(scope, leased, 8, 3)) ==
+          std::vector<std::string>{"10.0.0.5", "10.0.0.2"});
+    CHECK(texts(free_addresses(scope, leased, 1, 5)) == std::vector<std::string>{"10.0.0.2"});
+    CHECK(free_addresses(
+              scope, {*parse_ipv4("10.0.0.2"), *parse_ipv4("10.0.0.4"), *parse_ipv4("10.0.0.5")}, 8,
+              0)
+              .empty());
+    CHECK(free_addresses(dhcp_scope_of("<network><ip address='10.0.0.1' prefix='24'/></network>"),
+                         {}, 8, 0)
+              .empty());
+
+    CHECK(reservation_name("52:54:00:A1:b2:c3") == "anweddol-525400a1b2c3");
+    CHECK(host_entry_xml({"default", "52:54:00:a1:b2:c3", "anweddol-525400a1b2c3", "10.0.0.2"}) ==
+          "<host mac='52:54:00:a1:b2:c3' name='anweddol-525400a1b2c3' ip='10.0.0.2'/>");
 }
 
 TEST_CASE("container: isolation is on by default, and a start says what it applied and what the "

@@ -6,12 +6,15 @@
 #include "test_context.hpp"
 
 #include <anweddol/detail/libvirt/call.hpp>
+#include <anweddol/detail/libvirt/dhcp_reservation.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 
 #include <libvirt/libvirt.h>
 
 #include <cstdlib>
+#include <map>
 #include <set>
+#include <stdexcept>
 #include <string>
 
 namespace anweddol::test {
@@ -42,6 +45,51 @@ inline std::set<std::string> domain_uuids(std::string uri, bool running_only = t
             });
             co_return co_await std::move(listing);
         }(std::move(uri), flags));
+}
+
+/// The DHCP <host> entries of the active network on `bridge` at `uri`:
+/// name (or MAC, where unnamed) -> address.
+inline std::map<std::string, std::string> dhcp_host_entries(std::string uri,
+                                                            std::string bridge = "virbr0") {
+    return run_coroutine(
+        [](std::string uri,
+           std::string bridge) -> boost::asio::awaitable<std::map<std::string, std::string>> {
+            auto connection = co_await hypervisor_connection::open(uri);
+            auto reading = connection->call([bridge](virConnectPtr c) {
+                const auto network = detail::dhcp_reservation_impl::network_of_bridge(c, bridge);
+                if (!network)
+                    throw std::runtime_error("no active network on " + bridge);
+                std::map<std::string, std::string> entries;
+                const auto xml = detail::dhcp_reservation_impl::network_xml(network.get());
+                for (const auto& host : detail::dhcp_scope_of(xml.value()).hosts)
+                    entries[host.name.empty() ? host.mac : host.name] = host.ip;
+                return entries;
+            });
+            co_return co_await std::move(reading);
+        }(std::move(uri), std::move(bridge)));
+}
+
+/// Adds (`add`) or removes a DHCP <host> entry on the active network on
+/// `bridge` at `uri`, as an operator (or a process that died) would.
+inline void update_dhcp_host(std::string uri, std::string entry_xml, bool add,
+                             std::string bridge = "virbr0") {
+    run_coroutine([](std::string uri, std::string bridge, std::string xml,
+                     bool add) -> boost::asio::awaitable<bool> {
+        auto connection = co_await hypervisor_connection::open(uri);
+        auto updating = connection->call([bridge, xml, add](virConnectPtr c) {
+            const auto network = detail::dhcp_reservation_impl::network_of_bridge(c, bridge);
+            if (!network)
+                throw std::runtime_error("no active network on " + bridge);
+            if (virNetworkUpdate(network.get(),
+                                 add ? VIR_NETWORK_UPDATE_COMMAND_ADD_LAST
+                                     : VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                                 VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, xml.c_str(),
+                                 VIR_NETWORK_UPDATE_AFFECT_LIVE) < 0)
+                detail::throw_last_libvirt_error("updating the network's DHCP hosts");
+        });
+        co_await std::move(updating);
+        co_return true;
+    }(std::move(uri), std::move(bridge), std::move(entry_xml), add));
 }
 
 } // namespace anweddol::test

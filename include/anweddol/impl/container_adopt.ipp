@@ -23,32 +23,28 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::adopt_here(std::s
     // Awaitables with captures are built outside their co_await: GCC 12.
     auto opening = hypervisor_connection::open(driver_uri);
     auto connection = co_await std::move(opening);
-    auto finding = connection->call([uuid = uuid_](virConnectPtr c) {
-        return detail::find_running_domain(c, uuid);
-    });
+    auto finding = connection->call(
+        [uuid = uuid_](virConnectPtr c) { return detail::find_running_domain(c, uuid); });
     auto found = co_await std::move(finding);
     if (!found)
-        detail::throw_error(errc::domain_not_running,
-                            "libvirt at " + driver_uri + " runs no domain with UUID " + uuid_ +
-                                " to adopt");
+        detail::throw_error(errc::domain_not_running, "libvirt at " + driver_uri +
+                                                          " runs no domain with UUID " + uuid_ +
+                                                          " to adopt");
     const detail::domain_description& description = found->description;
 
     // Its address: dnsmasq's status file where it is on this host, else
     // what libvirt knows. A guest still booting has none yet.
     std::optional<std::string> ip;
-    const auto status_file =
-        options_.lease_directory / (description.bridge + ".status");
+    const auto status_file = options_.lease_directory / (description.bridge + ".status");
     if (detail::has_local_status_file(driver_uri)) {
-        auto reading = detail::run_blocking(rt.workers(), &rt.completions(),
-                                            [status_file, mac = description.mac] {
-                                                std::optional<std::string> address;
-                                                if (const auto text =
-                                                        detail::read_lease_file(status_file))
-                                                    if (const auto lease = detail::find_lease(
-                                                            *text, mac, std::time(nullptr)))
-                                                        address = lease->ip_address;
-                                                return address;
-                                            });
+        auto reading = detail::run_blocking(
+            rt.workers(), &rt.completions(), [status_file, mac = description.mac] {
+                std::optional<std::string> address;
+                if (const auto text = detail::read_lease_file(status_file))
+                    if (const auto lease = detail::find_lease(*text, mac, std::time(nullptr)))
+                        address = lease->ip_address;
+                return address;
+            });
         try {
             ip = co_await std::move(reading);
         } catch (const boost::system::system_error& e) {
@@ -63,12 +59,18 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::adopt_here(std::s
         ip = co_await std::move(asking);
     }
 
+    auto finding_reservation =
+        connection->call([bridge = description.bridge, mac = description.mac](virConnectPtr c) {
+            return detail::find_reservation_blocking(c, bridge, mac);
+        });
+    auto reservation = co_await std::move(finding_reservation);
+
     auto console = options_.console_log_bytes > 0
                        ? std::make_shared<detail::console_ring>(options_.console_log_bytes)
                        : nullptr;
-    auto opening_console = connection->call(
-        [uri = driver_uri, domain = detail::retain_domain(found->domain.get()),
-         console](virConnectPtr c) {
+    auto opening_console =
+        connection->call([uri = driver_uri, domain = detail::retain_domain(found->domain.get()),
+                          console](virConnectPtr c) {
             return console && !uri.starts_with("test:")
                        ? detail::console_stream::open(c, domain.get(), console)
                        : detail::console_stream();
@@ -85,6 +87,7 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::adopt_here(std::s
     st.running = true;
     st.mac = description.mac;
     st.ip = std::move(ip);
+    st.reservation = std::move(reservation);
     st.connection = connection;
     st.console = std::move(console);
     st.console_stream = std::move(console_stream);

@@ -19,8 +19,8 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <exception>
 
@@ -131,6 +131,7 @@ ANWEDDOL_DECL container_instance::container_instance(boost::asio::any_io_executo
 
 ANWEDDOL_DECL container_instance::~container_instance() {
     destroy_in_background();
+    release_reservation_in_background(); // of a domain that stopped by itself
 }
 
 ANWEDDOL_DECL anweddol::runtime& container_instance::get_runtime() const {
@@ -159,11 +160,19 @@ ANWEDDOL_DECL std::optional<std::string> container_instance::get_ip() const {
     return state_->ip;
 }
 
+ANWEDDOL_DECL std::optional<std::string> container_instance::get_reserved_address() const {
+    if (!state_->reservation)
+        return std::nullopt;
+    return state_->reservation->ip;
+}
+
 ANWEDDOL_DECL std::string container_instance::get_console_log() const {
     return state_->console ? state_->console->text() : std::string();
 }
 
 ANWEDDOL_DECL void container_instance::set_domain_descriptor(virDomainPtr domain) {
+    // The domain forgotten runs on, on the address reserved for it.
+    state_->reservation.reset();
     forget_domain();
     state_->domain = detail::retain_domain(domain);
     state_->running = domain != nullptr;
@@ -198,8 +207,30 @@ container_instance::watch_lifecycle(const std::shared_ptr<hypervisor_connection>
         });
 }
 
+ANWEDDOL_DECL void container_instance::release_reservation_in_background() noexcept {
+    auto& st = *state_;
+    if (!st.reservation)
+        return;
+    auto reservation = std::move(*st.reservation);
+    st.reservation.reset();
+    try {
+        get_runtime().run_detached([connection = st.connection,
+                                    reservation = std::move(reservation)]() noexcept {
+            try {
+                if (connection)
+                    detail::release_reservation_blocking(connection->current().get(), reservation);
+            } catch (...) {
+                // libvirtd is gone, or refuses: the next sweep removes it.
+            }
+        });
+    } catch (...) {
+        // Out of memory: the next sweep removes it.
+    }
+}
+
 ANWEDDOL_DECL void container_instance::forget_domain() {
     auto& st = *state_;
+    release_reservation_in_background();
     st.watching.reset();
     st.domain.reset();
     st.running = false;

@@ -169,21 +169,26 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
             stopped->on_event(event.event, event.detail, true);
         });
     auto st = state_;
+    release_reservation_in_background(); // of a domain that stopped by itself
     watch_lifecycle(connection);
     st->console = options_.console_log_bytes > 0
                       ? std::make_shared<detail::console_ring>(options_.console_log_bytes)
                       : nullptr;
 
     report(container_phase::creating_domain);
+    std::optional<detail::address_to_reserve> reserve;
+    if (options_.reserve_address)
+        reserve = detail::address_to_reserve{definition.bridge, definition.mac};
     auto creating = connection->call([uri = opts.driver_uri, xml = detail::domain_xml(definition),
-                                      autodestroy = options_.autodestroy,
-                                      console = st->console](virConnectPtr c) {
-        return detail::create_domain_blocking(c, uri, xml, autodestroy, console);
+                                      autodestroy = options_.autodestroy, console = st->console,
+                                      reserve = std::move(reserve)](virConnectPtr c) {
+        return detail::create_domain_blocking(c, uri, xml, autodestroy, console, reserve);
     });
     try {
         auto created = co_await std::move(creating);
         st->domain = std::move(created.domain);
         st->console_stream = std::move(created.console);
+        st->reservation = std::move(created.reservation);
     } catch (...) {
         st->watching.reset();
         throw; // nothing was created

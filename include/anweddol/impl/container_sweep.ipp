@@ -5,6 +5,7 @@
 #define ANWEDDOL_IMPL_CONTAINER_SWEEP_IPP
 
 #include <anweddol/container_sweep.hpp>
+#include <anweddol/detail/libvirt/dhcp_reservation.hpp>
 #include <anweddol/detail/libvirt/domain_ops.hpp>
 #include <anweddol/detail/libvirt/owned_domains.hpp>
 
@@ -24,8 +25,8 @@ ANWEDDOL_DECL boost::asio::awaitable<sweep_result> sweep_here(boost::asio::any_i
     options.container_options.owner = options.owner;
     for (const std::string& uuid : found.uuids) {
         if (options.action == sweep_action::adopt) {
-            auto container = std::make_shared<container_instance>(executor, std::string(), uuid,
-                                                                  512, 1);
+            auto container =
+                std::make_shared<container_instance>(executor, std::string(), uuid, 512, 1);
             container->set_options(options.container_options);
             auto adopting = container->adopt_domain(options.driver_uri);
             try {
@@ -41,10 +42,18 @@ ANWEDDOL_DECL boost::asio::awaitable<sweep_result> sweep_here(boost::asio::any_i
                 // is destroyed like the rest.
             }
         }
-        auto destroying =
-            connection->call([uuid](virConnectPtr c) { destroy_domain_blocking(c, uuid, nullptr); });
+        auto destroying = connection->call(
+            [uuid](virConnectPtr c) { destroy_domain_blocking(c, uuid, nullptr); });
         co_await std::move(destroying);
         result.destroyed.push_back(uuid);
+    }
+    // After the destroys: the reservations of the domains just destroyed go too.
+    if (!options.driver_uri.starts_with("test:")) {
+        auto releasing = connection->call(
+            [](virConnectPtr c) { return release_stale_reservations_blocking(c); });
+        auto released = co_await std::move(releasing);
+        for (auto& reservation : released)
+            result.released_addresses.push_back(std::move(reservation.ip));
     }
     co_return result;
 }

@@ -7,6 +7,7 @@
 #include <anweddol/detail/diagnostics.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/detail/libvirt/console_log.hpp>
+#include <anweddol/detail/libvirt/dhcp_reservation.hpp>
 #include <anweddol/detail/libvirt/handle.hpp>
 #include <anweddol/detail/libvirt/host_probe.hpp>
 
@@ -62,19 +63,30 @@ inline std::string preflight(virConnectPtr connection, const std::string& uri,
     return wanted_type.empty() ? automatic_domain_type(connection) : wanted_type;
 }
 
-/// A domain just created, with its console being read.
+/// A domain just created, with its console being read and its address
+/// reserved.
 struct created_domain {
     domain_handle domain;
     console_stream console;
+    std::optional<dhcp_reservation> reservation;
+};
+
+/// For create_domain_blocking(): the guest's NIC, whose address to reserve.
+struct address_to_reserve {
+    std::string bridge;
+    std::string mac;
 };
 
 /// Creates the transient domain `xml` describes and starts its guest with
 /// its console already read, so that the log has the first line the guest
-/// writes (`console` nullptr: none is read). `autodestroy`: libvirt destroys the domain when this
-/// connection closes, which it does when the process dies, however it dies.
+/// writes (`console` nullptr: none is read), and with its address reserved
+/// when `reserve` says where (none free: a dynamic lease, as without).
+/// `autodestroy`: libvirt destroys the domain when this connection closes,
+/// which it does when the process dies, however it dies.
 inline created_domain create_domain_blocking(virConnectPtr connection, const std::string& uri,
                                              const std::string& xml, bool autodestroy,
-                                             std::shared_ptr<console_ring> console) {
+                                             std::shared_ptr<console_ring> console,
+                                             const std::optional<address_to_reserve>& reserve) {
     // The test driver's domains live in this process, and it takes neither
     // flag: they die with the process anyway, and have no console.
     const bool test_driver = uri.starts_with("test:");
@@ -89,18 +101,28 @@ inline created_domain create_domain_blocking(virConnectPtr connection, const std
         throw_last_libvirt_error("cannot create the container's domain");
     if (test_driver)
         return created;
-    if (console) // nullptr: the container keeps no console log
-        created.console =
-            console_stream::open(connection, created.domain.get(), std::move(console));
-    if (virDomainResume(created.domain.get()) < 0) {
-        std::exception_ptr failure;
-        try {
+    try {
+        if (console) // nullptr: the container keeps no console log
+            created.console =
+                console_stream::open(connection, created.domain.get(), std::move(console));
+        // While the guest is paused, its domain exists: a sweep meanwhile
+        // sees the entry's MAC on it, and leaves the entry alone.
+        if (reserve)
+            created.reservation =
+                reserve_address_blocking(connection, reserve->bridge, reserve->mac);
+        if (virDomainResume(created.domain.get()) < 0)
             throw_last_libvirt_error("cannot start the guest of the domain just created");
-        } catch (...) {
-            failure = std::current_exception(); // libvirt's error, before the destroy's
-        }
+    } catch (...) {
+        const std::exception_ptr failure = std::current_exception(); // before the cleanup's
         if (virDomainDestroy(created.domain.get()) < 0)
             virResetLastError();
+        if (created.reservation) {
+            try {
+                release_reservation_blocking(connection, *created.reservation);
+            } catch (...) {
+                // Left to the next sweep: its domain is gone.
+            }
+        }
         std::rethrow_exception(failure);
     }
     return created;
@@ -173,9 +195,8 @@ inline std::optional<std::chrono::nanoseconds> domain_cpu_time(virConnectPtr con
 /// The IPv4 address leased to `mac` by the DHCP server of the libvirt
 /// network on `bridge` (virNetworkGetDHCPLeases): what dnsmasq granted, read
 /// through libvirt, for a hypervisor whose status file is not on this host.
-inline std::optional<std::string> network_lease_address(virConnectPtr connection,
-                                                        const std::string& bridge,
-                                                        const std::string& mac) {
+inline std::optional<std::string>
+network_lease_address(virConnectPtr connection, const std::string& bridge, const std::string& mac) {
     virNetworkPtr* networks = nullptr;
     const int count =
         virConnectListAllNetworks(connection, &networks, VIR_CONNECT_LIST_NETWORKS_ACTIVE);
