@@ -74,6 +74,8 @@ client credentials it hands out, and prints them with per-phase timings.
                       they are not tied to this process's connection)
   --owner NAME        the owner recorded in each domain (default: this
                       host's name), for finding kept ones again
+  --dynamic-address   let dnsmasq lease a dynamic address, as before the
+                      address was reserved ahead (to measure the difference)
   --show-passwords    print the passwords instead of masking them
   --help              this text
 
@@ -121,6 +123,7 @@ struct settings {
     std::uint16_t client_port = 2222;
     bool json = false;
     bool keep = false;
+    bool dynamic_address = false;
     bool show_passwords = false;
     std::string owner;
     std::vector<host_setting> hosts; // --host, in order
@@ -207,6 +210,10 @@ settings parse(int argc, char** argv) {
         }
         if (arg == "--json" || arg == "--keep" || arg == "--show-passwords") {
             (arg == "--json" ? s.json : arg == "--keep" ? s.keep : s.show_passwords) = true;
+            continue;
+        }
+        if (arg == "--dynamic-address") {
+            s.dynamic_address = true;
             continue;
         }
         if (i + 1 == argc)
@@ -685,6 +692,7 @@ int main(int argc, char** argv) try {
     // SIGKILL.
     anweddol::container_instance::options container_options;
     container_options.autodestroy = !s.keep;
+    container_options.reserve_address = !s.dynamic_address;
     if (!s.owner.empty())
         container_options.owner = s.owner;
     const auto provisioning_for =
