@@ -47,9 +47,11 @@ struct sweep_result {
     std::vector<std::string> destroyed;
     /// Running domains left alone: another owner's, or not anweddol's.
     std::size_t left_alone = 0;
-    /// The addresses whose reservation was removed, as no domain has its
-    /// MAC any more: left by a process that died before it could remove
-    /// them (options::reserve_address). Whatever their owner.
+    /// The addresses whose reservation was removed
+    /// (container_instance::options::reserve_address): those of the domains
+    /// destroyed, and those that no domain has the MAC of any more, left by
+    /// a process that died before it could remove them, whatever their
+    /// owner (unless made in the last detail::reservation_grace).
     std::vector<std::string> released_addresses;
 };
 

@@ -8,7 +8,6 @@
 
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
-#include <anweddol/detail/libvirt/dhcp_reservation.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/virtualization_interface.hpp>
 
@@ -87,12 +86,11 @@ TEST_CASE("three containers boot at once from one thread, each on the address re
         // and is the one dnsmasq gave it.
         const auto entries = anweddol::test::dhcp_host_entries(system_uri);
         for (auto* c : {destroyed.get(), shut_down.get(), left_to_interface.get()}) {
-            const auto name = anweddol::detail::reservation_name(c->get_mac().value());
-            reservations.push_back(name);
+            reservations.push_back(c->get_mac().value());
             REQUIRE(c->get_reserved_address());
             CHECK(c->get_ip() == c->get_reserved_address());
-            REQUIRE(entries.contains(name));
-            CHECK(entries.at(name) == *c->get_reserved_address());
+            CHECK(anweddol::test::reserved_for(entries, *c->get_mac()) ==
+                  c->get_reserved_address());
         }
         const auto known = all_domains();
         for (const auto& uuid : uuids)
@@ -123,7 +121,9 @@ TEST_CASE("three containers boot at once from one thread, each on the address re
         [&] {
             const auto entries = anweddol::test::dhcp_host_entries(system_uri);
             return std::none_of(reservations.begin(), reservations.end(),
-                                [&](const std::string& name) { return entries.contains(name); });
+                                [&](const std::string& mac) {
+                                    return anweddol::test::reserved_for(entries, mac).has_value();
+                                });
         },
         30s));
 }

@@ -262,22 +262,23 @@ TEST_CASE("kept domains outlive their process, and a sweep adopts or destroys th
         CHECK(c->get_iso_file_path() == anweddol::test::test_iso());
         CHECK(c->get_memory() == 512);
     }
-    const auto reservation_of = [](const std::shared_ptr<anweddol::container_instance>& c) {
-        return anweddol::detail::reservation_name(c->get_mac().value());
-    };
-    const std::string first_reservation = reservation_of(adopted.adopted[0]);
-    const std::string second_reservation = reservation_of(adopted.adopted[1]);
+    const std::string first_mac = adopted.adopted[0]->get_mac().value();
+    const std::string second_mac = adopted.adopted[1]->get_mac().value();
     const std::string second_address = adopted.adopted[1]->get_reserved_address().value();
     // An adopted container stops as its own: destroy the first, and its
     // reservation goes...
     run(adopted.adopted[0]->stop_domain(), 1min);
     CHECK(domains_of(owner).size() == 1);
     CHECK(run_until(
-        [&] { return !anweddol::test::dhcp_host_entries(system_uri).contains(first_reservation); },
+        [&] {
+            return !anweddol::test::reserved_for(anweddol::test::dhcp_host_entries(system_uri),
+                                                 first_mac);
+        },
         10s));
 
-    // ...and sweep the other away, with its reservation, one that a process
-    // that died left without a domain, and not an operator's entry.
+    // ...and sweep the other away, with its reservation and one that a
+    // process that died left an hour ago without a domain; not one just
+    // made (its domain may be being created), nor an operator's entry.
     // Planted on addresses no entry has: a guest may hold any of them.
     const auto plant = [](const std::string& mac, const std::string& name) {
         for (int last = 254; last > 200; --last) {
@@ -293,7 +294,11 @@ TEST_CASE("kept domains outlive their process, and a sweep adopts or destroys th
         FAIL("no address free for a DHCP host entry in 192.168.122.201-254");
         return std::pair<std::string, std::string>{};
     };
-    const auto [stale, stale_address] = plant("52:54:00:fe:ed:01", "anweddol-525400feed01");
+    const auto now = anweddol::detail::unix_now();
+    const auto [stale, stale_address] = plant(
+        "52:54:00:fe:ed:01", anweddol::detail::reservation_name("52:54:00:fe:ed:01", now - 3600));
+    const auto [young, young_address] =
+        plant("52:54:00:fe:ed:03", anweddol::detail::reservation_name("52:54:00:fe:ed:03", now));
     const auto [operators, operators_address] = plant("52:54:00:fe:ed:02", "operators-vm");
     options.action = anweddol::sweep_action::destroy;
     const auto swept =
@@ -303,11 +308,14 @@ TEST_CASE("kept domains outlive their process, and a sweep adopts or destroys th
                                          swept.released_addresses.end());
     CHECK(released == std::set<std::string>{second_address, stale_address});
     const auto entries = anweddol::test::dhcp_host_entries(system_uri);
-    CHECK_FALSE(entries.contains(second_reservation));
-    CHECK_FALSE(entries.contains("anweddol-525400feed01"));
+    CHECK_FALSE(anweddol::test::reserved_for(entries, second_mac));
+    CHECK_FALSE(anweddol::test::reserved_for(entries, "52:54:00:fe:ed:01"));
+    CHECK(anweddol::test::reserved_for(entries, "52:54:00:fe:ed:03") == young_address);
     CHECK(entries.contains("operators-vm"));
     // The running foreign container's reservation is its own to release.
-    CHECK(entries.contains(anweddol::detail::reservation_name(foreign->get_mac().value())));
+    CHECK(anweddol::test::reserved_for(entries, foreign->get_mac().value()) ==
+          foreign->get_reserved_address());
+    anweddol::test::update_dhcp_host(system_uri, young, false);
     anweddol::test::update_dhcp_host(system_uri, operators, false);
     CHECK(domains_of(owner).empty());
     CHECK(foreign->is_domain_running());

@@ -238,6 +238,15 @@ TEST_CASE("container: the domain XML isolates the guest's port and filters its t
     CHECK(xml.find("<parameter name='CTRL_IP_LEARNING' value='dhcp'/>") != std::string::npos);
     // Only the gateway's DHCP replies teach the filter an address.
     CHECK(xml.find("<parameter name='DHCPSERVER' value='192.168.122.1'/>") != std::string::npos);
+
+    // With a reserved address, the filter is given it: nothing to learn.
+    d.reserved_ip = "192.168.122.77";
+    const std::string reserved = anweddol::detail::domain_xml(d);
+    INFO(reserved);
+    CHECK(reserved.find("<filterref filter='anweddol-tenant-virbr0'>\n"
+                        "        <parameter name='IP' value='192.168.122.77'/>\n"
+                        "      </filterref>") != std::string::npos);
+    CHECK(reserved.find("CTRL_IP_LEARNING") == std::string::npos);
 }
 
 TEST_CASE("container: the traffic filter drops a guest's IPv4 to its subnet except the gateway, "
@@ -331,9 +340,19 @@ TEST_CASE("container: an address to reserve is one of the network's first IPv4 D
                          {}, 8, 0)
               .empty());
 
-    CHECK(reservation_name("52:54:00:A1:b2:c3") == "anweddol-525400a1b2c3");
-    CHECK(host_entry_xml({"default", "52:54:00:a1:b2:c3", "anweddol-525400a1b2c3", "10.0.0.2"}) ==
-          "<host mac='52:54:00:a1:b2:c3' name='anweddol-525400a1b2c3' ip='10.0.0.2'/>");
+    // The entry's name says whose it is and since when, and nothing else.
+    const std::string name = reservation_name("52:54:00:A1:b2:c3", 1765141234);
+    CHECK(name == "anweddol-525400a1b2c3-1765141234");
+    const auto parts = parse_reservation_name(name);
+    REQUIRE(parts);
+    CHECK(parts->mac_digits == "525400a1b2c3");
+    CHECK(parts->made_at == 1765141234);
+    for (const char* other : {"operators-vm", "anweddol-525400a1b2c3", "anweddol-525400a1b2c3-",
+                              "anweddol-525400a1b2-1765141234", "anweddol-525400a1b2cz-1",
+                              "anweddol-525400a1b2c3-17x", "Anweddol-525400a1b2c3-1"})
+        CHECK_FALSE(parse_reservation_name(other));
+    CHECK(host_entry_xml({"default", "52:54:00:a1:b2:c3", name, "10.0.0.2"}) ==
+          "<host mac='52:54:00:a1:b2:c3' name='anweddol-525400a1b2c3-1765141234' ip='10.0.0.2'/>");
 }
 
 TEST_CASE("container: isolation is on by default, and a start says what it applied and what the "

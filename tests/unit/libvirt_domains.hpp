@@ -13,6 +13,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -67,6 +68,16 @@ inline std::map<std::string, std::string> dhcp_host_entries(std::string uri,
             });
             co_return co_await std::move(reading);
         }(std::move(uri), std::move(bridge)));
+}
+
+/// The address of the reservation of `mac` among `entries`, if it has one.
+inline std::optional<std::string> reserved_for(const std::map<std::string, std::string>& entries,
+                                               const std::string& mac) {
+    for (const auto& [name, ip] : entries)
+        if (const auto parts = detail::parse_reservation_name(name);
+            parts && parts->mac_digits == detail::mac_digits(mac))
+            return ip;
+    return std::nullopt;
 }
 
 /// Adds (`add`) or removes a DHCP <host> entry on the active network on

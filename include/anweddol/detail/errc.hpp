@@ -47,6 +47,9 @@ enum class errc : int {
     network_isolation_unavailable,
     console_host_keys_missing, ///< The guest announced no SSH host keys on its console, and they
                                ///< were required.
+    /// The guest was leased another address than the one reserved for it,
+    /// the only one its traffic filter lets through; the message says both.
+    reserved_address_not_leased,
 };
 
 /// The category of `anweddol::errc`; its name is "anweddol". Its timeouts

@@ -158,6 +158,7 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
         .isolated_port = state_->isolation.ports_isolated,
         .traffic_filter = state_->traffic_filter,
         .dhcp_server = state_->dhcp_server,
+        .reserved_ip = {}, // what the reservation, made with the domain, gives
     };
 
     // Watch from before the domain exists: a guest that dies (or pauses) at
@@ -176,13 +177,10 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
                       : nullptr;
 
     report(container_phase::creating_domain);
-    std::optional<detail::address_to_reserve> reserve;
-    if (options_.reserve_address)
-        reserve = detail::address_to_reserve{definition.bridge, definition.mac};
-    auto creating = connection->call([uri = opts.driver_uri, xml = detail::domain_xml(definition),
+    auto creating = connection->call([uri = opts.driver_uri, definition,
                                       autodestroy = options_.autodestroy, console = st->console,
-                                      reserve = std::move(reserve)](virConnectPtr c) {
-        return detail::create_domain_blocking(c, uri, xml, autodestroy, console, reserve);
+                                      reserve = options_.reserve_address](virConnectPtr c) {
+        return detail::create_domain_blocking(c, uri, definition, autodestroy, console, reserve);
     });
     try {
         auto created = co_await std::move(creating);
@@ -248,6 +246,15 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
             } else {
                 st->ip = co_await std::move(waiting);
             }
+            // Its filter lets only the reserved address through: any other
+            // would leave it unreachable until a timeout says nothing useful.
+            if (st->reservation && !definition.traffic_filter.empty() &&
+                st->ip != st->reservation->ip)
+                detail::throw_error(errc::reserved_address_not_leased,
+                                    "container " + uuid_ + " was leased " + st->ip.value_or("") +
+                                        ", not " + st->reservation->ip +
+                                        ", the address reserved for it on network " +
+                                        st->reservation->network);
             if (domain_type == "kvm")
                 rt.record_kvm_runs(opts.driver_uri, true);
             report(container_phase::address_known);

@@ -6,6 +6,7 @@
 
 #include <anweddol/container_sweep.hpp>
 #include <anweddol/detail/libvirt/dhcp_reservation.hpp>
+#include <anweddol/detail/libvirt/domain_description.hpp>
 #include <anweddol/detail/libvirt/domain_ops.hpp>
 #include <anweddol/detail/libvirt/owned_domains.hpp>
 
@@ -42,12 +43,29 @@ ANWEDDOL_DECL boost::asio::awaitable<sweep_result> sweep_here(boost::asio::any_i
                 // is destroyed like the rest.
             }
         }
-        auto destroying = connection->call(
-            [uuid](virConnectPtr c) { destroy_domain_blocking(c, uuid, nullptr); });
-        co_await std::move(destroying);
+        // Its reservation goes with it, however young.
+        auto destroying = connection->call([uuid](virConnectPtr c) {
+            std::optional<dhcp_reservation> reservation;
+            if (domain_handle domain = find_domain(c, uuid))
+                if (char* xml = virDomainGetXMLDesc(domain.get(), 0)) {
+                    const auto description = describe_domain(xml);
+                    std::free(xml);
+                    if (description)
+                        reservation =
+                            find_reservation_blocking(c, description->bridge, description->mac);
+                }
+            virResetLastError();
+            destroy_domain_blocking(c, uuid, nullptr);
+            if (reservation)
+                release_reservation_blocking(c, *reservation);
+            return reservation;
+        });
+        auto released = co_await std::move(destroying);
         result.destroyed.push_back(uuid);
+        if (released)
+            result.released_addresses.push_back(std::move(released->ip));
     }
-    // After the destroys: the reservations of the domains just destroyed go too.
+    // Those of domains gone before (their process died first).
     if (!options.driver_uri.starts_with("test:")) {
         auto releasing = connection->call(
             [](virConnectPtr c) { return release_stale_reservations_blocking(c); });

@@ -84,6 +84,11 @@ public:
             return "the guest printed no SSH host key fingerprints on its console, and "
                    "provisioning_options::require_console_host_keys requires them: make its "
                    "image print them (as cloud-init does), or unset the option";
+        case errc::reserved_address_not_leased:
+            return "the guest was leased another address than the one reserved for it on its "
+                   "network, and its traffic filter lets only that one through: another "
+                   "DHCP client or server holds it; restart the network, or turn "
+                   "container_instance::options::reserve_address off";
         case errc::unexpected_error:
             return "an unexpected error: its diagnostics say what was thrown";
         }

@@ -8,6 +8,7 @@
 #include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/detail/libvirt/console_log.hpp>
 #include <anweddol/detail/libvirt/dhcp_reservation.hpp>
+#include <anweddol/detail/libvirt/domain_xml.hpp>
 #include <anweddol/detail/libvirt/handle.hpp>
 #include <anweddol/detail/libvirt/host_probe.hpp>
 
@@ -71,22 +72,17 @@ struct created_domain {
     std::optional<dhcp_reservation> reservation;
 };
 
-/// For create_domain_blocking(): the guest's NIC, whose address to reserve.
-struct address_to_reserve {
-    std::string bridge;
-    std::string mac;
-};
-
-/// Creates the transient domain `xml` describes and starts its guest with
-/// its console already read, so that the log has the first line the guest
-/// writes (`console` nullptr: none is read), and with its address reserved
-/// when `reserve` says where (none free: a dynamic lease, as without).
-/// `autodestroy`: libvirt destroys the domain when this connection closes,
-/// which it does when the process dies, however it dies.
+/// Creates the transient domain `definition` describes and starts its guest
+/// with its console already read, so that the log has the first line the
+/// guest writes (`console` nullptr: none is read). With `reserve_address`,
+/// the guest's address is reserved first, and its traffic filter given it
+/// (none free: a dynamic lease, learned, as without). `autodestroy`: libvirt
+/// destroys the domain when this connection closes, which it does when the
+/// process dies, however it dies.
 inline created_domain create_domain_blocking(virConnectPtr connection, const std::string& uri,
-                                             const std::string& xml, bool autodestroy,
+                                             domain_definition definition, bool autodestroy,
                                              std::shared_ptr<console_ring> console,
-                                             const std::optional<address_to_reserve>& reserve) {
+                                             bool reserve_address) {
     // The test driver's domains live in this process, and it takes neither
     // flag: they die with the process anyway, and have no console.
     const bool test_driver = uri.starts_with("test:");
@@ -96,33 +92,43 @@ inline created_domain create_domain_blocking(virConnectPtr connection, const std
     if (!test_driver && autodestroy)
         flags |= VIR_DOMAIN_START_AUTODESTROY;
     created_domain created;
-    created.domain.reset(virDomainCreateXML(connection, xml.c_str(), flags));
-    if (!created.domain)
-        throw_last_libvirt_error("cannot create the container's domain");
+    const auto release_reservation = [&]() noexcept {
+        if (!created.reservation)
+            return;
+        try {
+            release_reservation_blocking(connection, *created.reservation);
+        } catch (...) {
+            // Left to a sweep: no domain has its MAC.
+        }
+    };
+    if (reserve_address && !test_driver) {
+        created.reservation =
+            reserve_address_blocking(connection, definition.bridge, definition.mac);
+        if (created.reservation)
+            definition.reserved_ip = created.reservation->ip;
+    }
+    try {
+        created.domain.reset(virDomainCreateXML(connection, domain_xml(definition).c_str(), flags));
+        if (!created.domain)
+            throw_last_libvirt_error("cannot create the container's domain");
+    } catch (...) {
+        const std::exception_ptr failure = std::current_exception(); // libvirt's error first
+        release_reservation();
+        std::rethrow_exception(failure);
+    }
     if (test_driver)
         return created;
     try {
         if (console) // nullptr: the container keeps no console log
             created.console =
                 console_stream::open(connection, created.domain.get(), std::move(console));
-        // While the guest is paused, its domain exists: a sweep meanwhile
-        // sees the entry's MAC on it, and leaves the entry alone.
-        if (reserve)
-            created.reservation =
-                reserve_address_blocking(connection, reserve->bridge, reserve->mac);
         if (virDomainResume(created.domain.get()) < 0)
             throw_last_libvirt_error("cannot start the guest of the domain just created");
     } catch (...) {
         const std::exception_ptr failure = std::current_exception(); // before the cleanup's
         if (virDomainDestroy(created.domain.get()) < 0)
             virResetLastError();
-        if (created.reservation) {
-            try {
-                release_reservation_blocking(connection, *created.reservation);
-            } catch (...) {
-                // Left to the next sweep: its domain is gone.
-            }
-        }
+        release_reservation();
         std::rethrow_exception(failure);
     }
     return created;

@@ -72,6 +72,10 @@ struct domain_definition {
     /// With a traffic filter: the only DHCP server whose replies teach it
     /// the guest's address (DHCPSERVER); empty: any.
     std::string dhcp_server;
+    /// The address reserved for the guest: with a traffic filter, the only
+    /// one it may use from the start (its IP parameter), so that nothing is
+    /// learned and nothing waits for the learning; empty: learned from DHCP.
+    std::string reserved_ip;
 };
 
 /// The domain's XML, as the reference defines it (hvm, boot from hd then
@@ -139,11 +143,15 @@ inline std::string domain_xml(const domain_definition& d) {
     if (d.isolated_port)
         xml += "      <port isolated='yes'/>\n";
     if (!d.traffic_filter.empty()) {
-        xml += "      <filterref filter='" + xml_escape(d.traffic_filter) +
-               "'>\n        <parameter name='CTRL_IP_LEARNING' value='dhcp'/>\n";
-        if (!d.dhcp_server.empty())
-            xml += "        <parameter name='DHCPSERVER' value='" + xml_escape(d.dhcp_server) +
-                   "'/>\n";
+        xml += "      <filterref filter='" + xml_escape(d.traffic_filter) + "'>\n";
+        if (!d.reserved_ip.empty()) {
+            xml += "        <parameter name='IP' value='" + xml_escape(d.reserved_ip) + "'/>\n";
+        } else {
+            xml += "        <parameter name='CTRL_IP_LEARNING' value='dhcp'/>\n";
+            if (!d.dhcp_server.empty())
+                xml += "        <parameter name='DHCPSERVER' value='" + xml_escape(d.dhcp_server) +
+                       "'/>\n";
+        }
         xml += "      </filterref>\n";
     }
     xml += "    </interface>\n";
