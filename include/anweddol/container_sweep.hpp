@@ -51,7 +51,8 @@ struct sweep_result {
     /// (container_instance::options::reserve_address): those of the domains
     /// destroyed, and those that no domain has the MAC of any more, left by
     /// a process that died before it could remove them, whatever their
-    /// owner (unless made in the last detail::reservation_grace).
+    /// owner, unless made in the last 10 minutes (their domains may be
+    /// being created).
     std::vector<std::string> released_addresses;
 };
 

@@ -8,7 +8,7 @@
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/cpu_use_window.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
-#include <anweddol/detail/libvirt/dhcp_reservation.hpp>
+#include <anweddol/detail/libvirt/dhcp_host_entries.hpp>
 #include <anweddol/detail/libvirt/domain_xml.hpp>
 #include <anweddol/detail/libvirt/network_filter.hpp>
 #include <anweddol/provisioning.hpp>
@@ -295,7 +295,7 @@ TEST_CASE("container: the traffic filter drops a guest's IPv4 to its subnet exce
 }
 
 TEST_CASE("container: an address to reserve is one of the network's first IPv4 DHCP ranges that "
-          "no host entry and no lease holds, and its entry names the MAC") {
+          "no host entry and no lease holds, under a name that says nothing of the guest") {
     using namespace anweddol::detail;
     const auto scope = dhcp_scope_of(
         "<network><name>default</name><bridge name='virbr0'/>"
@@ -303,18 +303,19 @@ TEST_CASE("container: an address to reserve is one of the network's first IPv4 D
         "<range start='fd00::10' end='fd00::20'/></dhcp></ip>"
         "<ip address='10.0.0.1' netmask='255.255.255.0'><dhcp>"
         "<range start='10.0.0.2' end='10.0.0.5'/><range start='10.0.0.9' end='10.0.0.9'/>"
-        "<host mac='52:54:00:00:00:01' name='anweddol-525400000001' ip='10.0.0.3'/>"
+        "<host mac='52:54:00:00:00:01' name='anweddol-0a0b0c0d-1765141234' ip='10.0.0.3'/>"
         "<host mac='52:54:00:00:00:02' ip='10.0.0.9'/>"
         "</dhcp></ip>"
         "<ip address='10.1.0.1' prefix='24'><dhcp><range start='10.1.0.2' end='10.1.0.9'/>"
         "<host mac='52:54:00:00:00:03' name='other' ip='10.1.0.4'/></dhcp></ip></network>");
-    // The ranges of the first IPv4 <ip> only (virNetworkUpdate's parentIndex
-    // -1); the hosts of all.
+    // The ranges of the first IPv4 <ip> only, and its index among all <ip>
+    // (the parentIndex its entries are added under); the hosts of all.
     REQUIRE(scope.ranges.size() == 2);
+    CHECK(scope.ipv4_index == 1);
     CHECK(format_ipv4(scope.ranges[0].first) == "10.0.0.2");
     CHECK(format_ipv4(scope.ranges[0].second) == "10.0.0.5");
     REQUIRE(scope.hosts.size() == 3);
-    CHECK(scope.hosts[0].name == "anweddol-525400000001");
+    CHECK(scope.hosts[0].name == "anweddol-0a0b0c0d-1765141234");
     CHECK(scope.hosts[1].name.empty());
     CHECK(scope.hosts[2].ip == "10.1.0.4");
 
@@ -326,12 +327,15 @@ TEST_CASE("container: an address to reserve is one of the network's first IPv4 D
     };
     const std::set<std::uint32_t> leased{*parse_ipv4("10.0.0.4")};
     // 10.0.0.3 and .9 have entries, .4 a lease: .2 and .5 are left, from
-    // wherever the start falls, wrapping around.
+    // wherever the start falls, wrapping around, however large the start.
     CHECK(texts(free_addresses(scope, leased, 8, 0)) ==
           std::vector<std::string>{"10.0.0.2", "10.0.0.5"});
     CHECK(texts(free_addresses(scope, leased, 8, 3)) ==
           std::vector<std::string>{"10.0.0.5", "10.0.0.2"});
     CHECK(texts(free_addresses(scope, leased, 1, 5)) == std::vector<std::string>{"10.0.0.2"});
+    // 2^64 - 1 is 0 modulo the 5 addresses: .2 first, and .5 once only.
+    CHECK(texts(free_addresses(scope, leased, 8, ~std::uint64_t{0})) ==
+          std::vector<std::string>{"10.0.0.2", "10.0.0.5"});
     CHECK(free_addresses(
               scope, {*parse_ipv4("10.0.0.2"), *parse_ipv4("10.0.0.4"), *parse_ipv4("10.0.0.5")}, 8,
               0)
@@ -340,19 +344,36 @@ TEST_CASE("container: an address to reserve is one of the network's first IPv4 D
                          {}, 8, 0)
               .empty());
 
-    // The entry's name says whose it is and since when, and nothing else.
-    const std::string name = reservation_name("52:54:00:A1:b2:c3", 1765141234);
-    CHECK(name == "anweddol-525400a1b2c3-1765141234");
-    const auto parts = parse_reservation_name(name);
-    REQUIRE(parts);
-    CHECK(parts->mac_digits == "525400a1b2c3");
-    CHECK(parts->made_at == 1765141234);
-    for (const char* other : {"operators-vm", "anweddol-525400a1b2c3", "anweddol-525400a1b2c3-",
-                              "anweddol-525400a1b2-1765141234", "anweddol-525400a1b2cz-1",
-                              "anweddol-525400a1b2c3-17x", "Anweddol-525400a1b2c3-1"})
-        CHECK_FALSE(parse_reservation_name(other));
+    // The entry's name says whose it is and since when; nothing of the
+    // guest (dnsmasq serves it in DNS to every guest), and differs each time.
+    const std::string name = reservation_name(1765141234);
+    INFO(name);
+    CHECK(name.size() == std::string("anweddol-0a0b0c0d-1765141234").size());
+    CHECK(name.starts_with("anweddol-"));
+    CHECK(name.ends_with("-1765141234"));
+    CHECK(reservation_name(1765141234) != name);
+    CHECK(reservation_made_at(name) == 1765141234);
+    for (const char* other :
+         {"operators-vm", "anweddol-0a0b0c0d", "anweddol-0a0b0c0d-", "anweddol-0a0b0c-1765141234",
+          "anweddol-0a0b0c0z-1", "anweddol-0a0b0c0d-17x", "Anweddol-0a0b0c0d-1",
+          "anweddol-0a0b0c0d--5", "anweddol-0a0b0c0d-+5"})
+        CHECK_FALSE(reservation_made_at(other));
     CHECK(host_entry_xml({"default", "52:54:00:a1:b2:c3", name, "10.0.0.2"}) ==
-          "<host mac='52:54:00:a1:b2:c3' name='anweddol-525400a1b2c3-1765141234' ip='10.0.0.2'/>");
+          "<host mac='52:54:00:a1:b2:c3' name='" + name + "' ip='10.0.0.2'/>");
+
+    // Stale: anweddol's, no domain's MAC (whatever its case), and older than
+    // the grace, or as far ahead (a clock set back); never an operator's.
+    const std::int64_t now = 1765141234;
+    const std::int64_t grace = reservation_grace.count();
+    const std::vector<std::string> macs{"52:54:00:AA:00:01"};
+    const auto old_name = "anweddol-0a0b0c0d-" + std::to_string(now - grace - 1);
+    CHECK(is_stale_reservation(old_name, "52:54:00:aa:00:02", macs, now));
+    CHECK_FALSE(is_stale_reservation(old_name, "52:54:00:aa:00:01", macs, now));
+    CHECK_FALSE(
+        is_stale_reservation("anweddol-0a0b0c0d-" + std::to_string(now - grace), "x", {}, now));
+    CHECK(
+        is_stale_reservation("anweddol-0a0b0c0d-" + std::to_string(now + grace + 1), "x", {}, now));
+    CHECK_FALSE(is_stale_reservation("operators-vm", "x", {}, now));
 }
 
 TEST_CASE("container: isolation is on by default, and a start says what it applied and what the "

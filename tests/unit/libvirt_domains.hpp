@@ -11,12 +11,13 @@
 
 #include <libvirt/libvirt.h>
 
+#include <algorithm>
 #include <cstdlib>
-#include <map>
 #include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace anweddol::test {
 
@@ -48,36 +49,38 @@ inline std::set<std::string> domain_uuids(std::string uri, bool running_only = t
         }(std::move(uri), flags));
 }
 
-/// The DHCP <host> entries of the active network on `bridge` at `uri`:
-/// name (or MAC, where unnamed) -> address.
-inline std::map<std::string, std::string> dhcp_host_entries(std::string uri,
-                                                            std::string bridge = "virbr0") {
+/// The DHCP <host> entries of the active network on `bridge` at `uri`.
+inline std::vector<detail::dhcp_host> dhcp_host_entries(std::string uri,
+                                                        std::string bridge = "virbr0") {
     return run_coroutine(
         [](std::string uri,
-           std::string bridge) -> boost::asio::awaitable<std::map<std::string, std::string>> {
+           std::string bridge) -> boost::asio::awaitable<std::vector<detail::dhcp_host>> {
             auto connection = co_await hypervisor_connection::open(uri);
             auto reading = connection->call([bridge](virConnectPtr c) {
                 const auto network = detail::dhcp_reservation_impl::network_of_bridge(c, bridge);
                 if (!network)
                     throw std::runtime_error("no active network on " + bridge);
-                std::map<std::string, std::string> entries;
                 const auto xml = detail::dhcp_reservation_impl::network_xml(network.get());
-                for (const auto& host : detail::dhcp_scope_of(xml.value()).hosts)
-                    entries[host.name.empty() ? host.mac : host.name] = host.ip;
-                return entries;
+                return detail::dhcp_scope_of(xml.value()).hosts;
             });
             co_return co_await std::move(reading);
         }(std::move(uri), std::move(bridge)));
 }
 
-/// The address of the reservation of `mac` among `entries`, if it has one.
-inline std::optional<std::string> reserved_for(const std::map<std::string, std::string>& entries,
+/// The address of anweddol's reservation for `mac` among `entries`, if any.
+inline std::optional<std::string> reserved_for(const std::vector<detail::dhcp_host>& entries,
                                                const std::string& mac) {
-    for (const auto& [name, ip] : entries)
-        if (const auto parts = detail::parse_reservation_name(name);
-            parts && parts->mac_digits == detail::mac_digits(mac))
-            return ip;
+    for (const auto& host : entries)
+        if (detail::reservation_made_at(host.name) && detail::same_mac_address(host.mac, mac))
+            return host.ip;
     return std::nullopt;
+}
+
+/// Whether `entries` has one named `name`.
+inline bool has_entry_named(const std::vector<detail::dhcp_host>& entries,
+                            const std::string& name) {
+    return std::any_of(entries.begin(), entries.end(),
+                       [&](const detail::dhcp_host& host) { return host.name == name; });
 }
 
 /// Adds (`add`) or removes a DHCP <host> entry on the active network on

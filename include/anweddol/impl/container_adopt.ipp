@@ -87,6 +87,7 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::adopt_here(std::s
     st.running = true;
     st.mac = description.mac;
     st.ip = std::move(ip);
+    release_reservation_in_background(); // of a domain gone before
     st.reservation = std::move(reservation);
     st.connection = connection;
     st.console = std::move(console);

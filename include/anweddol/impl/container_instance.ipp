@@ -171,8 +171,10 @@ ANWEDDOL_DECL std::string container_instance::get_console_log() const {
 }
 
 ANWEDDOL_DECL void container_instance::set_domain_descriptor(virDomainPtr domain) {
-    // The domain forgotten runs on, on the address reserved for it.
-    state_->reservation.reset();
+    // A domain forgotten while it runs keeps the address reserved for it;
+    // one that stopped gives it back (forget_domain()).
+    if (is_domain_running())
+        state_->reservation.reset();
     forget_domain();
     state_->domain = detail::retain_domain(domain);
     state_->running = domain != nullptr;
@@ -247,18 +249,32 @@ ANWEDDOL_DECL void container_instance::forget_domain() {
 ANWEDDOL_DECL void container_instance::destroy_in_background() noexcept {
     if (!state_->running || !state_->domain)
         return;
+    // The address goes in the same job, once the domain is gone: its filter
+    // lets the guest use it for as long as it runs.
+    auto reservation = std::exchange(state_->reservation, std::nullopt);
+    const auto destroy = [](virConnectPtr current, const std::string& uuid, virDomainPtr domain,
+                            const std::optional<detail::dhcp_reservation>& reservation) noexcept {
+        try {
+            detail::destroy_domain_blocking(current, uuid, domain);
+            if (reservation && current)
+                detail::release_reservation_quietly(current, *reservation);
+        } catch (...) {
+            // Nobody is left to tell: libvirtd is gone, and its domains with it
+            // (or the domain still runs, and keeps its address for a sweep).
+        }
+    };
     try {
         auto& rt = get_runtime();
         auto connection = state_->connection;
-        rt.run_detached([connection = std::move(connection), uuid = uuid_,
+        rt.run_detached([connection = std::move(connection), uuid = uuid_, reservation, destroy,
                          domain = std::shared_ptr<virDomain>(
                              detail::retain_domain(state_->domain.get()).release(),
                              virDomainFree)]() noexcept {
             try {
                 const auto current = connection ? connection->current() : detail::connect_handle();
-                detail::destroy_domain_blocking(current.get(), uuid, domain.get());
+                destroy(current.get(), uuid, domain.get(), reservation);
             } catch (...) {
-                // Nobody is left to tell: libvirtd is gone, and its domains with it.
+                // No connection: libvirtd is gone.
             }
         });
     } catch (...) {
@@ -267,7 +283,7 @@ ANWEDDOL_DECL void container_instance::destroy_in_background() noexcept {
         try {
             const auto current =
                 state_->connection ? state_->connection->current() : detail::connect_handle();
-            detail::destroy_domain_blocking(current.get(), uuid_, state_->domain.get());
+            destroy(current.get(), uuid_, state_->domain.get(), reservation);
         } catch (...) {
         }
     }

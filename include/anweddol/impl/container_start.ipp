@@ -177,11 +177,15 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
                       : nullptr;
 
     report(container_phase::creating_domain);
-    auto creating = connection->call([uri = opts.driver_uri, definition,
-                                      autodestroy = options_.autodestroy, console = st->console,
-                                      reserve = options_.reserve_address](virConnectPtr c) {
-        return detail::create_domain_blocking(c, uri, definition, autodestroy, console, reserve);
-    });
+    // Without the address wait, nothing checks that the guest got the
+    // reserved address before it is used: its filter learns it instead.
+    auto creating =
+        connection->call([uri = opts.driver_uri, definition, autodestroy = options_.autodestroy,
+                          console = st->console, reserve = options_.reserve_address,
+                          give = opts.wait_available](virConnectPtr c) {
+            return detail::create_domain_blocking(c, uri, definition, autodestroy, console, reserve,
+                                                  give);
+        });
     try {
         auto created = co_await std::move(creating);
         st->domain = std::move(created.domain);

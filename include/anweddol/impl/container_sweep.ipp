@@ -44,26 +44,12 @@ ANWEDDOL_DECL boost::asio::awaitable<sweep_result> sweep_here(boost::asio::any_i
             }
         }
         // Its reservation goes with it, however young.
-        auto destroying = connection->call([uuid](virConnectPtr c) {
-            std::optional<dhcp_reservation> reservation;
-            if (domain_handle domain = find_domain(c, uuid))
-                if (char* xml = virDomainGetXMLDesc(domain.get(), 0)) {
-                    const auto description = describe_domain(xml);
-                    std::free(xml);
-                    if (description)
-                        reservation =
-                            find_reservation_blocking(c, description->bridge, description->mac);
-                }
-            virResetLastError();
-            destroy_domain_blocking(c, uuid, nullptr);
-            if (reservation)
-                release_reservation_blocking(c, *reservation);
-            return reservation;
-        });
-        auto released = co_await std::move(destroying);
+        auto destroying = connection->call(
+            [uuid](virConnectPtr c) { return destroy_domain_and_reservation_blocking(c, uuid); });
+        auto outcome = co_await std::move(destroying);
         result.destroyed.push_back(uuid);
-        if (released)
-            result.released_addresses.push_back(std::move(released->ip));
+        if (outcome.released)
+            result.released_addresses.push_back(std::move(outcome.released->ip));
     }
     // Those of domains gone before (their process died first).
     if (!options.driver_uri.starts_with("test:")) {

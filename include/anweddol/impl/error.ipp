@@ -86,9 +86,10 @@ public:
                    "image print them (as cloud-init does), or unset the option";
         case errc::reserved_address_not_leased:
             return "the guest was leased another address than the one reserved for it on its "
-                   "network, and its traffic filter lets only that one through: another "
-                   "DHCP client or server holds it; restart the network, or turn "
-                   "container_instance::options::reserve_address off";
+                   "network, and its traffic filter lets only that one through: the network's "
+                   "DHCP server had already leased the reserved one to another client; start "
+                   "the container again, or turn container_instance::options::reserve_address "
+                   "off";
         case errc::unexpected_error:
             return "an unexpected error: its diagnostics say what was thrown";
         }

@@ -88,7 +88,8 @@ inline orphans_outcome destroy_orphans_blocking(virConnectPtr connection,
     orphans_outcome outcome;
     for (const auto& uuid : uuids) {
         try {
-            outcome.destroyed += destroy_domain_blocking(connection, uuid, nullptr) ? 1 : 0;
+            outcome.destroyed +=
+                destroy_domain_and_reservation_blocking(connection, uuid).destroyed ? 1 : 0;
             outcome.gone.push_back(uuid);
         } catch (const boost::system::system_error& e) {
             outcome.failed[uuid] = e.what();

@@ -75,14 +75,14 @@ struct created_domain {
 /// Creates the transient domain `definition` describes and starts its guest
 /// with its console already read, so that the log has the first line the
 /// guest writes (`console` nullptr: none is read). With `reserve_address`,
-/// the guest's address is reserved first, and its traffic filter given it
-/// (none free: a dynamic lease, learned, as without). `autodestroy`: libvirt
-/// destroys the domain when this connection closes, which it does when the
-/// process dies, however it dies.
+/// the guest's address is reserved first (none free: a dynamic lease, as
+/// without), and, with `filter_gets_address`, given to its traffic filter
+/// instead of learned. `autodestroy`: libvirt destroys the domain when this
+/// connection closes, which it does when the process dies, however it dies.
 inline created_domain create_domain_blocking(virConnectPtr connection, const std::string& uri,
                                              domain_definition definition, bool autodestroy,
                                              std::shared_ptr<console_ring> console,
-                                             bool reserve_address) {
+                                             bool reserve_address, bool filter_gets_address) {
     // The test driver's domains live in this process, and it takes neither
     // flag: they die with the process anyway, and have no console.
     const bool test_driver = uri.starts_with("test:");
@@ -92,19 +92,10 @@ inline created_domain create_domain_blocking(virConnectPtr connection, const std
     if (!test_driver && autodestroy)
         flags |= VIR_DOMAIN_START_AUTODESTROY;
     created_domain created;
-    const auto release_reservation = [&]() noexcept {
-        if (!created.reservation)
-            return;
-        try {
-            release_reservation_blocking(connection, *created.reservation);
-        } catch (...) {
-            // Left to a sweep: no domain has its MAC.
-        }
-    };
     if (reserve_address && !test_driver) {
         created.reservation =
             reserve_address_blocking(connection, definition.bridge, definition.mac);
-        if (created.reservation)
+        if (created.reservation && filter_gets_address)
             definition.reserved_ip = created.reservation->ip;
     }
     try {
@@ -113,7 +104,9 @@ inline created_domain create_domain_blocking(virConnectPtr connection, const std
             throw_last_libvirt_error("cannot create the container's domain");
     } catch (...) {
         const std::exception_ptr failure = std::current_exception(); // libvirt's error first
-        release_reservation();
+        // No domain: nothing uses the address.
+        if (created.reservation)
+            release_reservation_quietly(connection, *created.reservation);
         std::rethrow_exception(failure);
     }
     if (test_driver)
@@ -126,9 +119,12 @@ inline created_domain create_domain_blocking(virConnectPtr connection, const std
             throw_last_libvirt_error("cannot start the guest of the domain just created");
     } catch (...) {
         const std::exception_ptr failure = std::current_exception(); // before the cleanup's
-        if (virDomainDestroy(created.domain.get()) < 0)
-            virResetLastError();
-        release_reservation();
+        // The address goes only with the domain: the filter lets the guest use
+        // it for as long as the domain runs.
+        const bool destroyed = virDomainDestroy(created.domain.get()) == 0;
+        virResetLastError();
+        if (destroyed && created.reservation)
+            release_reservation_quietly(connection, *created.reservation);
         std::rethrow_exception(failure);
     }
     return created;
@@ -163,6 +159,35 @@ inline bool destroy_domain_blocking(virConnectPtr connection, const std::string&
         throw_last_libvirt_error("cannot destroy domain " + uuid);
     }
     return true;
+}
+
+/// What destroy_domain_and_reservation_blocking() did.
+struct destroyed_domain {
+    bool destroyed = false; ///< it ran, and this call destroyed it
+    /// Its address reservation, released (one that cannot be released is
+    /// left to a sweep, and not here).
+    std::optional<dhcp_reservation> released;
+};
+
+/// Destroys domain `uuid` as destroy_domain_blocking() does, and then, the
+/// domain gone, releases its address reservation, however young.
+inline destroyed_domain destroy_domain_and_reservation_blocking(virConnectPtr connection,
+                                                                const std::string& uuid) {
+    std::optional<dhcp_reservation> reservation;
+    if (domain_handle domain = find_domain(connection, uuid))
+        if (char* xml = virDomainGetXMLDesc(domain.get(), 0)) {
+            const auto description = describe_domain(xml);
+            std::free(xml);
+            if (description)
+                reservation =
+                    find_reservation_blocking(connection, description->bridge, description->mac);
+        }
+    virResetLastError();
+    destroyed_domain outcome;
+    outcome.destroyed = destroy_domain_blocking(connection, uuid, nullptr); // throws if it runs on
+    if (reservation && release_reservation_quietly(connection, *reservation))
+        outcome.released = std::move(reservation);
+    return outcome;
 }
 
 /// Asks the guest to shut down (an ACPI power button press).
