@@ -119,6 +119,7 @@ install -m 755 "$here/rootfs/anweddol_container_setup.sh" \
 install -m 755 "$here/rootfs/anweddol_net_probe.sh" "$root/bin/anweddol_net_probe.sh"
 gcc -static -Os -Wall -Wextra -Werror -o "$root/usr/bin/sudo" "$here/rootfs/sudo.c"
 chmod 4755 "$root/usr/bin/sudo"
+gcc -static -Os -Wall -Wextra -Werror -o "$root/usr/bin/anweddol_reseed" "$here/rootfs/reseed.c"
 if [[ $public_endpoint == 1 ]]; then
   # rcS keeps endpoint's public password when this file exists.
   : >"$root/etc/anweddol-public-endpoint"
