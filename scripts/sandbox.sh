@@ -75,6 +75,38 @@ virsh_quiet() { virsh -q -c "$uri" "$@"; }
 
 network_active() { virsh_quiet net-info default 2>/dev/null | grep -q '^Active: *yes'; }
 
+# The sandbox's `default` network: libvirt's own (virbr0, 192.168.122.0/24,
+# NAT, DHCP), with STP off on its bridge. With STP on (libvirt's default), a
+# new bridge port listens and learns for twice the forward delay (2 x 2 s,
+# the kernel's least with STP) before it forwards: a cold boot barely
+# notices, since its guest needs longer than that to ask for an address, but
+# a container restored from a snapshot slot asks at once and waits about
+# 4.5 s more (sshd answered 5.5-5.8 s after a restore began with STP on,
+# 1.0-1.1 s with it off). Nothing else is bridged to virbr0, so no loop can
+# form. `define_network VIRSH...` defines it with VIRSH (a virsh command for
+# the right daemon) unless it is defined so already; an inactive network
+# defined otherwise (by an earlier sandbox) is replaced.
+network_xml="<network>
+  <name>default</name>
+  <bridge name='virbr0' stp='off' delay='0'/>
+  <forward/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'>
+    <dhcp>
+      <range start='192.168.122.2' end='192.168.122.254'/>
+    </dhcp>
+  </ip>
+</network>"
+define_network() {
+  local current
+  current=$("$@" net-dumpxml --inactive default 2>/dev/null || true)
+  [[ $current == *"stp='off'"* ]] && return 0
+  if [[ -n $current ]]; then
+    "$@" net-info default 2>/dev/null | grep -q '^Active: *yes' && return 0
+    "$@" net-undefine default >/dev/null
+  fi
+  "$@" net-define /dev/stdin <<<"$network_xml" >/dev/null
+}
+
 stop_pid() { # SIGTERM, then SIGKILL after 10 s
   local pid=$1
   kill "$pid" 2>/dev/null || return 0
@@ -193,9 +225,7 @@ CONF
   fi
   wait_for_libvirtd
 
-  if ! virsh_quiet net-info default >/dev/null 2>&1; then
-    virsh_quiet net-define /usr/share/libvirt/networks/default.xml >/dev/null
-  fi
+  define_network virsh_quiet
   # A restarted libvirtd answers, and calls its running network inactive,
   # before it has taken that network back: then net-start says "already
   # active", which is as good.
@@ -511,9 +541,7 @@ wait_for_host_sshd() {
 start_host_network() {
   local h=$1 err
   err=$(host_dir "$h")/net-start.err
-  if ! host_virsh "$h" net-info default >/dev/null 2>&1; then
-    host_virsh "$h" net-define /usr/share/libvirt/networks/default.xml >/dev/null
-  fi
+  define_network host_virsh "$h"
   # As in up_single: a restarted libvirtd may call its network inactive
   # before it has taken it back.
   if ! host_virsh "$h" net-info default 2>/dev/null | grep -q '^Active: *yes' &&
