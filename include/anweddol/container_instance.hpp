@@ -13,6 +13,7 @@
 #include <anweddol/detail/libvirt/handle.hpp>
 #include <anweddol/hypervisor_connection.hpp>
 #include <anweddol/network_isolation.hpp>
+#include <anweddol/snapshot_slot.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -102,6 +103,12 @@ public:
         /// gets a dynamic lease, as with this off. What was reserved is
         /// get_reserved_address().
         bool reserve_address = true;
+        /// Restore the container from this snapshot slot instead of booting
+        /// it (see snapshot_slot): construct the container with the slot's
+        /// UUID. Its first start boots the slot and saves it at the
+        /// barrier, then restores; later ones restore at once.
+        /// was_restored() says which a start did. nullptr: a cold boot.
+        std::shared_ptr<anweddol::snapshot_slot> slot;
     };
 
     /// A container of `memory` MiB (at least 512) and `vcpus` virtual CPUs (at
@@ -125,6 +132,9 @@ public:
     /// The domain, or nullptr when there is none; owned by the container.
     virDomainPtr get_domain_descriptor() const noexcept;
     const std::string& get_uuid() const noexcept { return uuid_; }
+    /// Whether the last start restored the domain from a snapshot slot
+    /// (options::slot) rather than booting it.
+    bool was_restored() const noexcept { return state_->restored; }
     const std::string& get_iso_file_path() const noexcept { return iso_path_; }
     /// The domain's MAC, chosen before it booted. Error: errc::domain_not_created.
     std::optional<std::string> get_mac() const;
@@ -329,6 +339,10 @@ private:
         // The guest's address, reserved on its network before it booted;
         // released once the domain is gone.
         std::optional<detail::dhcp_reservation> reservation;
+        // The hold on the snapshot slot the domain was restored from; goes
+        // once the domain is gone.
+        std::shared_ptr<void> slot_claim;
+        bool restored = false;
     };
 
     boost::asio::awaitable<std::string> checksum_here();
@@ -337,9 +351,18 @@ private:
     boost::asio::awaitable<void> start_here(start_options opts);
     // `cpu_heavy_place`, when given, is the boot's admission place, to give
     // back once the guest is no longer CPU-heavy.
+    // With `slot_claim`, restores the domain from options_.slot's image.
     boost::asio::awaitable<void> boot_here(std::shared_ptr<hypervisor_connection> connection,
                                            const start_options& opts, std::string domain_type,
-                                           boot_admission::ticket* cpu_heavy_place);
+                                           boot_admission::ticket* cpu_heavy_place,
+                                           std::shared_ptr<void> slot_claim = nullptr);
+    // A start from options_.slot: boots and saves the slot where its image
+    // does not fit this start, then restores it.
+    boost::asio::awaitable<void> restore_here(std::shared_ptr<hypervisor_connection> connection,
+                                              const start_options& opts, std::string domain_type,
+                                              std::shared_ptr<void> slot_claim);
+    boost::asio::awaitable<void> save_slot_here(std::shared_ptr<hypervisor_connection> connection,
+                                                const start_options& opts, std::string domain_type);
     boost::asio::awaitable<void> stop_here(stop_options opts);
     boost::asio::awaitable<void> adopt_here(std::string driver_uri);
     // Keeps `running` and the address in step with the domain's lifecycle.

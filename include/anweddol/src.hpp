@@ -31,6 +31,7 @@
 #include <anweddol/impl/libvirt_event_loop.ipp>
 #include <anweddol/impl/provisioning.ipp>
 #include <anweddol/impl/runtime.ipp>
+#include <anweddol/impl/snapshot_slot.ipp>
 #include <anweddol/impl/ssh_jump.ipp>
 #include <anweddol/impl/virtualization_interface.ipp>
 

@@ -20,6 +20,7 @@
 #include <anweddol/provisioning.hpp>
 #include <anweddol/runtime.hpp>
 #include <anweddol/secret.hpp>
+#include <anweddol/snapshot_slot.hpp>
 #include <anweddol/ssh_jump.hpp>
 #include <anweddol/version.hpp>
 #include <anweddol/virtualization_interface.hpp>

@@ -14,6 +14,7 @@
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
 #include "../unit/test_context.hpp"
+#include "endpoint_secret.hpp"
 #include "sandbox_settings.hpp"
 
 #include <anweddol/container_pool.hpp>
@@ -21,6 +22,7 @@
 #include <anweddol/detail/libvirt/handle.hpp>
 #include <anweddol/endpoint_shell_instance.hpp>
 #include <anweddol/provisioning.hpp>
+#include <anweddol/snapshot_slot.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -31,6 +33,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <set>
@@ -126,9 +129,7 @@ struct greeting_listener {
                                             {boost::asio::ip::address_v4::any(), 0}};
     std::shared_ptr<std::vector<std::string>> peers = std::make_shared<std::vector<std::string>>();
 
-    greeting_listener() {
-        boost::asio::co_spawn(test_context(), serve(), boost::asio::detached);
-    }
+    greeting_listener() { boost::asio::co_spawn(test_context(), serve(), boost::asio::detached); }
     ~greeting_listener() {
         boost::system::error_code ignored;
         acceptor.close(ignored);
@@ -145,8 +146,8 @@ private:
     awaitable<void> serve() {
         auto seen = peers;
         for (;;) {
-            auto [error, socket] = co_await acceptor.async_accept(
-                boost::asio::as_tuple(boost::asio::use_awaitable));
+            auto [error, socket] =
+                co_await acceptor.async_accept(boost::asio::as_tuple(boost::asio::use_awaitable));
             if (error == boost::asio::error::operation_aborted)
                 co_return;
             if (error)
@@ -182,8 +183,9 @@ struct probe_results {
         spoofed_mac;
 };
 
-probe_results probe_all(booted_container& a, booted_container& b, const provisioning_options& options,
-                        provisioned_container& b_handed_over, greeting_listener& host) {
+probe_results probe_all(booted_container& a, booted_container& b,
+                        const provisioning_options& options, provisioned_container& b_handed_over,
+                        greeting_listener& host) {
     auto& shell = *a.endpoint;
     const std::string gateway = gateway_of(shell);
     const std::string port = std::to_string(host.port());
@@ -203,8 +205,9 @@ probe_results probe_all(booted_container& a, booted_container& b, const provisio
 
 } // namespace
 
-TEST_CASE("tenants: an isolated guest cannot reach, ping, route to or impersonate another, and with "
-          "isolation off the same probes get through") {
+TEST_CASE(
+    "tenants: an isolated guest cannot reach, ping, route to or impersonate another, and with "
+    "isolation off the same probes get through") {
     greeting_listener host;
     const auto options = provisioning();
 
@@ -259,7 +262,8 @@ std::string leased_address(const std::string& uuid) {
         [](std::string uuid) -> awaitable<std::string> {
             auto connection = co_await anweddol::hypervisor_connection::open(system_uri);
             auto asking = connection->call([uuid](virConnectPtr c) {
-                anweddol::detail::domain_handle domain(virDomainLookupByUUIDString(c, uuid.c_str()));
+                anweddol::detail::domain_handle domain(
+                    virDomainLookupByUUIDString(c, uuid.c_str()));
                 if (!domain)
                     anweddol::detail::throw_last_libvirt_error("looking up " + uuid);
                 char* xml = virDomainGetXMLDesc(domain.get(), 0);
@@ -336,7 +340,8 @@ TEST_CASE("tenants: a container waiting in a pool refuses the public endpoint lo
                "SSH_ASKPASS=/tmp/askpass SSH_ASKPASS_REQUIRE=force DISPLAY=none "
                "ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
                "-o PreferredAuthentications=password -o NumberOfPasswordPrompts=1 "
-               "-o ConnectTimeout=10 endpoint@" + target + " echo logged-in </dev/null");
+               "-o ConnectTimeout=10 endpoint@" +
+                   target + " echo logged-in </dev/null");
     INFO(login.std_out << login.std_err);
     CHECK(login.std_out.find("logged-in") == std::string::npos);
     CHECK(login.exit_status != 0);
@@ -364,7 +369,8 @@ TEST_CASE("tenants: during a hand-over no endpoint process sees the client's pas
         *booted.endpoint,
         "touch /tmp/left-by-endpoint && "
         "setsid sh -c 'echo $$ >/home/endpoint/sampler.pid; "
-        "while :; do cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null | tr \"\\000\" \" \"; "
+        "while :; do cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null | tr \"\\000\" \" "
+        "\"; "
         "echo; ls /home; usleep 10000; done >/home/endpoint/samples' </dev/null >/dev/null 2>&1 & "
         "sleep 1; chmod 755 /home/endpoint; chmod 644 /home/endpoint/samples "
         "/home/endpoint/sampler.pid; cat /home/endpoint/sampler.pid");
@@ -393,4 +399,86 @@ TEST_CASE("tenants: during a hand-over no endpoint process sees the client's pas
     // permitted"), and so is its file in /tmp.
     CHECK(sampler.std_out.find("No such process") != std::string::npos);
     CHECK(sampler.std_out.find("left-by-endpoint") == std::string::npos);
+}
+
+// Two tenants, one after the other, of containers restored from one
+// snapshot slot: the saved guest stopped before anything secret existed,
+// so each restore must make its own host keys, endpoint secret and client
+// credentials, reseed its RNG (the image holds one RNG state for every
+// restore), and start from the image, not from what the first tenant left.
+TEST_CASE("tenants: two containers restored from one snapshot slot share no host keys, RNG "
+          "output, credentials or files") {
+    auto slot = std::make_shared<anweddol::snapshot_slot>(test_context().get_executor());
+    const auto options = provisioning();
+    struct tenant_view {
+        bool restored = false;
+        std::vector<std::string> host_keys;
+        std::string endpoint_password, username, client_password, random, leftovers, ip;
+    };
+    const auto serve_tenant = [&](bool plant) {
+        auto container = std::make_shared<anweddol::container_instance>(
+            test_context().get_executor(), anweddol::test::test_iso(), slot->get_uuid(), 512, 1);
+        auto container_options = container->get_options();
+        container_options.domain_type = anweddol::test::test_domain_type();
+        container_options.slot = slot;
+        container->set_options(container_options);
+        tenant_view view;
+        auto booted = run_coroutine(anweddol::detail::boot_and_log_in(container, options), 8min);
+        view.restored = container->was_restored();
+        view.endpoint_password = anweddol::test::console_endpoint_password(*container);
+        for (const auto& key :
+             anweddol::detail::console_access::ring(*container)->announcement().host_keys)
+            view.host_keys.push_back(key.fingerprint);
+        CHECK(slot->is_in_use());
+        auto handed_over =
+            run_coroutine(anweddol::detail::hand_over(std::move(booted), options), 3min);
+        view.username = handed_over.username;
+        view.client_password = handed_over.password;
+        view.ip = handed_over.ip;
+        auto client = client_shell(handed_over);
+        anweddol::test::run(client->open_shell(), 2min);
+        // Right after the hand-over, as a tenant's first command would.
+        const auto random = run_in(*client, "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'");
+        REQUIRE(random.exit_status == 0);
+        view.random = random.std_out;
+        const auto leftovers =
+            run_in(*client, "ls -a /tmp /home /home/* 2>/dev/null; cat /tmp/planted 2>&1");
+        view.leftovers = leftovers.std_out;
+        if (plant)
+            REQUIRE(run_in(*client, "echo first-tenant >/tmp/planted && "
+                                    "echo first-tenant >$HOME/planted")
+                        .exit_status == 0);
+        anweddol::test::run(client->close_shell(), 1min);
+        stop_all({container});
+        CHECK_FALSE(slot->is_in_use());
+        return view;
+    };
+    const auto first = serve_tenant(true);
+    const auto second = serve_tenant(false);
+
+    CHECK(first.restored);
+    CHECK(second.restored);
+    CHECK(slot->is_saved());
+    // The slot's address, for both: the restored MAC is the saved one's.
+    REQUIRE(slot->get_reserved_address());
+    CHECK(first.ip == *slot->get_reserved_address());
+    CHECK(second.ip == first.ip);
+    REQUIRE_FALSE(first.host_keys.empty());
+    REQUIRE_FALSE(second.host_keys.empty());
+    for (const auto& key : first.host_keys)
+        for (const auto& other : second.host_keys)
+            CHECK(key != other);
+    CHECK(first.endpoint_password != second.endpoint_password);
+    CHECK(first.client_password != second.client_password);
+    CHECK(first.random.size() == 64);
+    CHECK(first.random != second.random);
+    INFO("what the second tenant found: " << second.leftovers);
+    CHECK(second.leftovers.find("first-tenant") == std::string::npos);
+    CHECK(second.leftovers.find(first.username) == std::string::npos);
+
+    // The image goes with the slot.
+    const auto image = slot->get_image_path();
+    CHECK(std::filesystem::exists(image));
+    slot.reset();
+    CHECK(run_until([&] { return !std::filesystem::exists(image); }, 30s));
 }

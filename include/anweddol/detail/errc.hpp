@@ -50,6 +50,12 @@ enum class errc : int {
     /// The guest was leased another address than the one reserved for it,
     /// the only one its traffic filter lets through; the message says both.
     reserved_address_not_leased,
+    /// The container's snapshot slot holds another container's domain:
+    /// one slot restores one container at a time.
+    snapshot_slot_busy,
+    /// A snapshot slot's first boot never reached the barrier: its ISO does
+    /// not implement it (the message says what its console showed instead).
+    snapshot_barrier_missing,
 };
 
 /// The category of `anweddol::errc`; its name is "anweddol". Its timeouts

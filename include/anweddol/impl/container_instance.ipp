@@ -233,6 +233,7 @@ ANWEDDOL_DECL void container_instance::release_reservation_in_background() noexc
 ANWEDDOL_DECL void container_instance::forget_domain() {
     auto& st = *state_;
     release_reservation_in_background();
+    st.slot_claim.reset(); // the slot may restore another container now
     st.watching.reset();
     st.domain.reset();
     st.running = false;
@@ -252,6 +253,9 @@ ANWEDDOL_DECL void container_instance::destroy_in_background() noexcept {
     // The address goes in the same job, once the domain is gone: its filter
     // lets the guest use it for as long as it runs.
     auto reservation = std::exchange(state_->reservation, std::nullopt);
+    // So does the hold on a snapshot slot: its next restore needs the
+    // domain's UUID free.
+    auto slot_claim = std::exchange(state_->slot_claim, nullptr);
     const auto destroy = [](virConnectPtr current, const std::string& uuid, virDomainPtr domain,
                             const std::optional<detail::dhcp_reservation>& reservation) noexcept {
         try {
@@ -266,17 +270,18 @@ ANWEDDOL_DECL void container_instance::destroy_in_background() noexcept {
     try {
         auto& rt = get_runtime();
         auto connection = state_->connection;
-        rt.run_detached([connection = std::move(connection), uuid = uuid_, reservation, destroy,
-                         domain = std::shared_ptr<virDomain>(
-                             detail::retain_domain(state_->domain.get()).release(),
-                             virDomainFree)]() noexcept {
-            try {
-                const auto current = connection ? connection->current() : detail::connect_handle();
-                destroy(current.get(), uuid, domain.get(), reservation);
-            } catch (...) {
-                // No connection: libvirtd is gone.
-            }
-        });
+        rt.run_detached(
+            [connection = std::move(connection), uuid = uuid_, reservation, destroy, slot_claim,
+             domain = std::shared_ptr<virDomain>(
+                 detail::retain_domain(state_->domain.get()).release(), virDomainFree)]() noexcept {
+                try {
+                    const auto current =
+                        connection ? connection->current() : detail::connect_handle();
+                    destroy(current.get(), uuid, domain.get(), reservation);
+                } catch (...) {
+                    // No connection: libvirtd is gone.
+                }
+            });
     } catch (...) {
         // Out of memory before the work was handed over: block rather than
         // leak the VM.
@@ -337,6 +342,7 @@ container_instance::shell_here(std::string user, std::string password, std::uint
 } // namespace anweddol
 
 #include <anweddol/impl/container_adopt.ipp>
+#include <anweddol/impl/container_restore.ipp>
 #include <anweddol/impl/container_start.ipp>
 
 #endif

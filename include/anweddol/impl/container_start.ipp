@@ -10,6 +10,8 @@
 #include <anweddol/container_instance.hpp>
 #include <anweddol/detail/cpu_use_window.hpp>
 #include <anweddol/detail/libvirt/network_filter.hpp>
+#include <anweddol/detail/libvirt/snapshot_image.hpp>
+#include <anweddol/impl/snapshot_slot_state.hpp>
 
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
@@ -59,6 +61,27 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
     if (iso_path_.empty())
         detail::throw_error(errc::iso_path_not_set,
                             "container " + uuid_ + " has no ISO file path to boot from");
+    std::shared_ptr<void> slot_claim;
+    if (options_.slot) {
+        if (options_.slot->get_uuid() != uuid_)
+            detail::throw_error(errc::invalid_argument,
+                                "container " + uuid_ + " is not snapshot slot " +
+                                    options_.slot->get_uuid() +
+                                    "'s: a restored domain keeps the saved one's UUID, so "
+                                    "construct the container with snapshot_slot::get_uuid()");
+        if (!detail::is_local_uri(opts.driver_uri))
+            detail::throw_error(errc::invalid_argument,
+                                "snapshot slots need a local hypervisor (the image is a file of "
+                                "its host), not " +
+                                    opts.driver_uri);
+        state_->slot_claim.reset(); // of this container's own domain, which stopped by itself
+        slot_claim = options_.slot->state_->claim(options_.slot->state_);
+        if (!slot_claim)
+            detail::throw_error(errc::snapshot_slot_busy,
+                                "snapshot slot " + uuid_ +
+                                    " holds another container's domain: one slot restores one "
+                                    "container at a time");
+    }
     if (opts.address_timeout && opts.address_timeout->count() < 0)
         detail::throw_error(errc::invalid_argument,
                             "start_options::address_timeout must not be negative: use "
@@ -93,6 +116,15 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
     if (automatic && domain_type == "kvm" && rt.kvm_runs(opts.driver_uri) == false) {
         domain_type = "qemu";
         choice = "automatic: qemu (software emulation), since KVM guests pause on this host";
+    }
+
+    state_->restored = false;
+    if (slot_claim) {
+        // A restore costs no boot: only the slot's first one is admitted.
+        state_->domain_type_choice = choice;
+        auto restoring = restore_here(connection, opts, domain_type, std::move(slot_claim));
+        co_await std::move(restoring);
+        co_return;
     }
 
     boot_admission::ticket admitted;
@@ -138,7 +170,11 @@ ANWEDDOL_DECL boost::asio::awaitable<void> container_instance::start_here(start_
 ANWEDDOL_DECL boost::asio::awaitable<void>
 container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
                               const start_options& opts, std::string domain_type,
-                              boot_admission::ticket* cpu_heavy_place) {
+                              boot_admission::ticket* cpu_heavy_place,
+                              std::shared_ptr<void> slot_claim) {
+    // With a claim, the domain comes from the slot's image: its MAC, and
+    // its reserved address, are the slot's.
+    const snapshot_slot::state* slot = slot_claim ? options_.slot->state_.get() : nullptr;
     const auto report = [&](container_phase phase) {
         const auto& hook = opts.on_progress ? opts.on_progress : options_.on_progress;
         if (hook)
@@ -153,7 +189,7 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
         // libvirtd resolves a relative path against its own directory.
         .iso_path = std::filesystem::absolute(iso_path_).lexically_normal().string(),
         .bridge = nat_interface_name_,
-        .mac = detail::random_mac(),
+        .mac = slot ? slot->mac : detail::random_mac(),
         .owner = options_.owner.empty() ? detail::host_name() : options_.owner,
         .isolated_port = state_->isolation.ports_isolated,
         .traffic_filter = state_->traffic_filter,
@@ -186,11 +222,29 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
             return detail::create_domain_blocking(c, uri, definition, autodestroy, console, reserve,
                                                   give);
         });
+    // The slot's MAC keeps the lease of its last container until that
+    // expires: only a later one is this domain's.
+    std::int64_t earlier_lease_expiry = 0;
+    auto restoring =
+        connection->call([image = slot ? slot->image_path().string() : std::string(), uuid = uuid_,
+                          console = st->console, bridge = nat_interface_name_, mac = definition.mac,
+                          &earlier_lease_expiry](virConnectPtr c) {
+            earlier_lease_expiry = detail::last_lease_expiry(c, bridge, mac);
+            return detail::restore_domain_blocking(c, image, uuid, console);
+        });
     try {
-        auto created = co_await std::move(creating);
-        st->domain = std::move(created.domain);
-        st->console_stream = std::move(created.console);
-        st->reservation = std::move(created.reservation);
+        if (slot) {
+            auto restored = co_await std::move(restoring);
+            st->domain = std::move(restored.domain);
+            st->console_stream = std::move(restored.console);
+            st->slot_claim = std::move(slot_claim);
+            st->restored = true;
+        } else {
+            auto created = co_await std::move(creating);
+            st->domain = std::move(created.domain);
+            st->console_stream = std::move(created.console);
+            st->reservation = std::move(created.reservation);
+        }
     } catch (...) {
         st->watching.reset();
         throw; // nothing was created
@@ -215,18 +269,24 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
                 .workers = rt.workers(),
                 .completions = &rt.completions(),
                 .ask_libvirt = [connection, uuid = uuid_, mac = definition.mac,
-                                bridge = nat_interface_name_]()
+                                bridge = nat_interface_name_, after = earlier_lease_expiry,
+                                restored = slot != nullptr]()
                     -> boost::asio::awaitable<std::optional<std::string>> {
                     // The network's leases first: what dnsmasq granted, even
                     // where the domain's own view (its interfaces' lease
-                    // source, or a guest agent) is not available.
-                    auto asking = connection->call([uuid, mac, bridge](virConnectPtr c) {
-                        if (auto ip = detail::network_lease_address(c, bridge, mac))
-                            return ip;
-                        return detail::interface_address(c, uuid, mac);
-                    });
+                    // source, or a guest agent) is not available. That view
+                    // cannot tell a restored domain's lease from the one its
+                    // MAC had before.
+                    auto asking =
+                        connection->call([uuid, mac, bridge, after, restored](virConnectPtr c) {
+                            if (auto ip = detail::network_lease_address(c, bridge, mac, after))
+                                return ip;
+                            return restored ? std::nullopt
+                                            : detail::interface_address(c, uuid, mac);
+                        });
                     co_return co_await std::move(asking);
                 },
+                .lease_expiring_after = earlier_lease_expiry,
             };
             auto waiting = detail::wait_for_address(std::move(settings), stopped);
             if (cpu_heavy_place && *cpu_heavy_place) {
@@ -252,13 +312,13 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
             }
             // Its filter lets only the reserved address through: any other
             // would leave it unreachable until a timeout says nothing useful.
-            if (st->reservation && !definition.traffic_filter.empty() &&
-                st->ip != st->reservation->ip)
+            const auto& reserved = slot ? slot->reservation : st->reservation;
+            if (reserved && !definition.traffic_filter.empty() && st->ip != reserved->ip)
                 detail::throw_error(errc::reserved_address_not_leased,
                                     "container " + uuid_ + " was leased " + st->ip.value_or("") +
-                                        ", not " + st->reservation->ip +
+                                        ", not " + reserved->ip +
                                         ", the address reserved for it on network " +
-                                        st->reservation->network);
+                                        reserved->network);
             if (domain_type == "kvm")
                 rt.record_kvm_runs(opts.driver_uri, true);
             report(container_phase::address_known);

@@ -90,6 +90,12 @@ public:
                    "DHCP server had already leased the reserved one to another client; start "
                    "the container again, or turn container_instance::options::reserve_address "
                    "off";
+        case errc::snapshot_slot_busy:
+            return "the container's snapshot slot is restoring or running another container: "
+                   "stop that one first, or give this container a slot of its own";
+        case errc::snapshot_barrier_missing:
+            return "the snapshot slot's guest never stopped at the barrier: its ISO does not "
+                   "implement it (see snapshot_slot.hpp), so boot its containers cold instead";
         case errc::unexpected_error:
             return "an unexpected error: its diagnostics say what was thrown";
         }

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <ctime>
 #include <filesystem>
 #include <functional>
@@ -38,6 +39,10 @@ struct address_wait_settings {
     completion_batcher* completions = nullptr;
     /// Asks libvirt for the address (a call on the connection's lanes).
     std::function<boost::asio::awaitable<std::optional<std::string>>()> ask_libvirt;
+    /// Only a lease that expires after this (seconds since the epoch)
+    /// counts: a domain restored from a snapshot slot has the MAC of the
+    /// slot's earlier containers, whose lease outlives them.
+    std::int64_t lease_expiring_after = 0;
 };
 
 // Each way of learning the address reports its end as a value: a branch of
@@ -51,7 +56,7 @@ struct address_outcome {
 /// dnsmasq's status file, read again whenever libvirt's lease helper
 /// replaces it: the lease shows up within milliseconds of being granted.
 inline boost::asio::awaitable<address_outcome>
-lease_from_status_file(std::filesystem::path file, std::string mac,
+lease_from_status_file(std::filesystem::path file, std::string mac, std::int64_t expiring_after,
                        boost::asio::thread_pool::executor_type workers,
                        completion_batcher* completions) {
     std::optional<status_file_watch> watch;
@@ -73,7 +78,8 @@ lease_from_status_file(std::filesystem::path file, std::string mac,
                 run_blocking(workers, completions, [file] { return read_lease_file(file); });
             const std::optional<std::string> text = co_await std::move(reading);
             if (text)
-                if (auto lease = find_lease(*text, mac, std::time(nullptr)))
+                if (auto lease = find_lease(
+                        *text, mac, std::max<std::int64_t>(std::time(nullptr), expiring_after + 1)))
                     co_return address_outcome{lease->ip_address, {}, {}};
             co_await watch->changed();
         }
@@ -150,6 +156,7 @@ inline boost::asio::awaitable<std::string> wait_for_address(address_wait_setting
         !settings.status_file.empty() &&
         std::filesystem::is_directory(settings.status_file.parent_path(), ignored);
     auto from_file = watch_file ? lease_from_status_file(settings.status_file, settings.mac,
+                                                         settings.lease_expiring_after,
                                                          settings.workers, settings.completions)
                                 : wait_forever<address_outcome>();
     auto from_libvirt = settings.poll_interval.count() > 0

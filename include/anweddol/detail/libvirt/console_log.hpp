@@ -5,12 +5,14 @@
 #define ANWEDDOL_DETAIL_LIBVIRT_CONSOLE_LOG_HPP
 
 #include <anweddol/detail/credentials.hpp>
+#include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/detail/ssh/console_scanner.hpp>
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -18,6 +20,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -252,6 +255,26 @@ public:
     }
 
     explicit operator bool() const noexcept { return stream_ != nullptr; }
+
+    /// Writes `text` to the guest's console input. Blocking; throws
+    /// (libvirt's error) where the stream is closed or refuses. The stream
+    /// is non-blocking for reading: a full input buffer is retried for a
+    /// second before it counts as a failure.
+    void send(std::string_view text) {
+        if (!stream_)
+            throw_error(errc::invalid_argument,
+                        "the guest's console is not open: nothing can be sent to it");
+        for (int full = 0; !text.empty();) {
+            const int sent = virStreamSend(stream_, text.data(), text.size());
+            if (sent == -2 && ++full <= 100) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                continue;
+            }
+            if (sent < 0)
+                throw_last_libvirt_error("cannot write to the guest's console");
+            text.remove_prefix(static_cast<std::size_t>(sent));
+        }
+    }
 
     /// Stops reading and lets libvirt close the console. Blocking.
     void close() noexcept {

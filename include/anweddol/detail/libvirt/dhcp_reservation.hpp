@@ -188,6 +188,25 @@ inline std::optional<dhcp_reservation> find_reservation_blocking(virConnectPtr c
     return std::nullopt;
 }
 
+/// Makes sure `r` is on its network (a snapshot slot's, kept between its
+/// containers: a sweep may have taken it as stale, a network restart
+/// dropped it): adds it again where it is missing. false when it is missing
+/// and cannot be added (its address went to another entry meanwhile).
+inline bool keep_reservation_blocking(virConnectPtr connection, const std::string& bridge,
+                                      const dhcp_reservation& r) {
+    using namespace dhcp_reservation_impl;
+    if (const auto present = find_reservation_blocking(connection, bridge, r.mac))
+        return present->ip == r.ip;
+    const auto network = network_of_bridge(connection, bridge);
+    const auto xml = network ? network_xml(network.get()) : std::nullopt;
+    if (!xml)
+        return false;
+    const bool added = update_host(network.get(), VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                                   dhcp_scope_of(*xml).ipv4_index, r);
+    virResetLastError();
+    return added;
+}
+
 /// Removes the entry; one already gone (a sweep took it, the network
 /// restarted) is not an error.
 inline void release_reservation_blocking(virConnectPtr connection, const dhcp_reservation& r) {

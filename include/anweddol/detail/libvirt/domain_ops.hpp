@@ -14,6 +14,7 @@
 
 #include <libvirt/libvirt.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -226,8 +227,12 @@ inline std::optional<std::chrono::nanoseconds> domain_cpu_time(virConnectPtr con
 /// The IPv4 address leased to `mac` by the DHCP server of the libvirt
 /// network on `bridge` (virNetworkGetDHCPLeases): what dnsmasq granted, read
 /// through libvirt, for a hypervisor whose status file is not on this host.
-inline std::optional<std::string>
-network_lease_address(virConnectPtr connection, const std::string& bridge, const std::string& mac) {
+/// Only a lease expiring after `expiring_after` (seconds since the epoch)
+/// counts.
+inline std::optional<std::string> network_lease_address(virConnectPtr connection,
+                                                        const std::string& bridge,
+                                                        const std::string& mac,
+                                                        std::int64_t expiring_after = 0) {
     virNetworkPtr* networks = nullptr;
     const int count =
         virConnectListAllNetworks(connection, &networks, VIR_CONNECT_LIST_NETWORKS_ACTIVE);
@@ -242,7 +247,8 @@ network_lease_address(virConnectPtr connection, const std::string& bridge, const
             virNetworkDHCPLeasePtr* leases = nullptr;
             const int leased = virNetworkGetDHCPLeases(networks[i], mac.c_str(), &leases, 0);
             for (int j = 0; j < leased; ++j) {
-                if (!found && leases[j]->type == VIR_IP_ADDR_TYPE_IPV4 && leases[j]->ipaddr)
+                if (!found && leases[j]->type == VIR_IP_ADDR_TYPE_IPV4 && leases[j]->ipaddr &&
+                    leases[j]->expirytime > expiring_after)
                     found = leases[j]->ipaddr;
                 virNetworkDHCPLeaseFree(leases[j]);
             }
@@ -254,6 +260,25 @@ network_lease_address(virConnectPtr connection, const std::string& bridge, const
     std::free(networks);
     virResetLastError();
     return found;
+}
+
+/// When the lease of `mac` on the network of `bridge` that expires last
+/// does; 0 when it has none.
+inline std::int64_t last_lease_expiry(virConnectPtr connection, const std::string& bridge,
+                                      const std::string& mac) {
+    std::int64_t last = 0;
+    const auto network = dhcp_reservation_impl::network_of_bridge(connection, bridge);
+    if (!network)
+        return last;
+    virNetworkDHCPLeasePtr* leases = nullptr;
+    const int leased = virNetworkGetDHCPLeases(network.get(), mac.c_str(), &leases, 0);
+    for (int i = 0; i < leased; ++i) {
+        last = std::max<std::int64_t>(last, leases[i]->expirytime);
+        virNetworkDHCPLeaseFree(leases[i]);
+    }
+    std::free(leases);
+    virResetLastError();
+    return last;
 }
 
 /// The first IPv4 address of domain `uuid`'s NIC with `mac`, as libvirt

@@ -76,7 +76,15 @@ struct domain_definition {
     /// one it may use from the start (its IP parameter), so that nothing is
     /// learned and nothing waits for the learning; empty: learned from DHCP.
     std::string reserved_ip;
+    /// A snapshot slot's domain: SMBIOS tells its guest to stop at the
+    /// barrier (see snapshot_image.hpp), and it has a VM generation ID,
+    /// which QEMU changes at each restore (for guests whose kernel has the
+    /// vmgenid driver: they reseed their RNG at once).
+    bool snapshot_slot = false;
 };
+
+/// The SMBIOS system family that tells a guest it is a snapshot slot's.
+inline constexpr std::string_view slot_smbios_family = "anweddol-slot";
 
 /// The domain's XML, as the reference defines it (hvm, boot from hd then
 /// cdrom, acpi/apic, vmport off, rtc/pit/hpet timers, destroyed on reboot
@@ -100,9 +108,16 @@ inline std::string domain_xml(const domain_definition& d) {
     // useserial: the firmware writes to the serial console too, so that the
     // console log shows a boot that fails before the kernel ("No bootable
     // device").
+    if (d.snapshot_slot)
+        xml += "  <genid/>\n"
+               "  <sysinfo type='smbios'>\n    <system>\n      <entry name='family'>" +
+               std::string(slot_smbios_family) + "</entry>\n    </system>\n  </sysinfo>\n";
     xml += "  <os>\n    <type arch='x86_64'>hvm</type>\n"
            "    <boot dev='hd'/>\n    <boot dev='cdrom'/>\n"
-           "    <bios useserial='yes'/>\n  </os>\n";
+           "    <bios useserial='yes'/>\n";
+    if (d.snapshot_slot)
+        xml += "    <smbios mode='sysinfo'/>\n";
+    xml += "  </os>\n";
     xml += "  <features>\n    <acpi/>\n    <apic/>\n    <vmport state='off'/>\n  </features>\n";
     xml += "  <clock offset='utc'>\n"
            "    <timer name='rtc' tickpolicy='catchup'/>\n"

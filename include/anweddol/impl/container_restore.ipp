@@ -1,0 +1,223 @@
+//
+// anweddol: throwaway libvirt/QEMU containers administered over SSH.
+//
+#ifndef ANWEDDOL_IMPL_CONTAINER_RESTORE_IPP
+#define ANWEDDOL_IMPL_CONTAINER_RESTORE_IPP
+
+// A container's start from a snapshot slot: the slot's one cold boot to the
+// barrier and its save, then the restore. Part of container_instance.ipp.
+
+#include <anweddol/container_instance.hpp>
+#include <anweddol/detail/file_sha256.hpp>
+#include <anweddol/detail/libvirt/dhcp_reservation.hpp>
+#include <anweddol/detail/libvirt/snapshot_image.hpp>
+#include <anweddol/impl/snapshot_slot_state.hpp>
+
+#include <boost/asio/steady_timer.hpp>
+
+namespace anweddol {
+
+namespace container_impl {
+
+// What an image saved for `iso`, `memory`... would be saved from; the ISO
+// hashed again only when its size or time changed since `earlier`.
+inline detail::slot_image_inputs
+describe_slot_inputs(std::string iso, unsigned memory, unsigned vcpus, std::string bridge,
+                     std::string domain_type, std::string driver_uri,
+                     std::optional<detail::slot_image_inputs> earlier) {
+    detail::slot_image_inputs inputs{
+        .iso_path = std::filesystem::absolute(iso).lexically_normal().string(),
+        .iso_sha256 = {},
+        .iso_size = std::filesystem::file_size(iso),
+        .iso_modified = std::filesystem::last_write_time(iso),
+        .memory = memory,
+        .vcpus = vcpus,
+        .bridge = std::move(bridge),
+        .domain_type = std::move(domain_type),
+        .driver_uri = std::move(driver_uri),
+    };
+    if (earlier && earlier->iso_path == inputs.iso_path && earlier->iso_size == inputs.iso_size &&
+        earlier->iso_modified == inputs.iso_modified)
+        inputs.iso_sha256 = earlier->iso_sha256;
+    else
+        inputs.iso_sha256 = detail::file_sha256(inputs.iso_path);
+    return inputs;
+}
+
+inline bool same_slot_inputs(const detail::slot_image_inputs& a,
+                             const detail::slot_image_inputs& b) {
+    return a.iso_path == b.iso_path && a.iso_sha256 == b.iso_sha256 && a.memory == b.memory &&
+           a.vcpus == b.vcpus && a.bridge == b.bridge && a.domain_type == b.domain_type &&
+           a.driver_uri == b.driver_uri;
+}
+
+// What the slot's first boot shows on its console: whether it reached the
+// barrier, or showed that it never will (a guest that does not implement it
+// goes on to make its host keys and secret).
+enum class barrier_sign { none, reached, missing };
+inline barrier_sign read_barrier_sign(std::string_view console) {
+    if (console.find(detail::barrier_announcement) != std::string_view::npos)
+        return barrier_sign::reached;
+    if (console.find("-----BEGIN ANWEDDOL ENDPOINT-----") != std::string_view::npos ||
+        console.find("-----BEGIN SSH HOST KEY") != std::string_view::npos)
+        return barrier_sign::missing;
+    return barrier_sign::none;
+}
+
+} // namespace container_impl
+
+ANWEDDOL_DECL boost::asio::awaitable<void>
+container_instance::restore_here(std::shared_ptr<hypervisor_connection> connection,
+                                 const start_options& opts, std::string domain_type,
+                                 std::shared_ptr<void> slot_claim) {
+    const auto slot = options_.slot; // kept alive for the whole start
+    auto& shared = *slot->state_;
+    auto& rt = get_runtime();
+    auto describing = detail::run_blocking(
+        rt.workers(), &rt.completions(),
+        [iso = iso_path_, memory = memory_, vcpus = vcpus_, bridge = nat_interface_name_,
+         domain_type, uri = opts.driver_uri, earlier = shared.saved] {
+            return container_impl::describe_slot_inputs(iso, memory, vcpus, bridge, domain_type,
+                                                        uri, earlier);
+        });
+    auto inputs = co_await std::move(describing);
+    if (shared.saved && !container_impl::same_slot_inputs(*shared.saved, inputs))
+        shared.saved.reset();
+    if (shared.saved && shared.reservation) {
+        // Kept between containers, where a sweep may have taken it as stale.
+        auto keeping = connection->call(
+            [bridge = nat_interface_name_, r = *shared.reservation](virConnectPtr c) {
+                return detail::keep_reservation_blocking(c, bridge, r);
+            });
+        if (!co_await std::move(keeping)) {
+            // Its address went elsewhere, and the image's filter knows no other.
+            shared.saved.reset();
+            shared.reservation.reset();
+        }
+    }
+    if (!shared.saved) {
+        boot_admission::ticket admitted;
+        if (!options_.bypass_admission) {
+            boot_admission& admission = options_.admission ? *options_.admission : rt.admission();
+            auto admitting = admission.admit(domain_type);
+            admitted = co_await std::move(admitting);
+        }
+        auto saving = save_slot_here(connection, opts, domain_type);
+        co_await std::move(saving);
+        shared.saved = std::move(inputs);
+    }
+    auto restoring = boot_here(connection, opts, domain_type, nullptr, std::move(slot_claim));
+    co_await std::move(restoring);
+}
+
+ANWEDDOL_DECL boost::asio::awaitable<void>
+container_instance::save_slot_here(std::shared_ptr<hypervisor_connection> connection,
+                                   const start_options& opts, std::string domain_type) {
+    auto& shared = *options_.slot->state_;
+    const auto& hook = opts.on_progress ? opts.on_progress : options_.on_progress;
+    if (hook)
+        hook({uuid_, container_phase::creating_domain, std::chrono::steady_clock::now()});
+    if (!shared.reservation) {
+        auto reserving =
+            connection->call([bridge = nat_interface_name_, mac = shared.mac](virConnectPtr c) {
+                return detail::reserve_address_blocking(c, bridge, mac);
+            });
+        shared.reservation = co_await std::move(reserving);
+        shared.connection = connection;
+    }
+    if (const auto stp = detail::read_local_bridge_stp(nat_interface_name_))
+        shared.network_note = detail::stp_cost_note(nat_interface_name_, *stp);
+
+    const std::string image = shared.image_path().string();
+    detail::domain_definition definition{
+        .uuid = uuid_,
+        .type = domain_type,
+        .memory_mib = memory_,
+        .vcpus = vcpus_,
+        .iso_path = std::filesystem::absolute(iso_path_).lexically_normal().string(),
+        .bridge = nat_interface_name_,
+        .mac = shared.mac,
+        .owner = options_.owner.empty() ? detail::host_name() : options_.owner,
+        .isolated_port = state_->isolation.ports_isolated,
+        .traffic_filter = state_->traffic_filter,
+        .dhcp_server = state_->dhcp_server,
+        .reserved_ip = shared.reservation && !state_->traffic_filter.empty()
+                           ? shared.reservation->ip
+                           : std::string(),
+        .snapshot_slot = true,
+    };
+    auto executor = co_await boost::asio::this_coro::executor;
+    auto stopped = std::make_shared<detail::stop_signal>(executor);
+    auto watching =
+        connection->subscribe(uuid_, executor, [stopped](const domain_lifecycle_event& event) {
+            stopped->on_event(event.event, event.detail, true);
+        });
+    auto console = std::make_shared<detail::console_ring>(64 * 1024);
+    // Autodestroy: a process that dies before the save leaves nothing.
+    auto creating = connection->call([uri = opts.driver_uri, definition, console](virConnectPtr c) {
+        return detail::create_domain_blocking(c, uri, definition, true, console, false, false);
+    });
+    auto created = co_await std::move(creating);
+
+    std::exception_ptr failure;
+    try {
+        boost::asio::steady_timer poll(executor);
+        const auto deadline = std::chrono::steady_clock::now() + shared.opts.barrier_timeout;
+        for (;;) {
+            const auto sign = container_impl::read_barrier_sign(console->text());
+            if (sign == container_impl::barrier_sign::reached)
+                break;
+            if (sign == container_impl::barrier_sign::missing)
+                detail::throw_error(errc::snapshot_barrier_missing,
+                                    "snapshot slot " + uuid_ +
+                                        ": its guest made its host keys without stopping at the "
+                                        "barrier: ISO " +
+                                        iso_path_ + " does not implement it");
+            if (stopped->raised())
+                detail::throw_error(stopped->code(), "snapshot slot " + uuid_ + "'s guest " +
+                                                         stopped->describe() +
+                                                         " before it reached the barrier");
+            if (std::chrono::steady_clock::now() >= deadline)
+                detail::throw_error(errc::snapshot_barrier_missing,
+                                    "snapshot slot " + uuid_ +
+                                        ": its guest did not reach the "
+                                        "barrier within " +
+                                        std::to_string(shared.opts.barrier_timeout.count()) +
+                                        " s: ISO " + iso_path_ +
+                                        " may not implement it (or boots slower)");
+            poll.expires_after(std::chrono::milliseconds(50));
+            co_await poll.async_wait(boost::asio::use_awaitable);
+        }
+        auto saving = connection->call([uuid = uuid_, image](virConnectPtr c) {
+            detail::save_domain_blocking(c, uuid, image);
+        });
+        co_await std::move(saving);
+        // Its STOPPED event must not be taken for the end of the domain
+        // about to be restored with the same UUID.
+        using namespace boost::asio::experimental::awaitable_operators;
+        boost::asio::steady_timer limit(executor, std::chrono::seconds(5));
+        co_await (stopped->wait() || limit.async_wait(boost::asio::use_awaitable));
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    // The console of a domain that is gone closes at once; the stream is an
+    // RPC all the same: on the connection's lane.
+    auto closing = connection->call(
+        [stream = std::make_shared<detail::console_stream>(std::move(created.console)),
+         domain = std::shared_ptr<virDomain>(created.domain.release(), virDomainFree),
+         destroy = failure != nullptr](virConnectPtr) {
+            if (destroy) {
+                virDomainDestroy(domain.get());
+                virResetLastError();
+            }
+            stream->close();
+        });
+    co_await boost::asio::this_coro::reset_cancellation_state();
+    co_await std::move(closing);
+    if (failure)
+        std::rethrow_exception(detail::with_guest_console(failure, console->text()));
+}
+
+} // namespace anweddol
+
+#endif
