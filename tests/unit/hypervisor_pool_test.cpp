@@ -9,10 +9,10 @@
 #include "test_context.hpp"
 
 #include <anweddol/detail/domain_identity.hpp>
-#include <anweddol/detail/hypervisor_pool_state.hpp>
 #include <anweddol/detail/libvirt/call.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_pool.hpp>
+#include <anweddol/impl/hypervisor_pool_state.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>

@@ -4,7 +4,7 @@
 #ifndef ANWEDDOL_DETAIL_CONSOLE_ANNOUNCEMENT_HPP
 #define ANWEDDOL_DETAIL_CONSOLE_ANNOUNCEMENT_HPP
 
-#include <anweddol/container_instance.hpp>
+#include <anweddol/detail/config.hpp>
 #include <anweddol/detail/libvirt/console_log.hpp>
 #include <anweddol/detail/ssh/console_scanner.hpp>
 
@@ -24,18 +24,20 @@
 #include <memory>
 #include <utility>
 
-namespace anweddol::detail {
+namespace anweddol {
 
-/// The console of a container's current (or last) boot.
+class container_instance;
+
+namespace detail {
+
+/// The console of a container's current (or last) boot. Bodies in
+/// impl/container_instance.ipp, with the class whose insides they read.
 struct console_access {
-    static std::shared_ptr<console_ring> ring(const container_instance& container) {
-        return container.state_->console;
-    }
+    ANWEDDOL_DECL static std::shared_ptr<console_ring> ring(const container_instance& container);
     /// For tests on a driver without consoles (test:///): a ring that the
     /// test feeds in place of the guest. Replaces the boot's own.
-    static void attach(container_instance& container, std::shared_ptr<console_ring> ring) {
-        container.state_->console = std::move(ring);
-    }
+    ANWEDDOL_DECL static void attach(container_instance& container,
+                                     std::shared_ptr<console_ring> ring);
 };
 
 namespace console_announcement_detail {
@@ -109,13 +111,12 @@ await_console_announcement(std::shared_ptr<console_ring> ring,
 }
 
 /// The same, for `container`'s console (its current boot's, or its last's).
-/// The container need not outlive the wait.
-inline boost::asio::awaitable<console_announcement>
+/// The container need not outlive the wait. Body in impl/container_instance.ipp.
+ANWEDDOL_DECL boost::asio::awaitable<console_announcement>
 await_console_announcement(const container_instance& container,
-                           std::chrono::steady_clock::duration limit, bool wait_for_host_keys) {
-    return await_console_announcement(console_access::ring(container), limit, wait_for_host_keys);
-}
+                           std::chrono::steady_clock::duration limit, bool wait_for_host_keys);
 
-} // namespace anweddol::detail
+} // namespace detail
+} // namespace anweddol
 
 #endif

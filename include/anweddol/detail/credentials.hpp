@@ -6,7 +6,7 @@
 
 #include <anweddol/detail/diagnostics.hpp>
 #include <anweddol/detail/random.hpp>
-#include <anweddol/secret.hpp>
+#include <anweddol/detail/secret.hpp>
 
 #include <openssl/crypto.h>
 

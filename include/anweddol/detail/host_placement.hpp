@@ -4,7 +4,6 @@
 #ifndef ANWEDDOL_DETAIL_HOST_PLACEMENT_HPP
 #define ANWEDDOL_DETAIL_HOST_PLACEMENT_HPP
 
-#include <anweddol/boot_admission.hpp>
 #include <anweddol/detail/config.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -22,6 +21,7 @@
 
 namespace anweddol {
 
+class boot_admission;
 class ssh_jump;
 
 namespace detail {

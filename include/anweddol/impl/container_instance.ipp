@@ -5,6 +5,7 @@
 #define ANWEDDOL_IMPL_CONTAINER_INSTANCE_IPP
 
 #include <anweddol/container_instance.hpp>
+#include <anweddol/detail/console_announcement.hpp>
 #include <anweddol/detail/domain_identity.hpp>
 #include <anweddol/detail/file_sha256.hpp>
 #include <anweddol/detail/libvirt/address_wait.hpp>
@@ -337,6 +338,23 @@ container_instance::shell_here(std::string user, std::string password, std::uint
         co_await std::move(opening);
     }
     co_return shell;
+}
+
+ANWEDDOL_DECL std::shared_ptr<detail::console_ring>
+detail::console_access::ring(const container_instance& container) {
+    return container.state_->console;
+}
+
+ANWEDDOL_DECL void detail::console_access::attach(container_instance& container,
+                                                  std::shared_ptr<console_ring> ring) {
+    container.state_->console = std::move(ring);
+}
+
+ANWEDDOL_DECL boost::asio::awaitable<detail::console_announcement>
+detail::await_console_announcement(const container_instance& container,
+                                   std::chrono::steady_clock::duration limit,
+                                   bool wait_for_host_keys) {
+    return await_console_announcement(console_access::ring(container), limit, wait_for_host_keys);
 }
 
 } // namespace anweddol

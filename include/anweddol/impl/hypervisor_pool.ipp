@@ -4,11 +4,11 @@
 #ifndef ANWEDDOL_IMPL_HYPERVISOR_POOL_IPP
 #define ANWEDDOL_IMPL_HYPERVISOR_POOL_IPP
 
-#include <anweddol/detail/hypervisor_pool_state.hpp>
 #include <anweddol/detail/libvirt/domain_ops.hpp>
 #include <anweddol/detail/libvirt/host_probe.hpp>
 #include <anweddol/error.hpp>
 #include <anweddol/hypervisor_pool.hpp>
+#include <anweddol/impl/hypervisor_pool_state.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>

@@ -22,7 +22,7 @@
 #include <anweddol/detail/errc.hpp>
 #include <anweddol/detail/libvirt/domain_description.hpp>
 #include <anweddol/detail/libvirt/domain_xml.hpp>
-#include <anweddol/network_isolation.hpp>
+#include <anweddol/detail/libvirt/network_isolation.hpp>
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>

@@ -6,8 +6,8 @@
 
 #include <anweddol/detail/diagnostics.hpp>
 #include <anweddol/detail/ssh/fingerprint_text.hpp>
+#include <anweddol/detail/ssh/host_key_policy.hpp>
 #include <anweddol/detail/ssh/login_params.hpp>
-#include <anweddol/endpoint_shell_options.hpp>
 
 #include <string>
 #include <utility>

@@ -5,6 +5,7 @@
 #define ANWEDDOL_DETAIL_SSH_LOGIN_PARAMS_HPP
 
 #include <anweddol/detail/credentials.hpp>
+#include <anweddol/detail/secret.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>

@@ -7,12 +7,15 @@
 // definitions whichever of the two a program includes first.
 #include <anweddol/hypervisor_pool.hpp>
 
-#ifndef ANWEDDOL_DETAIL_HYPERVISOR_POOL_STATE_HPP
-#define ANWEDDOL_DETAIL_HYPERVISOR_POOL_STATE_HPP
+#ifndef ANWEDDOL_IMPL_HYPERVISOR_POOL_STATE_HPP
+#define ANWEDDOL_IMPL_HYPERVISOR_POOL_STATE_HPP
 
 // A hypervisor_pool's bookkeeping: its hosts and what each holds. Bodies in
-// impl/hypervisor_pool.ipp; here so that the unit tests can feed it what the
-// test driver cannot do (a host's connection dropping).
+// impl/hypervisor_pool.ipp; in a header of its own so that the unit tests
+// can feed it what the test driver cannot do (a host's connection
+// dropping). In impl/, beside its bodies, not in detail/: it is built on
+// the public classes (a host's boot admission, connection and jump), and
+// no detail header includes a public one.
 
 #include <anweddol/boot_admission.hpp>
 #include <anweddol/detail/config.hpp>
