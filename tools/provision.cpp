@@ -197,88 +197,110 @@ void require_readable(const std::string& option, const std::string& path) {
         bad_usage(option + " " + path + ": cannot read this file");
 }
 
-settings parse(int argc, char** argv) {
+// What the command line says, before its options are checked together.
+struct command_line {
     settings s;
     bool uri_given = false;
     bool jump_user_given = false;
     std::vector<std::pair<std::string, std::string>> jumps; // --jump NAME, ADDRESS[:PORT]
-    for (int i = 1; i < argc; ++i) {
-        const std::string arg = argv[i];
-        if (arg == "--help") {
-            std::cout << usage;
-            std::exit(0);
-        }
-        if (arg == "--json" || arg == "--keep" || arg == "--show-passwords") {
-            (arg == "--json" ? s.json : arg == "--keep" ? s.keep : s.show_passwords) = true;
-            continue;
-        }
-        if (arg == "--dynamic-address") {
-            s.dynamic_address = true;
-            continue;
-        }
-        if (i + 1 == argc)
-            bad_usage(arg + " needs a value");
-        const std::string value = argv[++i];
-        if (arg == "--iso")
-            s.iso = value;
-        else if (arg == "--count")
-            s.count = number(arg, value, 1, 256);
-        else if (arg == "--pool")
-            s.pool = number(arg, value, 0, 64);
-        else if (arg == "--memory")
-            s.memory = number(arg, value, 512, 1 << 20);
-        else if (arg == "--vcpus")
-            s.vcpus = number(arg, value, 1, 256);
-        else if (arg == "--uri")
-            s.uri = value, uri_given = true;
-        else if (arg == "--host") {
-            auto [name, uri] = name_value(arg, value, "NAME=URI, such as h1=qemu+tls://h1/system");
-            if (uri.find(':') == std::string::npos)
-                bad_usage("--host " + value + ": '" + uri +
-                          "' is no libvirt URI (such as qemu+tls://h1/system)");
-            for (const auto& host : s.hosts)
-                if (host.name == name)
-                    bad_usage("--host " + value + ": a host named '" + name +
-                              "' was given already; give each host a name of its own");
-            host_setting host;
-            host.name = std::move(name);
-            host.uri = std::move(uri);
-            s.hosts.push_back(std::move(host));
-        } else if (arg == "--jump")
-            jumps.push_back(name_value(arg, value, "NAME=ADDRESS[:PORT], such as h1=10.0.0.5"));
-        else if (arg == "--jump-user") {
-            if (value.empty())
-                bad_usage("--jump-user needs a user name");
-            s.jump_user = value, jump_user_given = true;
-        } else if (arg == "--jump-key")
-            s.jump_key = value;
-        else if (arg == "--known-hosts")
-            s.known_hosts = value;
-        else if (arg == "--domain-type")
-            s.domain_type = value;
-        else if (arg == "--max-boots")
-            s.max_boots = value == "auto" || value == "unbounded"
-                              ? value
-                              : std::to_string(number(arg, value, 1, 1024));
-        else if (arg == "--owner")
-            s.owner = value;
-        else if (arg == "--client-port")
-            s.client_port = static_cast<std::uint16_t>(number(arg, value, 1, 65535));
-        else
-            bad_usage("unknown option " + arg);
-    }
-    if (s.iso.empty())
-        bad_usage("--iso is required");
-    if (!s.hosts.empty() && uri_given)
-        bad_usage("--uri and --host contradict each other: give one libvirt host with --uri, "
-                  "or every host with --host");
-    if (!s.hosts.empty() && s.max_boots == "unbounded")
-        bad_usage("--max-boots unbounded is for one host: with --host, give a number per host "
-                  "or auto (each host's CPU count)");
-    for (const auto& [name, value] : jumps) {
-        const auto host = std::find_if(s.hosts.begin(), s.hosts.end(),
+};
+
+// --host NAME=URI: one more host, under a name of its own.
+void add_host(command_line& c, const std::string& value) {
+    auto [name, uri] = name_value("--host", value, "NAME=URI, such as h1=qemu+tls://h1/system");
+    if (uri.find(':') == std::string::npos)
+        bad_usage("--host " + value + ": '" + uri +
+                  "' is no libvirt URI (such as qemu+tls://h1/system)");
+    for (const auto& host : c.s.hosts)
+        if (host.name == name)
+            bad_usage("--host " + value + ": a host named '" + name +
+                      "' was given already; give each host a name of its own");
+    host_setting host;
+    host.name = std::move(name);
+    host.uri = std::move(uri);
+    c.s.hosts.push_back(std::move(host));
+}
+
+// The options without a value.
+const std::map<std::string_view, bool settings::*> flags{
+    {"--json", &settings::json},
+    {"--keep", &settings::keep},
+    {"--dynamic-address", &settings::dynamic_address},
+    {"--show-passwords", &settings::show_passwords}};
+
+// The options with a value, and what each does with it.
+using option_setter = void (*)(command_line&, const std::string& option, const std::string& value);
+const std::map<std::string_view, option_setter> valued_options{
+    {"--iso",
+     [](auto& c, auto&, auto& value) {
+         c.s.iso = value;
+     }},
+    {"--count",
+     [](auto& c, auto& o, auto& value) {
+         c.s.count = number(o, value, 1, 256);
+     }},
+    {"--pool",
+     [](auto& c, auto& o, auto& value) {
+         c.s.pool = number(o, value, 0, 64);
+     }},
+    {"--memory",
+     [](auto& c, auto& o, auto& value) {
+         c.s.memory = number(o, value, 512, 1 << 20);
+     }},
+    {"--vcpus",
+     [](auto& c, auto& o, auto& value) {
+         c.s.vcpus = number(o, value, 1, 256);
+     }},
+    {"--uri",
+     [](auto& c, auto&, auto& value) {
+         c.s.uri = value, c.uri_given = true;
+     }},
+    {"--host",
+     [](auto& c, auto&, auto& value) {
+         add_host(c, value);
+     }},
+    {"--jump",
+     [](auto& c, auto& o, auto& value) {
+         c.jumps.push_back(name_value(o, value, "NAME=ADDRESS[:PORT], such as h1=10.0.0.5"));
+     }},
+    {"--jump-user",
+     [](auto& c, auto&, auto& value) {
+         if (value.empty())
+             bad_usage("--jump-user needs a user name");
+         c.s.jump_user = value, c.jump_user_given = true;
+     }},
+    {"--jump-key",
+     [](auto& c, auto&, auto& value) {
+         c.s.jump_key = value;
+     }},
+    {"--known-hosts",
+     [](auto& c, auto&, auto& value) {
+         c.s.known_hosts = value;
+     }},
+    {"--domain-type",
+     [](auto& c, auto&, auto& value) {
+         c.s.domain_type = value;
+     }},
+    {"--max-boots",
+     [](auto& c, auto& o, auto& value) {
+         c.s.max_boots = value == "auto" || value == "unbounded"
+                             ? value
+                             : std::to_string(number(o, value, 1, 1024));
+     }},
+    {"--owner",
+     [](auto& c, auto&, auto& value) {
+         c.s.owner = value;
+     }},
+    {"--client-port", [](auto& c, auto& o, auto& value) {
+         c.s.client_port = static_cast<std::uint16_t>(number(o, value, 1, 65535));
+     }}};
+
+// Each --jump on its host, and the options that go with jumps.
+void check_jumps(command_line& c) {
+    for (const auto& [name, value] : c.jumps) {
+        const auto host = std::find_if(c.s.hosts.begin(), c.s.hosts.end(),
                                        [&name](const auto& h) { return h.name == name; });
-        if (host == s.hosts.end())
+        if (host == c.s.hosts.end())
             bad_usage("--jump " + name + "=" + value + ": no host named '" + name +
                       "' was given with --host");
         if (host->jump_address)
@@ -286,23 +308,60 @@ settings parse(int argc, char** argv) {
                       "' has a jump already; give one per host");
         parse_jump(name, value, *host);
     }
-    if (jumps.empty()) {
-        for (const auto& [given, option] : {std::pair{jump_user_given, "--jump-user"},
-                                            {!s.jump_key.empty(), "--jump-key"},
-                                            {!s.known_hosts.empty(), "--known-hosts"}})
+    if (c.jumps.empty()) {
+        for (const auto& [given, option] : {std::pair{c.jump_user_given, "--jump-user"},
+                                            {!c.s.jump_key.empty(), "--jump-key"},
+                                            {!c.s.known_hosts.empty(), "--known-hosts"}})
             if (given)
                 bad_usage(std::string(option) + " is for jump hosts: give --jump NAME=ADDRESS too");
-    } else {
-        if (s.jump_key.empty())
-            bad_usage(
-                "--jump needs --jump-key FILE: the private key that logs in to the jump hosts");
-        if (s.known_hosts.empty())
-            bad_usage("--jump needs --known-hosts FILE: the known_hosts file that checks the jump "
-                      "hosts' keys");
-        require_readable("--jump-key", s.jump_key);
-        require_readable("--known-hosts", s.known_hosts);
+        return;
     }
-    return s;
+    if (c.s.jump_key.empty())
+        bad_usage("--jump needs --jump-key FILE: the private key that logs in to the jump hosts");
+    if (c.s.known_hosts.empty())
+        bad_usage("--jump needs --known-hosts FILE: the known_hosts file that checks the jump "
+                  "hosts' keys");
+    require_readable("--jump-key", c.s.jump_key);
+    require_readable("--known-hosts", c.s.known_hosts);
+}
+
+// The options together: what is required, what contradicts what.
+void check(command_line& c) {
+    if (c.s.iso.empty())
+        bad_usage("--iso is required");
+    if (!c.s.hosts.empty() && c.uri_given)
+        bad_usage("--uri and --host contradict each other: give one libvirt host with --uri, "
+                  "or every host with --host");
+    if (!c.s.hosts.empty() && c.s.max_boots == "unbounded")
+        bad_usage("--max-boots unbounded is for one host: with --host, give a number per host "
+                  "or auto (each host's CPU count)");
+    check_jumps(c);
+}
+
+// The set-up: the command line read and checked, or the usage on standard
+// error and exit status 2.
+settings parse(int argc, char** argv) {
+    command_line c;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--help") {
+            std::cout << usage;
+            std::exit(0);
+        }
+        if (const auto flag = flags.find(arg); flag != flags.end()) {
+            c.s.*(flag->second) = true;
+            continue;
+        }
+        if (i + 1 == argc)
+            bad_usage(arg + " needs a value");
+        const std::string value = argv[++i];
+        const auto option = valued_options.find(arg);
+        if (option == valued_options.end())
+            bad_usage("unknown option " + arg);
+        option->second(c, arg, value);
+    }
+    check(c);
+    return std::move(c.s);
 }
 
 double seconds(std::chrono::steady_clock::duration d) {
