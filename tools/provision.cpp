@@ -352,13 +352,13 @@ settings parse(int argc, char** argv) {
             c.s.*(flag->second) = true;
             continue;
         }
-        if (i + 1 == argc)
-            bad_usage(arg + " needs a value");
-        const std::string value = argv[++i];
+        // Known first: an unknown last option is no option missing its value.
         const auto option = valued_options.find(arg);
         if (option == valued_options.end())
             bad_usage("unknown option " + arg);
-        option->second(c, arg, value);
+        if (i + 1 == argc)
+            bad_usage(arg + " needs a value");
+        option->second(c, arg, argv[++i]);
     }
     check(c);
     return std::move(c.s);
