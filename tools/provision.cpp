@@ -4,6 +4,11 @@
 // destroys every one of them before it exits, and libvirt destroys them if
 // it is killed (autodestroy), except with --keep. With --host, places them
 // across many libvirt hosts through a hypervisor_pool.
+//
+// Exit status: 0 when every container was administered; 1 when one was not,
+// no --host was up, or an error stopped it; 2 for a usage error (an option
+// it does not know or a value it refuses, an ISO or a key file it cannot
+// read), before anything connects; 130 after Ctrl-C (or SIGTERM).
 #include <anweddol/container_pool.hpp>
 #include <anweddol/hypervisor_pool.hpp>
 #include <anweddol/provisioning.hpp>
@@ -28,10 +33,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -43,6 +50,7 @@
 #include <string_view>
 #include <vector>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace asio = boost::asio;
@@ -101,6 +109,10 @@ fewest boots in flight among those with room for it):
 The table and the JSON then say each container's host (and jump); a
 container behind a jump gets the ssh -J command that reaches it, and a last
 line counts the containers per host.
+
+Exit status: 0 when every container was administered, 1 when one was not
+(or no host was up), 2 for a usage error (with its reason on standard
+error), 130 when interrupted.
 )";
 
 // One --host, with its --jump if any.
@@ -195,6 +207,32 @@ void parse_jump(const std::string& name, const std::string& value, host_setting&
 void require_readable(const std::string& option, const std::string& path) {
     if (!std::ifstream(path))
         bad_usage(option + " " + path + ": cannot read this file");
+}
+
+// --iso's file, checked before anything connects: without a libvirtd the
+// connection would fail first, and hide a mistyped path behind it. The
+// library checks it here too (with --host as well), but only once
+// connected.
+void check_iso(const settings& s) {
+    struct stat status {};
+    std::string problem;
+    if (::stat(s.iso.c_str(), &status) != 0)
+        problem = errno == ENOENT ? "no such file"
+                                  : "cannot use it: " + std::string(std::strerror(errno));
+    else if (S_ISDIR(status.st_mode))
+        problem = "a directory, not a file";
+    else if (!S_ISREG(status.st_mode))
+        problem = "not a regular file";
+    else if (::access(s.iso.c_str(), R_OK) != 0)
+        problem = "cannot read it: " + std::string(std::strerror(errno));
+    if (problem.empty())
+        return;
+    std::cerr << "anweddol-provision: --iso " << s.iso << ": " << problem << "\n"
+              << "  give --iso the live ISO to boot, a file this user can read"
+              << (s.hosts.empty() ? "" : ",\n  and at the same path on every --host") << ";\n"
+              << "  tests/guest/build-iso.sh builds a test one, and scripts/provision.sh\n"
+              << "  builds it and boots it (in the sandbox)\n";
+    std::exit(2);
 }
 
 // What the command line says, before its options are checked together.
@@ -336,10 +374,11 @@ void check(command_line& c) {
         bad_usage("--max-boots unbounded is for one host: with --host, give a number per host "
                   "or auto (each host's CPU count)");
     check_jumps(c);
+    check_iso(c.s);
 }
 
-// The set-up: the command line read and checked, or the usage on standard
-// error and exit status 2.
+// The set-up: the command line read and checked, or what is wrong with it
+// on standard error and exit status 2.
 settings parse(int argc, char** argv) {
     command_line c;
     for (int i = 1; i < argc; ++i) {
