@@ -430,6 +430,27 @@ TEST_CASE("tenants: two containers restored from one snapshot slot share no host
              anweddol::detail::console_access::ring(*container)->announcement().host_keys)
             view.host_keys.push_back(key.fingerprint);
         CHECK(slot->is_in_use());
+        if (plant) {
+            // One container at a time: a second start is refused, and
+            // leaves the first alone.
+            auto other = std::make_shared<anweddol::container_instance>(
+                test_context().get_executor(), anweddol::test::test_iso(), slot->get_uuid(), 512,
+                1);
+            other->set_options(container_options);
+            const auto refused = run_coroutine(
+                [](std::shared_ptr<anweddol::container_instance> c) -> awaitable<int> {
+                    // Built outside the co_await: GCC 12 destroys its
+                    // temporaries twice.
+                    auto starting =
+                        c->start_domain(anweddol::start_options{},
+                                        boost::asio::as_tuple(boost::asio::use_awaitable));
+                    auto [error] = co_await std::move(starting);
+                    co_return error == anweddol::errc::snapshot_slot_busy ? 1 : 0;
+                }(other),
+                1min);
+            CHECK(refused == 1);
+            CHECK(container->is_domain_running());
+        }
         auto handed_over =
             run_coroutine(anweddol::detail::hand_over(std::move(booted), options), 3min);
         view.username = handed_over.username;

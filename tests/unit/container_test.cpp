@@ -11,7 +11,9 @@
 #include <anweddol/detail/libvirt/dhcp_host_entries.hpp>
 #include <anweddol/detail/libvirt/domain_xml.hpp>
 #include <anweddol/detail/libvirt/network_filter.hpp>
+#include <anweddol/detail/libvirt/snapshot_image.hpp>
 #include <anweddol/provisioning.hpp>
+#include <anweddol/snapshot_slot.hpp>
 #include <anweddol/virtualization_interface.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -208,6 +210,90 @@ TEST_CASE("container: the domain XML keeps the reference's elements and cuts wha
     CHECK_FALSE(has("bus='ide'"));
     CHECK(has("<controller type='usb' model='none'/>"));
     CHECK(has("<rom enabled='no'/>"));
+}
+
+TEST_CASE("slot: a snapshot slot's domain XML tells its guest to stop at the barrier, and has a "
+          "generation ID; a container's does not") {
+    anweddol::detail::domain_definition d;
+    d.uuid = "0a1b2c3d-0000-4000-8000-000000000012";
+    d.type = "qemu";
+    d.iso_path = "/isos/live.iso";
+    d.bridge = "virbr0";
+    d.mac = "52:54:00:aa:bb:cc";
+    const std::string plain = anweddol::detail::domain_xml(d);
+    CHECK(plain.find("<sysinfo") == std::string::npos);
+    CHECK(plain.find("<genid") == std::string::npos);
+    CHECK(plain.find("<smbios") == std::string::npos);
+    d.snapshot_slot = true;
+    const std::string xml = anweddol::detail::domain_xml(d);
+    INFO(xml);
+    CHECK(xml.find("<genid/>") != std::string::npos);
+    CHECK(xml.find("<entry name='family'>anweddol-slot</entry>") != std::string::npos);
+    const auto os = xml.find("<os>");
+    const auto smbios = xml.find("<smbios mode='sysinfo'/>");
+    CHECK((os < smbios && smbios < xml.find("</os>")));
+}
+
+TEST_CASE("slot: the console says whether the slot's guest reached the barrier, or never will") {
+    using anweddol::detail::barrier_sign;
+    using anweddol::detail::read_barrier_sign;
+    CHECK(read_barrier_sign("") == barrier_sign::none);
+    CHECK(read_barrier_sign("[    0.000000] Linux version 6.1\r\n") == barrier_sign::none);
+    CHECK(read_barrier_sign("boot\r\nANWEDDOL BARRIER\r\n") == barrier_sign::reached);
+    // An ISO without the barrier goes on to its secret and host keys.
+    CHECK(read_barrier_sign("-----BEGIN ANWEDDOL ENDPOINT-----\npassword [redacted]\n") ==
+          barrier_sign::missing);
+    CHECK(read_barrier_sign("<14>Dec  8 ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n") ==
+          barrier_sign::missing);
+}
+
+TEST_CASE("slot: the resume line carries the entropy and the time in the form the guest reads") {
+    const std::string hex(128, 'a');
+    CHECK(anweddol::detail::resume_line(hex, 1765150000) ==
+          "ANWEDDOL-RESUME " + hex + " 1765150000\n");
+}
+
+TEST_CASE("slot: STP on a bridge is reported with what it costs a restore, and off is silent") {
+    using anweddol::detail::bridge_stp;
+    CHECK(anweddol::detail::stp_cost_note("virbr0", bridge_stp{false, std::chrono::seconds(2)})
+              .empty());
+    CHECK(anweddol::detail::stp_cost_note("virbr0", bridge_stp{true, std::chrono::seconds(0)})
+              .empty());
+    const auto note =
+        anweddol::detail::stp_cost_note("virbr0", bridge_stp{true, std::chrono::seconds(2)});
+    CHECK(note.find("virbr0 has STP on") != std::string::npos);
+    CHECK(note.find("4000 ms") != std::string::npos);
+    CHECK(note.find("stp='off'") != std::string::npos);
+}
+
+TEST_CASE("slot: a container that is not its slot's, or on a remote hypervisor, is refused "
+          "before libvirt is touched") {
+    auto slot = std::make_shared<anweddol::snapshot_slot>(test_context().get_executor());
+    CHECK(slot->get_uuid().size() == 36);
+    CHECK(slot->get_mac().rfind("52:54:00:", 0) == 0);
+    CHECK_FALSE(slot->is_saved());
+    CHECK_FALSE(slot->is_in_use());
+    CHECK_FALSE(slot->get_reserved_address());
+
+    const auto start_with = [&](std::string uuid, std::string uri) {
+        auto container = std::make_shared<anweddol::container_instance>(
+            test_context().get_executor(), "/nonexistent.iso", uuid, 512, 1);
+        auto options = container->get_options();
+        options.slot = slot;
+        container->set_options(options);
+        anweddol::start_options start;
+        start.driver_uri = std::move(uri);
+        return error_of(container->start_domain(start)).code();
+    };
+    CHECK(start_with("", "qemu:///system") == anweddol::errc::invalid_argument);
+    CHECK(start_with(slot->get_uuid(), "qemu+tcp://10.0.0.1/system") ==
+          anweddol::errc::invalid_argument);
+    CHECK_FALSE(slot->is_in_use()); // a refused start holds nothing
+
+    anweddol::snapshot_slot::options relative;
+    relative.image_directory = "images";
+    CHECK_THROWS_AS(anweddol::snapshot_slot(test_context().get_executor(), relative),
+                    boost::system::system_error);
 }
 
 TEST_CASE("container: the domain XML isolates the guest's port and filters its traffic when asked, "

@@ -51,19 +51,6 @@ inline bool same_slot_inputs(const detail::slot_image_inputs& a,
            a.driver_uri == b.driver_uri;
 }
 
-// What the slot's first boot shows on its console: whether it reached the
-// barrier, or showed that it never will (a guest that does not implement it
-// goes on to make its host keys and secret).
-enum class barrier_sign { none, reached, missing };
-inline barrier_sign read_barrier_sign(std::string_view console) {
-    if (console.find(detail::barrier_announcement) != std::string_view::npos)
-        return barrier_sign::reached;
-    if (console.find("-----BEGIN ANWEDDOL ENDPOINT-----") != std::string_view::npos ||
-        console.find("-----BEGIN SSH HOST KEY") != std::string_view::npos)
-        return barrier_sign::missing;
-    return barrier_sign::none;
-}
-
 } // namespace container_impl
 
 ANWEDDOL_DECL boost::asio::awaitable<void>
@@ -164,10 +151,10 @@ container_instance::save_slot_here(std::shared_ptr<hypervisor_connection> connec
         boost::asio::steady_timer poll(executor);
         const auto deadline = std::chrono::steady_clock::now() + shared.opts.barrier_timeout;
         for (;;) {
-            const auto sign = container_impl::read_barrier_sign(console->text());
-            if (sign == container_impl::barrier_sign::reached)
+            const auto sign = detail::read_barrier_sign(console->text());
+            if (sign == detail::barrier_sign::reached)
                 break;
-            if (sign == container_impl::barrier_sign::missing)
+            if (sign == detail::barrier_sign::missing)
                 detail::throw_error(errc::snapshot_barrier_missing,
                                     "snapshot slot " + uuid_ +
                                         ": its guest made its host keys without stopping at the "

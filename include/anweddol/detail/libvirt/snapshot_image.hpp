@@ -39,6 +39,19 @@ namespace anweddol::detail {
 /// What a slot's guest writes on its console once it waits at the barrier.
 inline constexpr std::string_view barrier_announcement = "ANWEDDOL BARRIER";
 
+/// What the slot's first boot shows on its console: whether it reached the
+/// barrier, or showed that it never will (a guest that does not implement it
+/// goes on to make its host keys and secret).
+enum class barrier_sign { none, reached, missing };
+inline barrier_sign read_barrier_sign(std::string_view console) {
+    if (console.find(barrier_announcement) != std::string_view::npos)
+        return barrier_sign::reached;
+    if (console.find("-----BEGIN ANWEDDOL ENDPOINT-----") != std::string_view::npos ||
+        console.find("-----BEGIN SSH HOST KEY") != std::string_view::npos)
+        return barrier_sign::missing;
+    return barrier_sign::none;
+}
+
 /// The line that lets a restored guest past its barrier.
 inline std::string resume_line(std::string_view entropy_hex, std::int64_t unix_seconds) {
     return "ANWEDDOL-RESUME " + std::string(entropy_hex) + " " + std::to_string(unix_seconds) +
