@@ -366,7 +366,10 @@ private:
     boost::asio::awaitable<void> stop_here(stop_options opts);
     boost::asio::awaitable<void> adopt_here(std::string driver_uri);
     // Keeps `running` and the address in step with the domain's lifecycle.
-    void watch_lifecycle(const std::shared_ptr<hypervisor_connection>& connection);
+    // With `from_start`, ignores what comes before the domain's STARTED (a
+    // restored domain's UUID is its slot's, and so were earlier domains').
+    void watch_lifecycle(const std::shared_ptr<hypervisor_connection>& connection,
+                         bool from_start = false);
     boost::asio::awaitable<void> destroy_here();
     boost::asio::awaitable<std::shared_ptr<endpoint_shell_instance>>
     shell_here(std::string user, std::string password, std::uint16_t port, bool open_shell);

@@ -197,10 +197,16 @@ ANWEDDOL_DECL void container_instance::set_nat_interface_name(std::string nat_in
 }
 
 ANWEDDOL_DECL void
-container_instance::watch_lifecycle(const std::shared_ptr<hypervisor_connection>& connection) {
+container_instance::watch_lifecycle(const std::shared_ptr<hypervisor_connection>& connection,
+                                    bool from_start) {
     state_->watching = connection->subscribe(
         uuid_, executor_,
-        [weak = std::weak_ptr<domain_state>(state_)](const domain_lifecycle_event& e) {
+        [weak = std::weak_ptr<domain_state>(state_),
+         started = std::make_shared<bool>(!from_start)](const domain_lifecycle_event& e) {
+            // With `from_start`, events before the domain's STARTED are an
+            // earlier domain's with the same UUID.
+            if (!*started && !(*started = e.event == VIR_DOMAIN_EVENT_STARTED))
+                return;
             if (e.event != VIR_DOMAIN_EVENT_STOPPED)
                 return;
             if (auto alive = weak.lock()) {

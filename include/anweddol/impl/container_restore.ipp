@@ -35,6 +35,10 @@ describe_slot_inputs(std::string iso, unsigned memory, unsigned vcpus, std::stri
         .bridge = std::move(bridge),
         .domain_type = std::move(domain_type),
         .driver_uri = std::move(driver_uri),
+        .isolated_port = false, // the caller's: it planned the isolation
+        .traffic_filter = {},
+        .dhcp_server = {},
+        .owner = {},
     };
     if (earlier && earlier->iso_path == inputs.iso_path && earlier->iso_size == inputs.iso_size &&
         earlier->iso_modified == inputs.iso_modified)
@@ -48,7 +52,9 @@ inline bool same_slot_inputs(const detail::slot_image_inputs& a,
                              const detail::slot_image_inputs& b) {
     return a.iso_path == b.iso_path && a.iso_sha256 == b.iso_sha256 && a.memory == b.memory &&
            a.vcpus == b.vcpus && a.bridge == b.bridge && a.domain_type == b.domain_type &&
-           a.driver_uri == b.driver_uri;
+           a.driver_uri == b.driver_uri && a.isolated_port == b.isolated_port &&
+           a.traffic_filter == b.traffic_filter && a.dhcp_server == b.dhcp_server &&
+           a.owner == b.owner;
 }
 
 } // namespace container_impl
@@ -68,6 +74,10 @@ container_instance::restore_here(std::shared_ptr<hypervisor_connection> connecti
                                                         uri, earlier);
         });
     auto inputs = co_await std::move(describing);
+    inputs.isolated_port = state_->isolation.ports_isolated;
+    inputs.traffic_filter = state_->traffic_filter;
+    inputs.dhcp_server = state_->dhcp_server;
+    inputs.owner = options_.owner.empty() ? detail::host_name() : options_.owner;
     if (shared.saved && !container_impl::same_slot_inputs(*shared.saved, inputs))
         shared.saved.reset();
     if (shared.saved && shared.reservation) {
@@ -134,10 +144,19 @@ container_instance::save_slot_here(std::shared_ptr<hypervisor_connection> connec
         .snapshot_slot = true,
     };
     auto executor = co_await boost::asio::this_coro::executor;
+    // `stopped`: the boot ended (or paused) before the barrier; `saved`: the
+    // save stopped the domain. Events before its STARTED are an earlier
+    // domain's of the slot (libvirt sends a domain's events in order).
     auto stopped = std::make_shared<detail::stop_signal>(executor);
-    auto watching =
-        connection->subscribe(uuid_, executor, [stopped](const domain_lifecycle_event& event) {
+    auto saved = std::make_shared<detail::stop_signal>(executor);
+    auto watching = connection->subscribe(
+        uuid_, executor,
+        [stopped, saved,
+         started = std::make_shared<bool>(false)](const domain_lifecycle_event& event) {
+            if (!*started && !(*started = event.event == VIR_DOMAIN_EVENT_STARTED))
+                return;
             stopped->on_event(event.event, event.detail, true);
+            saved->on_event(event.event, event.detail, false);
         });
     auto console = std::make_shared<detail::console_ring>(64 * 1024);
     // Autodestroy: a process that dies before the save leaves nothing.
@@ -181,9 +200,11 @@ container_instance::save_slot_here(std::shared_ptr<hypervisor_connection> connec
         co_await std::move(saving);
         // Its STOPPED event must not be taken for the end of the domain
         // about to be restored with the same UUID.
+        // (The save's own pause raised `stopped` already: wait for STOPPED.)
         using namespace boost::asio::experimental::awaitable_operators;
         boost::asio::steady_timer limit(executor, std::chrono::seconds(5));
-        co_await (stopped->wait() || limit.async_wait(boost::asio::use_awaitable));
+        auto gone = saved->wait() || limit.async_wait(boost::asio::use_awaitable);
+        co_await std::move(gone);
     } catch (...) {
         failure = std::current_exception();
     }

@@ -201,13 +201,18 @@ container_instance::boot_here(std::shared_ptr<hypervisor_connection> connection,
     // once must not leave the address wait waiting for nothing.
     auto executor = co_await boost::asio::this_coro::executor;
     auto stopped = std::make_shared<detail::stop_signal>(executor);
-    auto watching_stop =
-        connection->subscribe(uuid_, executor, [stopped](const domain_lifecycle_event& event) {
-            stopped->on_event(event.event, event.detail, true);
+    // A restored domain has the UUID of the slot's earlier ones, whose last
+    // events (a destroy's STOPPED) may still be on their way: libvirt sends
+    // a domain's events in order, so this one's begin with its STARTED.
+    auto started = std::make_shared<bool>(slot == nullptr);
+    auto watching_stop = connection->subscribe(
+        uuid_, executor, [stopped, started](const domain_lifecycle_event& event) {
+            if (*started || (*started = event.event == VIR_DOMAIN_EVENT_STARTED))
+                stopped->on_event(event.event, event.detail, true);
         });
     auto st = state_;
     release_reservation_in_background(); // of a domain that stopped by itself
-    watch_lifecycle(connection);
+    watch_lifecycle(connection, slot != nullptr);
     st->console = options_.console_log_bytes > 0
                       ? std::make_shared<detail::console_ring>(options_.console_log_bytes)
                       : nullptr;

@@ -67,12 +67,11 @@ ANWEDDOL_DECL void snapshot_slot::state::clean_up_in_background() noexcept {
     auto image = image_path();
     auto address = std::exchange(reservation, std::nullopt);
     auto through = std::exchange(connection, nullptr);
-    const bool had_image = saved.has_value();
-    runtime.run_detached([image, address, through, had_image]() noexcept {
-        if (had_image) {
-            std::error_code ignored;
-            std::filesystem::remove(image, ignored);
-        }
+    // Whether or not a save completed: one cancelled after libvirt wrote
+    // the file leaves it too.
+    runtime.run_detached([image, address, through]() noexcept {
+        std::error_code ignored;
+        std::filesystem::remove(image, ignored);
         try {
             if (address && through)
                 detail::release_reservation_blocking(through->current().get(), *address);

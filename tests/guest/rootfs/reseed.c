@@ -45,7 +45,8 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < digits / 2; ++i) {
     const int high = hex_value(argv[1][2 * i]), low = hex_value(argv[1][2 * i + 1]);
     if (high < 0 || low < 0) {
-      fprintf(stderr, "anweddol_reseed: not hexadecimal: %s\n", argv[1]);
+      /* Not the argument itself: it is entropy, and stderr is the console. */
+      fprintf(stderr, "anweddol_reseed: its argument is not hexadecimal\n");
       return 2;
     }
     request.bytes[i] = (unsigned char)(high * 16 + low);

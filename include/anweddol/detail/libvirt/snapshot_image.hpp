@@ -70,6 +70,12 @@ struct slot_image_inputs {
     std::string bridge;
     std::string domain_type;
     std::string driver_uri;
+    // The saved domain's XML comes back with it: its isolation and owner
+    // are the image's, whatever a later start planned.
+    bool isolated_port = false;
+    std::string traffic_filter;
+    std::string dhcp_server;
+    std::string owner;
 };
 
 /// Saves running domain `uuid` to `path` on its host; the domain stops.
