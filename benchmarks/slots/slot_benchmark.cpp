@@ -48,6 +48,9 @@ struct settings {
 struct sample {
     double to_login = 0; // seconds from the start to a logged-in endpoint
     double qemu_cpu = 0; // seconds of CPU its QEMU used until then
+    double define = 0;   // checks, and the domain's creation or restore
+    double to_ip = 0;    // from there to its address
+    double to_ssh = 0;   // from there to the endpoint logged in
 };
 
 settings parse(int argc, char** argv) {
@@ -104,6 +107,9 @@ asio::awaitable<sample> run_one(const settings& s,
     auto booted = co_await std::move(booting);
     result.to_login = seconds(clock_type::now() - began);
     result.qemu_cpu = qemu_cpu_seconds(container->get_uuid());
+    result.define = seconds(booted.partial.timings.define);
+    result.to_ip = seconds(booted.partial.timings.boot_to_ip);
+    result.to_ssh = seconds(booted.partial.timings.ip_to_ssh);
     auto closing = booted.endpoint->close_shell();
     co_await std::move(closing);
     auto stopping = container->stop_domain(anweddol::stop_options{anweddol::stop_mode::destroy});
@@ -118,7 +124,8 @@ void report(const char* what, const std::vector<sample>& samples) {
         cpu.push_back(s.qemu_cpu);
     }
     std::printf("%-26s n=%zu  to login p50 %6.2f s  p95 %6.2f s   QEMU CPU p50 %5.2f s\n", what,
-                samples.size(), percentile(login, 50), percentile(login, 95), percentile(cpu, 50));
+                samples.size(), percentile(login, 0.5), percentile(login, 0.95),
+                percentile(cpu, 0.5));
 }
 
 asio::awaitable<void> run_benchmark(const settings& s) {
@@ -140,9 +147,12 @@ asio::awaitable<void> run_benchmark(const settings& s) {
         booted.push_back(co_await std::move(booting));
         auto restoring = run_one(s, slot);
         restored.push_back(co_await std::move(restoring));
-        std::printf("round %d: boot %.2f s (CPU %.2f s), restore %.2f s (CPU %.2f s)\n", round + 1,
-                    booted.back().to_login, booted.back().qemu_cpu, restored.back().to_login,
-                    restored.back().qemu_cpu);
+        for (const auto* kind : {"boot", "restore"}) {
+            const auto& x = kind[0] == 'b' ? booted.back() : restored.back();
+            std::printf("round %d %-7s: to login %5.2f s (create %.2f, to address %.2f, to SSH "
+                        "%.2f), QEMU CPU %.2f s\n",
+                        round + 1, kind, x.to_login, x.define, x.to_ip, x.to_ssh, x.qemu_cpu);
+        }
         std::fflush(stdout);
     }
     report("cold boot", booted);
@@ -157,7 +167,7 @@ asio::awaitable<void> run_benchmark(const settings& s) {
         rc.push_back(x.qemu_cpu);
     }
     std::printf("ratio restore / boot: to login p50 %.3f, QEMU CPU p50 %.3f\n",
-                percentile(r, 50) / percentile(b, 50), percentile(rc, 50) / percentile(bc, 50));
+                percentile(r, 0.5) / percentile(b, 0.5), percentile(rc, 0.5) / percentile(bc, 0.5));
     if (const auto note = slot->get_network_note(); !note.empty())
         std::printf("note: %s\n", note.c_str());
 }
