@@ -114,16 +114,21 @@ container_instance::save_slot_here(std::shared_ptr<hypervisor_connection> connec
     const auto& hook = opts.on_progress ? opts.on_progress : options_.on_progress;
     if (hook)
         hook({uuid_, container_phase::creating_domain, std::chrono::steady_clock::now()});
-    if (!shared.reservation) {
-        auto reserving =
-            connection->call([bridge = nat_interface_name_, mac = shared.mac](virConnectPtr c) {
-                return detail::reserve_address_blocking(c, bridge, mac);
-            });
-        shared.reservation = co_await std::move(reserving);
+    // The reservation (kept from an earlier save where there is one) and
+    // the bridge's STP (sysfs) are both read on the connection's lane: not
+    // on the io thread.
+    auto reserving = connection->call([bridge = nat_interface_name_, mac = shared.mac,
+                                       earlier = shared.reservation](virConnectPtr c) {
+        auto reservation = earlier ? earlier : detail::reserve_address_blocking(c, bridge, mac);
+        const auto stp = detail::read_local_bridge_stp(bridge);
+        return std::pair(std::move(reservation),
+                         stp ? detail::stp_cost_note(bridge, *stp) : std::string());
+    });
+    auto [reservation, network_note] = co_await std::move(reserving);
+    if (!shared.reservation)
         shared.connection = connection;
-    }
-    if (const auto stp = detail::read_local_bridge_stp(nat_interface_name_))
-        shared.network_note = detail::stp_cost_note(nat_interface_name_, *stp);
+    shared.reservation = std::move(reservation);
+    shared.network_note = std::move(network_note);
 
     const std::string image = shared.image_path().string();
     detail::domain_definition definition{
